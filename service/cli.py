@@ -1,0 +1,287 @@
+"""The `edgeminer` command line: a thin layer over the library functions.
+
+Every subcommand is a ``cmd_<name>(args, settings) -> int`` function registered in ``build_parser``.
+Errors the user can act on are printed as one line (``edgeminer: error: ...``) with exit code 1;
+Ctrl-C exits 130 after saying what was kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from service.settings import Settings
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+class CliError(Exception):
+    """A problem with the user's input, printed as one line."""
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = args.data_dir
+    return Settings(**overrides)
+
+
+def _store(settings: Settings) -> Any:
+    from indexer.store import Store
+
+    return Store(settings.data_dir)
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+# ---------------------------------------------------------------------------------------------
+# ingest / stats / demo
+# ---------------------------------------------------------------------------------------------
+
+
+def _add_embedder_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("embedder (recorded with the dataset on first ingest)")
+    g.add_argument(
+        "--embedder",
+        choices=["open_clip", "torchscript", "precomputed"],
+        default=None,
+        help="open_clip (default for a new dataset), torchscript (your own model file) or precomputed vectors",
+    )
+    g.add_argument("--model", default=None, help="open_clip model name (default ViT-B-32)")
+    g.add_argument(
+        "--pretrained",
+        default=None,
+        help="open_clip pretrained tag (default laion2b_s34b_b79k) or a local checkpoint file",
+    )
+    g.add_argument("--model-file", default=None, help="torchscript: the .pt file of your model")
+    g.add_argument("--image-size", type=int, default=None, help="torchscript: input size (default 224)")
+    g.add_argument("--mc-passes", type=int, default=None, help="torchscript: MC-dropout passes (0 = off)")
+    g.add_argument("--vectors", default=None, help="precomputed: a .npy aligned with the manifest rows")
+    g.add_argument("--vector-column", default=None, help="precomputed: manifest column holding the vector")
+    g.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from indexer.embedders import embedder_from_options
+    from indexer.pipeline import ingest
+    from indexer.sources import open_source
+
+    store = _store(settings)
+    source = open_source(
+        args.source,
+        kind=args.format,
+        split=args.split,
+        unlabeled=args.unlabeled,
+        coco_results=args.coco_results,
+        image_root=args.image_root,
+        vectors=args.vectors,
+        vector_column=args.vector_column,
+        classes=args.classes.split(",") if args.classes else None,
+    )
+    existing = store.get_dataset(args.dataset) if store.has_dataset(args.dataset) else None
+    embedder = embedder_from_options(
+        existing.embedder if existing else None,
+        kind=args.embedder,
+        model=args.model,
+        pretrained=args.pretrained,
+        model_file=args.model_file,
+        image_size=args.image_size,
+        mc_passes=args.mc_passes,
+        device=args.device or settings.device,
+    )
+    report = ingest(
+        store,
+        args.dataset,
+        source,
+        embedder,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
+    print(report.summary())
+    return 0 if report.ok_rows or not report.total else 1
+
+
+def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
+    from indexer.pipeline import dataset_stats
+
+    store = _store(settings)
+    stats = dataset_stats(store, args.dataset)
+    if args.json:
+        _print_json(stats)
+        return 0
+    from indexer.pipeline import format_stats
+
+    print(format_stats(stats))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from indexer.demo import build_demo
+
+    store = _store(settings)
+    summary = build_demo(args.demo_dir, store, seed=args.seed, force=args.force, progress=True)
+    print(summary.describe())
+    for step in DEMO_AFTER_INGEST:
+        step(args, settings, store)
+    if args.no_serve:
+        return 0
+    return cmd_serve(args, settings)
+
+
+#: steps `edgeminer demo` runs after the ingest (analysis, the label round trip), in order.
+DEMO_AFTER_INGEST: list[Callable[[argparse.Namespace, Settings, Any], None]] = []
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from service.api.app import create_app
+
+    updates: dict[str, Any] = {}
+    for name in ("host", "port", "api_key"):
+        value = getattr(args, name, None)
+        if value is not None:
+            updates[name] = value
+    if getattr(args, "media_root", None):
+        updates["media_roots"] = [*settings.media_roots, *args.media_root]
+    if getattr(args, "allow_url_fetch", False):
+        updates["allow_url_fetch"] = True
+    settings = settings.model_copy(update=updates)
+    app = create_app(settings)
+    print(f"edgeminer: dashboard and API on http://{settings.host}:{settings.port}/ (docs at /docs)")
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# parser
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgeminer",
+        description="Find where a vision model fails, and which unlabeled images to label next.",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="LanceDB directory or URI (env EDGEMINER_DATA_DIR, default ./edgeminer-data)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "ingest",
+        help="embed and score images into a dataset",
+        description="Read a source (manifest CSV/JSONL/Parquet, class folders, or COCO + results), embed "
+        "every image, score the model's predictions and upsert the rows. Re-running is safe: unchanged "
+        "rows are skipped and an interrupted ingest resumes.",
+    )
+    p.add_argument("source", help="manifest file, folder of class sub-folders, or COCO annotations JSON")
+    p.add_argument("--dataset", required=True, help="dataset name (created on first ingest)")
+    p.add_argument("--format", choices=["manifest", "folders", "coco"], default=None, help="default: guessed")
+    p.add_argument("--split", default=None, help="split for rows that do not say (folders: default train)")
+    p.add_argument("--unlabeled", default=None, help="folders: a folder of unlabeled images for the pool")
+    p.add_argument("--coco-results", default=None, help="coco: the model's detections (COCO results JSON)")
+    p.add_argument("--image-root", default=None, help="folder relative image paths are resolved against")
+    p.add_argument("--classes", default=None, help="comma-separated class names (order of the probs)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2, help="image decoding workers")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_embedder_options(p)
+    p.set_defaults(handler=cmd_ingest)
+
+    p = sub.add_parser("stats", help="rows per split, labeled, errors, embedder, versions")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_stats)
+
+    p = sub.add_parser(
+        "demo",
+        help="build the bundled demo (digits with hidden failure slices), run the pipeline, serve",
+        description="Writes the demo images, trains a small CNN on the CPU, ingests everything with it "
+        "as a TorchScript embedder, runs the later pipeline steps, then serves the dashboard.",
+    )
+    p.add_argument("--demo-dir", default="./demo-data", help="where the demo images and model go")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="rebuild the demo dataset from scratch")
+    p.add_argument("--no-serve", action="store_true", help="stop after the pipeline")
+    _add_serve_options(p)
+    p.set_defaults(handler=cmd_demo)
+
+    p = sub.add_parser("serve", help="serve the REST API and the dashboard")
+    _add_serve_options(p)
+    p.set_defaults(handler=cmd_serve)
+
+    for register in EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+def _add_serve_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    p.add_argument("--api-key", default=None, help="require this key (header X-API-Key) for writes")
+    p.add_argument("--media-root", action="append", default=None, help="extra folder media may be served from")
+    p.add_argument("--allow-url-fetch", action="store_true", help="allow http(s) image URIs (public hosts only)")
+
+
+#: functions ``register(subparsers)`` adding the analysis, mining, export... subcommands.
+EXTRA_COMMANDS: list[Callable[[Any], None]] = []
+
+
+def _register_extras() -> None:
+    """Import the modules that add subcommands. Each appends to EXTRA_COMMANDS / DEMO_AFTER_INGEST."""
+    import importlib
+
+    for module in ("service.cli_analysis", "service.cli_mining", "service.cli_export"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _register_extras()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = _settings(args)
+        return int(args.handler(args, settings) or 0)
+    except KeyboardInterrupt:
+        print(
+            "\nedgeminer: interrupted; every batch written before this is kept, re-run to finish",
+            file=sys.stderr,
+        )
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback on request
+        if os.environ.get("EDGEMINER_DEBUG"):
+            raise
+        if not _is_user_error(exc):
+            print(f"edgeminer: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            print("(set EDGEMINER_DEBUG=1 for the traceback)", file=sys.stderr)
+            return 2
+        print(f"edgeminer: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _is_user_error(exc: Exception) -> bool:
+    from indexer.store import StoreError
+
+    names = {"SourceError", "EmbedderError", "EdgeminerError", "NotSupported"}
+    mro = {c.__name__ for c in type(exc).__mro__}
+    return isinstance(exc, (CliError, StoreError, ValueError, FileNotFoundError, PermissionError)) or bool(
+        names & mro
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,56 @@
+"""Settings: one object, built by create_app() or the CLI and passed down (never a module global).
+
+Every field can be set by an environment variable ``EDGEMINER_<FIELD>`` (lists as JSON or comma-separated),
+and the CLI's options override them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+UI_DIR = Path(__file__).resolve().parent.parent / "ui"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EDGEMINER_", extra="ignore")
+
+    data_dir: str = Field("./edgeminer-data", description="LanceDB URI: a local directory or object storage")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = Field(None, description="when set, every write needs header X-API-Key")
+    api_key_for_reads: bool = Field(False, description="require the API key for reads too")
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    media_roots: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="folders media may be served from, besides the folders each dataset was ingested from",
+    )
+    allow_url_fetch: bool = Field(False, description="allow http(s) image URIs (never private addresses)")
+    media_base_url: str | None = Field(None, description="base URL exports use to reference media")
+    ui_dir: str = str(UI_DIR)
+    cache_dir: str | None = Field(None, description="thumbnail cache; default <data_dir>/_cache")
+    max_budget: int = Field(10_000, description="largest budget a mine or select request may ask for")
+    device: str = Field("auto", description="torch device for embedders: auto, cpu, cuda")
+
+    @field_validator("cors_origins", "media_roots", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [v.strip() for v in text.split(",") if v.strip()]
+        return value
+
+    @property
+    def thumbnail_cache(self) -> Path:
+        if self.cache_dir:
+            return Path(self.cache_dir)
+        if "://" in self.data_dir:
+            return Path.home() / ".cache" / "edgeminer"
+        return Path(self.data_dir) / "_cache"
