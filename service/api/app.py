@@ -1,0 +1,134 @@
+"""The FastAPI application: ``create_app(settings) -> FastAPI``.
+
+Everything the app needs comes from ``settings`` (no module globals). The lifespan opens the store
+and the job runner (which marks jobs a dead process left running as failed) and puts them on
+``app.state``; routes reach them through the ``Annotated`` dependencies in ``service/api/deps.py``.
+
+Routers: every module named in ``ROUTE_MODULES`` is ``service/api/routes/<name>.py`` exposing
+``router``; it is mounted under ``/api/v1`` behind the API-key guard (writes need the key when one is
+configured, reads when ``api_key_for_reads``). To add an area, add its module name to the tuple.
+The dashboard (``settings.ui_dir``) is served at ``/``; OpenAPI at ``/openapi.json``, docs at ``/docs``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.responses import HTMLResponse
+
+from service.api.deps import api_guard
+from service.errors import install_handlers
+from service.settings import Settings
+
+log = logging.getLogger("edgeminer.service")
+
+API_PREFIX = "/api/v1"
+
+#: route modules mounted under /api/v1 (health is mounted without the API-key guard).
+ROUTE_MODULES: tuple[str, ...] = (
+    "health",
+    "datasets",
+    "samples",
+    "media",
+    "issues",
+    "jobs",
+    "analysis",
+    "mining",
+    "exports",
+)
+UNGUARDED = frozenset({"health"})
+
+
+def _load_router(name: str) -> APIRouter | None:
+    module_name = f"service.api.routes.{name}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            return None  # that area is not written yet
+        raise
+    return module.router  # type: ignore[no-any-return]
+
+
+def create_app(settings: Settings | None = None, *, store: Any = None, jobs: Any = None) -> FastAPI:
+    """Build the app. ``store`` / ``jobs`` may be passed in (tests, an embedding program); otherwise the
+    lifespan opens ``Store(settings.data_dir)`` and a ``JobRunner`` on it and closes the runner at exit."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from indexer.store import Store
+        from service.jobs import JobRunner
+
+        own_jobs = jobs is None
+        app.state.settings = settings
+        app.state.store = store if store is not None else Store(settings.data_dir)
+        app.state.jobs = jobs if jobs is not None else JobRunner(app.state.store)
+        try:
+            yield
+        finally:
+            if own_jobs:
+                app.state.jobs.close(timeout=5.0)
+
+    app = FastAPI(
+        title="edgeminer",
+        version=_version(),
+        summary="Find where a vision model fails, and which unlabeled images to label next.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    install_handlers(app)
+
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=["Content-Type", "X-API-Key"],
+        )
+
+    for name in ROUTE_MODULES:
+        router = _load_router(name)
+        if router is None:
+            continue
+        deps = [] if name in UNGUARDED else [Depends(api_guard)]
+        app.include_router(router, prefix=API_PREFIX, dependencies=deps)
+
+    _mount_ui(app, settings)
+    return app
+
+
+def _mount_ui(app: FastAPI, settings: Settings) -> None:
+    ui_dir = Path(settings.ui_dir)
+    if (ui_dir / "index.html").is_file():
+        from fastapi.staticfiles import StaticFiles
+
+        app.mount("/", StaticFiles(directory=str(ui_dir), html=True), name="ui")
+        return
+
+    @app.get("/", include_in_schema=False)
+    def no_ui() -> HTMLResponse:
+        return HTMLResponse(
+            "<!doctype html><title>edgeminer</title><p>The dashboard files are not installed "
+            "(settings.ui_dir has no index.html). The API is running: see <a href='/docs'>/docs</a>.</p>"
+        )
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("edgeminer")
+    except Exception:  # noqa: BLE001 - not installed as a distribution (source checkout)
+        return "0.0.0"
