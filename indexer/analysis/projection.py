@@ -1,0 +1,243 @@
+"""2-D projection of embeddings: optional PCA, then UMAP (scikit-learn style, seeded).
+
+``Projector(...).fit(X)`` learns the map of every row (labeled and unlabeled together), ``transform``
+places rows that arrive later on the same map without refitting, and ``save`` / ``load`` keep the
+fitted state across restarts (a pickle of the PCA + UMAP models).
+
+Metric: ``cosine`` (the default) is computed as L2 normalisation followed by euclidean distance. On unit
+vectors ``|a - b|^2 = 2 - 2 cos(a, b)``, so the neighbours are exactly the cosine neighbours, while PCA
+(a euclidean method) stays valid and umap-learn uses its fastest nearest-neighbour path.
+
+PCA first (``pca="auto"``): applied when the vectors have more than ``pca_components`` dimensions and
+there are at least ``PCA_MIN_ROWS`` rows. Measured with bench/analyze.py on 512-d clustered vectors:
+at 10k rows PCA-50 saves little (the nearest-neighbour descent is not yet dominant) while at 100k it
+cuts the UMAP nearest-neighbour step several-fold and the memory of the kept training data ten-fold.
+
+Very small inputs (fewer than ``MIN_UMAP_ROWS`` rows) cannot be laid out by UMAP's spectral step; they
+get a 2-D PCA instead (same ``fit`` / ``transform`` interface, recorded in ``method_``).
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["MIN_UMAP_ROWS", "PCA_MIN_ROWS", "PCA_CHOICES", "Projector", "normalize_rows"]
+
+#: below this many rows UMAP is replaced by a 2-D PCA (its spectral initialisation needs more points).
+MIN_UMAP_ROWS = 16
+#: ``pca="auto"`` applies PCA from this many rows on (see the module docstring for the measurement).
+PCA_MIN_ROWS = 20_000
+PCA_CHOICES = ("auto", "on", "off")
+METRICS = ("cosine", "euclidean")
+
+Progress = Callable[[str], None]
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (all-zero rows stay zero)."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return x / norms
+
+
+def _import_umap() -> Any:
+    try:
+        import umap
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("the analysis needs umap-learn: pip install 'umap-learn>=0.5.6'") from exc
+    return umap
+
+
+class Projector:
+    """Embeddings -> 2-D coordinates.
+
+    Parameters are stored as given (scikit-learn convention); learned state ends in ``_``:
+    ``pca_`` (fitted sklearn PCA or None), ``umap_`` (fitted umap.UMAP or None), ``method_``
+    (``"umap"`` or ``"pca"``), ``embedding_`` (the fitted rows' coordinates, float32 ``(n, 2)``),
+    ``n_features_in_``, ``n_fit_``, ``fit_seconds_``.
+    """
+
+    def __init__(
+        self,
+        *,
+        n_neighbors: int = 15,
+        min_dist: float = 0.1,
+        metric: str = "cosine",
+        pca: str = "auto",
+        pca_components: int = 50,
+        n_epochs: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.n_neighbors = n_neighbors
+        self.min_dist = min_dist
+        self.metric = metric
+        self.pca = pca
+        self.pca_components = pca_components
+        self.n_epochs = n_epochs
+        self.seed = seed
+
+    # -- parameters ---------------------------------------------------------------------------
+
+    def get_params(self) -> dict[str, Any]:
+        return {
+            "n_neighbors": self.n_neighbors,
+            "min_dist": self.min_dist,
+            "metric": self.metric,
+            "pca": self.pca,
+            "pca_components": self.pca_components,
+            "n_epochs": self.n_epochs,
+            "seed": self.seed,
+        }
+
+    def _check_params(self) -> None:
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {', '.join(METRICS)}, not {self.metric!r}")
+        if self.pca not in PCA_CHOICES:
+            raise ValueError(f"pca must be one of {', '.join(PCA_CHOICES)}, not {self.pca!r}")
+        if int(self.n_neighbors) < 2:
+            raise ValueError(f"n_neighbors must be at least 2, not {self.n_neighbors}")
+        if not 0.0 <= float(self.min_dist) <= 1.0:
+            raise ValueError(f"min_dist must lie in [0, 1], not {self.min_dist}")
+        if int(self.pca_components) < 2:
+            raise ValueError(f"pca_components must be at least 2, not {self.pca_components}")
+        if self.n_epochs is not None and int(self.n_epochs) < 1:
+            raise ValueError(f"n_epochs must be positive, not {self.n_epochs}")
+
+    def uses_pca(self, n_rows: int, n_features: int) -> bool:
+        """Whether ``fit`` on data of this shape applies PCA first."""
+        if self.pca == "off" or n_features <= int(self.pca_components):
+            return False
+        return self.pca == "on" or n_rows >= PCA_MIN_ROWS
+
+    # -- fitting ------------------------------------------------------------------------------
+
+    def _prepare(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2:
+            raise ValueError(f"embeddings must be a 2-D array (rows, dims), got shape {x.shape}")
+        if not np.isfinite(x).all():
+            bad = int(np.argwhere(~np.isfinite(x))[0][0])
+            raise ValueError(f"embedding row {bad} holds NaN or infinite values: re-ingest that row")
+        return normalize_rows(x) if self.metric == "cosine" else x
+
+    def fit(self, x: np.ndarray, *, progress: Progress | None = None) -> Projector:
+        self._check_params()
+        start = time.perf_counter()
+        x = self._prepare(x)
+        n, d = x.shape
+        if n == 0:
+            raise ValueError("nothing to project: the dataset has no rows with an embedding")
+        self.n_features_in_ = d
+        self.n_fit_ = n
+        self.pca_ = None
+        self.umap_ = None
+        if self.uses_pca(n, d):
+            from sklearn.decomposition import PCA
+
+            if progress:
+                progress(f"PCA {d} -> {self.pca_components} dims on {n} rows")
+            self.pca_ = PCA(n_components=int(self.pca_components), random_state=self.seed, svd_solver="randomized")
+            x = self.pca_.fit_transform(x).astype(np.float32)
+        if n < MIN_UMAP_ROWS:
+            self.method_ = "pca"
+            self._fit_small(x)
+        else:
+            self.method_ = "umap"
+            umap = _import_umap()
+            if progress:
+                progress(f"UMAP on {n} rows x {x.shape[1]} dims")
+            self.umap_ = umap.UMAP(
+                n_components=2,
+                n_neighbors=min(int(self.n_neighbors), n - 1),
+                min_dist=float(self.min_dist),
+                metric="euclidean",
+                n_epochs=None if self.n_epochs is None else int(self.n_epochs),
+                random_state=int(self.seed),
+                low_memory=True,
+                transform_seed=int(self.seed),
+            )
+            with warnings.catch_warnings():
+                # "n_jobs overridden to 1 by setting random_state": seeded runs are single-threaded.
+                warnings.filterwarnings("ignore", message=".*n_jobs value.*")
+                warnings.filterwarnings("ignore", message=".*random_state.*")
+                self.embedding_ = np.asarray(self.umap_.fit_transform(x), dtype=np.float32)
+        self.fit_seconds_ = time.perf_counter() - start
+        return self
+
+    def _fit_small(self, x: np.ndarray) -> None:
+        # Centre and take the two leading directions (padded with zeros if fewer exist).
+        self.small_mean_ = x.mean(axis=0)
+        centred = x - self.small_mean_
+        if x.shape[0] > 1:
+            _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        else:
+            vt = np.zeros((0, x.shape[1]), dtype=np.float32)
+        comps = np.zeros((2, x.shape[1]), dtype=np.float32)
+        comps[: min(2, vt.shape[0])] = vt[:2]
+        self.small_components_ = comps
+        self.embedding_ = (centred @ comps.T).astype(np.float32)
+
+    def fit_transform(self, x: np.ndarray, *, progress: Progress | None = None) -> np.ndarray:
+        return self.fit(x, progress=progress).embedding_
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """Coordinates of new rows on the fitted map (no refit)."""
+        if not hasattr(self, "embedding_"):
+            raise RuntimeError("Projector is not fitted: call fit() first")
+        x = self._prepare(x)
+        if x.shape[0] == 0:
+            return np.zeros((0, 2), dtype=np.float32)
+        if x.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"embeddings have {x.shape[1]} dims, the map was fitted on {self.n_features_in_}: "
+                "the embedder changed, run analyze with --refit"
+            )
+        if self.pca_ is not None:
+            x = self.pca_.transform(x).astype(np.float32)
+        if self.method_ == "pca":
+            return ((x - self.small_mean_) @ self.small_components_.T).astype(np.float32)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*n_jobs value.*")
+            return np.asarray(self.umap_.transform(x), dtype=np.float32)
+
+    # -- persistence --------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> int:
+        """Pickle the fitted state to ``path`` (written atomically). Returns the size in bytes."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        data = self.dumps()
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        return len(data)
+
+    def dumps(self) -> bytes:
+        if not hasattr(self, "embedding_"):
+            raise RuntimeError("Projector is not fitted: nothing to save")
+        # The training coordinates are kept by the store (x, y columns); drop our copy to save space.
+        state = dict(self.__dict__)
+        state.pop("embedding_", None)
+        return pickle.dumps({"format": 1, "state": state}, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def loads(cls, data: bytes) -> Projector:
+        payload = pickle.loads(data)  # noqa: S301 - our own file under the data directory
+        if not isinstance(payload, dict) or payload.get("format") != 1:
+            raise ValueError("unknown projection state format: run analyze with --refit")
+        obj = cls.__new__(cls)
+        obj.__dict__.update(payload["state"])
+        obj.embedding_ = np.zeros((0, 2), dtype=np.float32)
+        return obj
+
+    @classmethod
+    def load(cls, path: str | Path) -> Projector:
+        return cls.loads(Path(path).read_bytes())

@@ -1,0 +1,579 @@
+"""`analyze`: project, cluster and summarise a dataset, and remember the result.
+
+What an analysis writes
+    * samples: ``x``, ``y``, ``cluster`` of every ok row with an embedding (``store.update_columns``);
+    * the ``analysis`` document ``current``: parameters, the run id, table versions, the cluster
+      summaries (failure clusters ranked first, see clustering.py) and, when the dataset has a ``slice``
+      metadata field (the demo's planted slices) or a ``truth_field`` is given, the per-slice quality
+      check (best cluster's precision / recall and its failure rank);
+    * the fitted state (PCA + UMAP + the clusterer, pickled) in a file under the data directory,
+      ``<data_dir>/_analysis/<dataset>/state-<run_id>.pkl``; for a remote LanceDB URI it is stored
+      base64-encoded in the ``analysis`` document ``state`` instead;
+    * a ``run`` document (kind ``analyze``: params, seed, mode, counts, versions read / written,
+      duration), unless a job runner records the run (``record_run=False``).
+
+Modes (chosen in this order)
+    ``reuse``      same parameters and the samples table unchanged since the last analysis: nothing
+                   is recomputed.
+    ``transform``  same projection parameters and a saved state, no ``refit``: rows without
+                   coordinates (ingested since) are placed with the fitted model's ``transform`` and
+                   given the cluster of their nearest dense neighbour; summaries are recomputed over
+                   all rows (labels that came back count). If only the clustering parameters
+                   changed, the map is kept and re-clustered.
+    ``fit``        otherwise (first run, ``refit=True``, projection parameters or embedder changed).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import pickle
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from indexer.analysis.clustering import Clusterer, slice_quality, summarize_clusters
+from indexer.analysis.projection import PCA_CHOICES, Projector
+from indexer.store import UNCERTAINTY_COLUMNS, DocNotFound, Store, embeddings_to_numpy, now_utc
+
+__all__ = [
+    "AnalysisReport",
+    "AnalyzeParams",
+    "analyze",
+    "format_clusters",
+    "format_slices",
+    "get_cluster",
+    "load_analysis",
+]
+
+ANALYSIS_KIND = "analysis"
+CURRENT_ID = "current"
+STATE_ID = "state"
+DEFAULT_TRUTH_FIELD = "slice"
+STAGES = 6
+
+ProgressFn = Callable[[int, int, str], None]
+
+
+@dataclass
+class AnalyzeParams:
+    """Everything that shapes an analysis (recorded with the run; equal params + unchanged data
+    -> the previous result is reused)."""
+
+    n_neighbors: int = 15
+    min_dist: float = 0.1
+    metric: str = "cosine"
+    pca: str = "auto"
+    pca_components: int = 50
+    n_epochs: int | None = None
+    min_cluster_size: int | None = None  # None: auto_min_cluster_size(rows)
+    min_samples: int | None = None
+    backend: str = "hdbscan"
+    min_errors: int = 3
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.pca not in PCA_CHOICES:
+            raise ValueError(f"pca must be one of {', '.join(PCA_CHOICES)}, not {self.pca!r}")
+        if self.min_errors < 1:
+            raise ValueError(f"min_errors must be at least 1, not {self.min_errors}")
+        if self.min_cluster_size is not None and self.min_cluster_size < 2:
+            raise ValueError(f"min_cluster_size must be at least 2, not {self.min_cluster_size}")
+
+    def projector(self) -> Projector:
+        return Projector(
+            n_neighbors=self.n_neighbors,
+            min_dist=self.min_dist,
+            metric=self.metric,
+            pca=self.pca,
+            pca_components=self.pca_components,
+            n_epochs=self.n_epochs,
+            seed=self.seed,
+        )
+
+    def clusterer(self) -> Clusterer:
+        return Clusterer(
+            min_cluster_size=self.min_cluster_size,
+            min_samples=self.min_samples,
+            backend=self.backend,
+            seed=self.seed,
+        )
+
+    def projection_key(self, dim: int, embedder: Mapping[str, Any]) -> str:
+        keys = ("n_neighbors", "min_dist", "metric", "pca", "pca_components", "n_epochs", "seed")
+        return _digest({"p": {k: getattr(self, k) for k in keys}, "dim": dim, "embedder": dict(embedder)})
+
+    def clustering_key(self) -> str:
+        keys = ("min_cluster_size", "min_samples", "backend", "seed")
+        return _digest({k: getattr(self, k) for k in keys})
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> AnalyzeParams:
+        data = dict(data or {})
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown analysis parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**data)
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class AnalysisReport:
+    dataset: str
+    run_id: str
+    mode: str  # fit | transform | recluster | reuse
+    rows: int = 0
+    fitted: int = 0
+    transformed: int = 0
+    n_clusters: int = 0
+    n_failure_clusters: int = 0
+    base_error_rate: float = 0.0
+    version_read: int = 0
+    version_written: int = 0
+    duration_s: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    method: str = ""
+    pca_used: bool = False
+    truth_field: str | None = None
+    slices: list[dict[str, Any]] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        what = {
+            "fit": f"fitted the map on {self.fitted} rows",
+            "transform": f"placed {self.transformed} new rows on the saved map (no refit)"
+            if self.transformed
+            else "no new rows: kept the map and recomputed the summaries",
+            "recluster": f"kept the map, re-clustered {self.rows} rows",
+            "reuse": "data and parameters unchanged: reused the previous analysis",
+        }[self.mode]
+        line = (
+            f"analyze {self.dataset}: {what}; {self.rows} rows, {self.n_clusters} clusters, "
+            f"{self.n_failure_clusters} failure clusters, base error rate {self.base_error_rate:.1%}, "
+            f"version {self.version_read} -> {self.version_written}, {self.duration_s:.1f}s"
+        )
+        return line
+
+
+# ----------------------------------------------------------------------------------------------
+# State persistence
+# ----------------------------------------------------------------------------------------------
+
+
+def _is_local(store: Store) -> bool:
+    return "://" not in store.uri
+
+
+def _state_path(store: Store, dataset: str, run_id: str) -> Path:
+    return Path(store.uri) / "_analysis" / dataset / f"state-{run_id}.pkl"
+
+
+def _save_state(store: Store, dataset: str, run_id: str, projector: Projector, clusterer: Clusterer) -> dict:
+    payload = pickle.dumps(
+        {"format": 1, "projector": projector.dumps(), "clusterer": clusterer}, protocol=pickle.HIGHEST_PROTOCOL
+    )
+    if _is_local(store):
+        path = _state_path(store, dataset, run_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(payload)
+        os.replace(tmp, path)
+        return {"file": str(path.relative_to(store.uri)), "bytes": len(payload)}
+    store.put_doc(dataset, ANALYSIS_KIND, STATE_ID, {"run_id": run_id, "b64": base64.b64encode(payload).decode()})
+    return {"doc": STATE_ID, "bytes": len(payload)}
+
+
+def _load_state(store: Store, dataset: str, ref: Mapping[str, Any] | None) -> tuple[Projector, Clusterer] | None:
+    """The saved (projector, clusterer), or None when it is missing or unreadable (-> refit)."""
+    if not ref:
+        return None
+    try:
+        if "file" in ref:
+            data = (Path(store.uri) / ref["file"]).read_bytes()
+        else:
+            data = base64.b64decode(store.get_doc(dataset, ANALYSIS_KIND, STATE_ID)["b64"])
+        payload = pickle.loads(data)  # noqa: S301 - our own file under the data directory
+        if payload.get("format") != 1:
+            return None
+        return Projector.loads(payload["projector"]), payload["clusterer"]
+    except (OSError, DocNotFound, KeyError, ValueError, pickle.UnpicklingError, AttributeError, EOFError):
+        return None
+
+
+def _drop_old_state(store: Store, dataset: str, ref: Mapping[str, Any] | None, keep: Mapping[str, Any]) -> None:
+    if ref and "file" in ref and ref.get("file") != keep.get("file"):
+        try:
+            (Path(store.uri) / ref["file"]).unlink()
+        except OSError:
+            pass
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading
+# ----------------------------------------------------------------------------------------------
+
+
+def load_analysis(store: Store, dataset: str) -> dict[str, Any] | None:
+    """The current analysis document (summaries included), or None before the first analyze."""
+    try:
+        return store.get_doc(dataset, ANALYSIS_KIND, CURRENT_ID)
+    except DocNotFound:
+        return None
+
+
+def get_cluster(store: Store, dataset: str, cluster_id: int) -> dict[str, Any] | None:
+    doc = load_analysis(store, dataset)
+    if doc is None:
+        return None
+    for c in doc.get("clusters", []):
+        if c["id"] == int(cluster_id):
+            return c
+    return None
+
+
+def _truth_field(info: Any, truth_field: str | None) -> str | None:
+    if truth_field:
+        name = truth_field[5:] if truth_field.startswith("meta_") else truth_field
+        if name not in info.metadata_fields:
+            known = ", ".join(sorted(info.metadata_fields)) or "none"
+            raise ValueError(f"truth field {truth_field!r} is not a metadata field of {info.name!r} (fields: {known})")
+        return name
+    return DEFAULT_TRUTH_FIELD if DEFAULT_TRUTH_FIELD in info.metadata_fields else None
+
+
+# ----------------------------------------------------------------------------------------------
+# analyze
+# ----------------------------------------------------------------------------------------------
+
+
+def analyze(
+    store: Store,
+    dataset: str,
+    params: AnalyzeParams | Mapping[str, Any] | None = None,
+    *,
+    refit: bool = False,
+    truth_field: str | None = None,
+    progress: ProgressFn | None = None,
+    record_run: bool = True,
+    run_id: str | None = None,
+) -> AnalysisReport:
+    """Analyze ``dataset`` (see the module docstring for what is written and the modes)."""
+    start = time.perf_counter()
+    p = params if isinstance(params, AnalyzeParams) else AnalyzeParams.from_dict(params)
+    p.check()
+    info = store.get_dataset(dataset)
+    truth = _truth_field(info, truth_field)
+    run_id = run_id or f"analyze-{now_utc().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    started_at = now_utc().isoformat()
+    version_read = store.version(dataset)
+    current = load_analysis(store, dataset)
+    report = AnalysisReport(
+        dataset=dataset, run_id=run_id, mode="fit", version_read=version_read, params=asdict(p), truth_field=truth
+    )
+    timings: dict[str, float] = {}
+
+    def step(n: int, message: str) -> None:
+        if progress:
+            progress(n, STAGES, message)
+
+    proj_key = p.projection_key(info.dim, info.embedder)
+    clus_key = p.clustering_key()
+    same_params = (
+        bool(current)
+        and current.get("projection_key") == proj_key
+        and (current.get("clustering_key") == clus_key and current.get("min_errors") == p.min_errors)
+    )
+    if (
+        not refit
+        and current is not None
+        and same_params
+        and current.get("version_written") == version_read
+        and current.get("truth_field") == truth
+    ):
+        report.mode = "reuse"
+        report.rows = int(current.get("rows", 0))
+        report.n_clusters = int(current.get("n_clusters", 0))
+        report.n_failure_clusters = int(current.get("n_failure_clusters", 0))
+        report.base_error_rate = float(current.get("base_error_rate", 0.0))
+        report.version_written = version_read
+        report.method = current.get("method", "")
+        report.pca_used = bool(current.get("pca_used"))
+        report.slices = list(current.get("slices", []))
+        report.duration_s = time.perf_counter() - start
+        step(STAGES, "reused the previous analysis")
+        if record_run:
+            _record_run(store, dataset, report, started_at)
+        return report
+
+    # -- load ------------------------------------------------------------------------------------
+    step(0, "loading rows")
+    t = time.perf_counter()
+    meta_cols = ["meta_" + f for f in info.metadata_fields]
+    schema_names = set(store.schema(dataset).names)
+    columns = [
+        "id",
+        "embedding",
+        "x",
+        "y",
+        "cluster",
+        "labeled",
+        "correct",
+        "label",
+        "pred_label",
+        "confidence",
+        *[c for c in UNCERTAINTY_COLUMNS if c in schema_names],
+        *[c for c in meta_cols if c in schema_names],
+    ]
+    table = store.query(dataset, where="status = 'ok' AND embedding IS NOT NULL", columns=columns)
+    n = table.num_rows
+    if n == 0:
+        raise ValueError(f"dataset {dataset!r} has no rows with an embedding: ingest images first")
+    emb = embeddings_to_numpy(table.column("embedding"), info.dim)
+    table = table.drop_columns(["embedding"])
+    ids = table.column("id").to_pylist()
+    xs_old = _float_col(table, "x")
+    ys_old = _float_col(table, "y")
+    cl_old = np.array([-1 if v is None else int(v) for v in table.column("cluster").to_pylist()], dtype=np.int32)
+    timings["load"] = time.perf_counter() - t
+
+    # -- project -----------------------------------------------------------------------------------
+    state = None
+    if not refit and current is not None and current.get("projection_key") == proj_key:
+        state = _load_state(store, dataset, current.get("state"))
+    have_xy = ~(np.isnan(xs_old) | np.isnan(ys_old))
+    if state is not None and have_xy.any():
+        projector, clusterer = state
+        new = ~have_xy
+        xy = np.stack([xs_old, ys_old], axis=1).astype(np.float32)
+        t = time.perf_counter()
+        if new.any():
+            step(1, f"placing {int(new.sum())} new rows on the saved map")
+            xy[new] = projector.transform(emb[new])
+        timings["project"] = time.perf_counter() - t
+        report.transformed = int(new.sum())
+        report.fitted = int(getattr(projector, "n_fit_", 0))
+        t = time.perf_counter()
+        if current is not None and current.get("clustering_key") == clus_key:
+            report.mode = "transform"
+            step(3, "assigning clusters to new rows")
+            labels = cl_old.copy()
+            if new.any():
+                labels[new] = clusterer.predict(xy[new])
+            changed = new
+        else:
+            report.mode = "recluster"
+            step(3, f"clustering {n} points")
+            clusterer = p.clusterer().fit(xy)
+            labels = clusterer.labels_
+            changed = np.ones(n, dtype=bool)
+        timings["cluster"] = time.perf_counter() - t
+    else:
+        t = time.perf_counter()
+        projector = p.projector()
+        xy = projector.fit_transform(emb, progress=lambda msg: step(1, msg))
+        timings["project"] = time.perf_counter() - t
+        report.fitted = n
+        step(3, f"clustering {n} points")
+        t = time.perf_counter()
+        clusterer = p.clusterer().fit(xy)
+        labels = clusterer.labels_
+        timings["cluster"] = time.perf_counter() - t
+        changed = np.ones(n, dtype=bool)
+    report.method = getattr(projector, "method_", "")
+    report.pca_used = getattr(projector, "pca_", None) is not None
+
+    # -- summarise -----------------------------------------------------------------------------------
+    step(4, "summarising clusters")
+    t = time.perf_counter()
+    rows = {c: table.column(c).to_pylist() for c in table.column_names if c not in ("x", "y", "cluster")}
+    rows["x"] = xy[:, 0].tolist()
+    rows["y"] = xy[:, 1].tolist()
+    summary = summarize_clusters(
+        labels, rows, embeddings=emb, min_errors=p.min_errors, metadata_fields=info.metadata_fields
+    )
+    ranks = {c["id"]: c["failure_rank"] for c in summary["clusters"]}
+    if truth is not None:
+        report.slices = slice_quality(labels, rows["meta_" + truth], failure_rank=ranks)
+    timings["summarise"] = time.perf_counter() - t
+
+    # -- write -----------------------------------------------------------------------------------
+    step(5, "writing coordinates and clusters")
+    t = time.perf_counter()
+    idx = np.flatnonzero(changed)
+    version_written = version_read
+    if idx.size:
+        update = pa.table(
+            {
+                "id": pa.array([ids[i] for i in idx], pa.string()),
+                "x": pa.array(xy[idx, 0], pa.float32()),
+                "y": pa.array(xy[idx, 1], pa.float32()),
+                "cluster": pa.array(labels[idx].astype(np.int32), pa.int32()),
+            }
+        )
+        version_written = store.update_columns(dataset, update)
+    if report.mode in ("fit", "recluster") or state is None:
+        state_ref = _save_state(store, dataset, run_id, projector, clusterer)
+        _drop_old_state(store, dataset, (current or {}).get("state"), state_ref)
+    else:
+        state_ref = dict((current or {}).get("state") or {})
+    timings["write"] = time.perf_counter() - t
+
+    report.rows = n
+    report.n_clusters = summary["n_clusters"]
+    report.n_failure_clusters = summary["n_failure_clusters"]
+    report.base_error_rate = summary["base_error_rate"]
+    report.version_written = version_written
+    report.timings = {k: round(v, 3) for k, v in timings.items()}
+    report.duration_s = time.perf_counter() - start
+    doc = {
+        "run_id": run_id,
+        "mode": report.mode,
+        "params": asdict(p),
+        "seed": p.seed,
+        "projection_key": proj_key,
+        "clustering_key": clus_key,
+        "min_errors": p.min_errors,
+        "method": report.method,
+        "pca_used": report.pca_used,
+        "min_cluster_size": int(getattr(clusterer, "min_cluster_size_", 0)),
+        "fitted_rows": report.fitted,
+        "transformed_rows": report.transformed,
+        "version_read": version_read,
+        "version_written": version_written,
+        "state": state_ref,
+        "truth_field": truth,
+        "slices": report.slices,
+        "duration_s": report.duration_s,
+        "timings": report.timings,
+        "analyzed_at": now_utc().isoformat(),
+        **summary,
+    }
+    store.put_doc(dataset, ANALYSIS_KIND, CURRENT_ID, doc)
+    step(STAGES, "done")
+    if record_run:
+        _record_run(store, dataset, report, started_at)
+    return report
+
+
+def _float_col(table: pa.Table, name: str) -> np.ndarray:
+    return np.array([np.nan if v is None else float(v) for v in table.column(name).to_pylist()], dtype=np.float64)
+
+
+def report_result(report: AnalysisReport) -> dict[str, Any]:
+    """The dict a job returns: counts and versions are lifted to the run document by the job runner."""
+    return {
+        "run_id": report.run_id,
+        "mode": report.mode,
+        "counts": {
+            "rows": report.rows,
+            "fitted": report.fitted,
+            "transformed": report.transformed,
+            "clusters": report.n_clusters,
+            "failure_clusters": report.n_failure_clusters,
+        },
+        "version_read": report.version_read,
+        "version_written": report.version_written,
+        "duration_s": round(report.duration_s, 3),
+        "base_error_rate": report.base_error_rate,
+        "slices": report.slices,
+        "timings": report.timings,
+    }
+
+
+def _record_run(store: Store, dataset: str, report: AnalysisReport, started_at: str) -> None:
+    finished = now_utc().isoformat()
+    result = report_result(report)
+    store.put_doc(
+        dataset,
+        "run",
+        report.run_id,
+        {
+            "id": report.run_id,
+            "kind": "analyze",
+            "dataset": dataset,
+            "params": report.params,
+            "seed": report.params.get("seed"),
+            "status": "succeeded",
+            "progress": {"done": STAGES, "total": STAGES, "message": "done"},
+            "counts": result["counts"],
+            "errors": [],
+            "error_count": 0,
+            "result": result,
+            "version_read": report.version_read,
+            "version_written": report.version_written,
+            "duration_s": round(report.duration_s, 3),
+            "created_at": started_at,
+            "started_at": started_at,
+            "finished_at": finished,
+            "pid": os.getpid(),
+        },
+        name="analyze",
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Text output (CLI)
+# ----------------------------------------------------------------------------------------------
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0%}"
+
+
+def format_clusters(doc: Mapping[str, Any], *, top: int = 15, include_all: bool = False) -> str:
+    clusters = [c for c in doc.get("clusters", []) if include_all or c.get("is_failure")]
+    lines = [
+        f"{doc.get('rows', 0)} rows, {doc.get('n_clusters', 0)} clusters, {doc.get('n_failure_clusters', 0)} "
+        f"failure clusters; base error rate {_pct(doc.get('base_error_rate'))} "
+        f"({doc.get('errors', 0)} errors / {doc.get('judged', 0)} judged); run {doc.get('run_id')}",
+    ]
+    if not clusters:
+        lines.append("no failure clusters (no cluster has more errors than the dataset's rate suggests)")
+        return "\n".join(lines)
+    head = f"{'rank':>4} {'cluster':>7} {'size':>6} {'unlab':>6} {'errors':>6} {'err%':>5} {'lift':>5}  main confusion"
+    lines.append(head)
+    for c in clusters[:top]:
+        conf = c["top_confusions"][0] if c["top_confusions"] else None
+        conf_txt = f"{conf['label']} -> {conf['pred']} ({conf['count']})" if conf else "-"
+        lift = "-" if c["lift"] is None else f"{c['lift']:.1f}"
+        rank = "-" if c["failure_rank"] is None else str(c["failure_rank"])
+        lines.append(
+            f"{rank:>4} {c['id']:>7} {c['size']:>6} {c['unlabeled']:>6} {c['errors']:>6} "
+            f"{_pct(c['error_rate']):>5} {lift:>5}  {conf_txt}"
+        )
+    if len(clusters) > top:
+        lines.append(f"... {len(clusters) - top} more (--top N or --json)")
+    return "\n".join(lines)
+
+
+def format_slices(slices: list[Mapping[str, Any]], truth_field: str | None) -> str:
+    if not slices:
+        return ""
+    lines = [
+        f"per-slice check ({truth_field}): best cluster per slice",
+        f"{'slice':<12} {'rows':>5} {'cluster':>7} {'precision':>9} {'recall':>6} {'rank':>5}  majority clusters",
+    ]
+    for s in slices:
+        rank = "-" if s["failure_rank"] is None else str(s["failure_rank"])
+        cl = "-" if s["cluster"] is None else str(s["cluster"])
+        maj = ",".join(str(c) for c in s["majority_clusters"]) or "-"
+        lines.append(
+            f"{str(s['slice']):<12} {s['rows']:>5} {cl:>7} {s['precision']:>9.2f} {s['recall']:>6.2f} {rank:>5}  "
+            f"{maj} (recall {s['majority_recall']:.2f})"
+        )
+    return "\n".join(lines)
