@@ -1,0 +1,605 @@
+"""The ingest pipeline: source -> decode (parallel) -> embed (batched) -> score -> store.
+
+Idempotent and resumable: every record gets a fingerprint (what the source said about it, the image
+file's size and mtime, and the embedder); rows already stored with the same fingerprint are skipped
+before any decoding, and each batch is written as soon as it is embedded. So re-running the same ingest
+changes nothing, and re-running an interrupted one picks up where it stopped.
+
+Per-row problems (missing, truncated or non-image files, probabilities of the wrong length, a duplicate
+id, a vector of the wrong dimension) become rows with ``status='error'`` and a reason; the rest of the
+batch lands.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from indexer import scores as scoring
+from indexer.embedders import Embedder, EmbedderError, EmbedOutput
+from indexer.store import Store, now_utc
+
+ProgressFn = Callable[[int, int, str], None]
+
+
+@dataclass
+class IngestReport:
+    dataset: str
+    run_id: str
+    total: int = 0
+    ok_rows: int = 0
+    error_rows: int = 0
+    skipped: int = 0  # unchanged rows already in the store
+    inserted: int = 0
+    updated: int = 0
+    version_read: int = 0
+    version_written: int = 0
+    seconds: float = 0.0
+    errors: list[dict[str, str]] = field(default_factory=list)  # first 100: id, uri, error
+    index: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    def summary(self) -> str:
+        rate = (self.ok_rows + self.error_rows) / self.seconds if self.seconds else 0.0
+        lines = [
+            f"ingested into {self.dataset!r}: {self.total} records, {self.ok_rows} ok, "
+            f"{self.error_rows} errors, {self.skipped} unchanged (skipped); "
+            f"{self.inserted} new, {self.updated} updated; version {self.version_read} -> "
+            f"{self.version_written}; {self.seconds:.1f} s ({rate:.0f} rows/s)"
+        ]
+        for err in self.errors[:10]:
+            lines.append(f"  error {err['id']} ({err['uri']}): {err['error']}")
+        if self.error_rows > 10:
+            lines.append(f"  ... {self.error_rows - 10} more: edgeminer stats --dataset {self.dataset} --errors")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# image loading
+# ---------------------------------------------------------------------------------------------
+
+
+class ImageLoadError(Exception):
+    pass
+
+
+def load_image(uri: str) -> Any:
+    """Open and fully decode an image file (so truncated files fail here, not later)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if uri.startswith(("http://", "https://")):
+        raise ImageLoadError("remote URIs are not fetched at ingest: download the images and use local paths")
+    path = uri[7:] if uri.startswith("file://") else uri
+    if not os.path.exists(path):
+        raise ImageLoadError("file not found")
+    if os.path.isdir(path):
+        raise ImageLoadError("is a directory, not an image")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.copy()
+    except UnidentifiedImageError:
+        raise ImageLoadError("not an image (Pillow cannot identify the file)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageLoadError(f"unreadable or truncated image: {exc}") from None
+
+
+def _file_stat(uri: str) -> str:
+    path = uri[7:] if uri.startswith("file://") else uri
+    try:
+        st = os.stat(path)
+        return f"{st.st_size}:{st.st_mtime_ns}"
+    except OSError:
+        return "missing"
+
+
+# ---------------------------------------------------------------------------------------------
+# the pipeline
+# ---------------------------------------------------------------------------------------------
+
+
+def fingerprint(record: Any, embedder_key: str) -> str:
+    emb = record.embedding
+    emb_hash = hashlib.sha1(np.asarray(emb, np.float32).tobytes()).hexdigest() if emb is not None else ""
+    payload = {
+        "uri": record.uri,
+        "split": record.split,
+        "label": record.label,
+        "probs": None if record.probs is None else [round(float(p), 7) for p in record.probs],
+        "pred_label": record.pred_label,
+        "score": record.score,
+        "metadata": record.metadata,
+        "parent_id": record.parent_id,
+        "bbox": None if record.bbox is None else [float(v) for v in record.bbox],
+        "outcome": record.outcome,
+        "error": record.error,
+        "emb": emb_hash,
+        "file": _file_stat(record.uri) if emb is None else "",
+        "embedder": embedder_key,
+    }
+    return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _chunks(it: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in it:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def prepare_dataset(store: Store, dataset: str, source: Any, embedder: Embedder) -> Any:
+    """Create the dataset on first ingest, or extend it (classes, metadata fields, media roots)."""
+    classes = list(source.classes or [])
+    if not classes and embedder.classes:
+        classes = list(embedder.classes)
+    if embedder.classes and classes and set(embedder.classes) != set(classes) and not _source_has_probs(source):
+        # the model's logits define the class order when the source has no probabilities of its own
+        classes = list(embedder.classes)
+    dim = embedder.dim or int(getattr(source, "dim", 0) or 0)
+    if store.has_dataset(dataset):
+        info = store.get_dataset(dataset)
+        if dim and info.dim != dim:
+            raise EmbedderError(
+                f"dataset {dataset!r} holds {info.dim}-d vectors, this ingest makes {dim}-d ones: "
+                "ingest into a new dataset"
+            )
+        return store.update_dataset(
+            dataset,
+            classes=classes,
+            metadata_fields=source.metadata_fields,
+            media_roots=list(getattr(source, "roots", []) or []),
+        )
+    if not dim:
+        raise EmbedderError(
+            "cannot tell the vector dimension: the precomputed source has no valid vector in its first rows"
+        )
+    config = embedder.config()
+    if config.get("kind") == "precomputed":
+        config["dim"] = dim
+    return store.create_dataset(
+        dataset,
+        dim=dim,
+        embedder=config,
+        classes=classes,
+        task=getattr(source, "task", "classification"),
+        metadata_fields=source.metadata_fields,
+        media_roots=list(getattr(source, "roots", []) or []),
+    )
+
+
+def _source_has_probs(source: Any) -> bool:
+    return bool(getattr(source, "has_probs", False))
+
+
+def ingest(
+    store: Store,
+    dataset: str,
+    source: Any,
+    embedder: Embedder,
+    *,
+    batch_size: int = 64,
+    workers: int = 2,
+    progress: bool = True,
+    on_progress: ProgressFn | None = None,
+    model_version: str | None = None,
+    run_id: str | None = None,
+    build_indexes: bool = True,
+) -> IngestReport:
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    if workers < 1:
+        raise ValueError("workers must be >= 1")
+    started = time.perf_counter()
+    info = prepare_dataset(store, dataset, source, embedder)
+    run_id = run_id or uuid.uuid4().hex[:12]
+    report = IngestReport(dataset=dataset, run_id=run_id, version_read=store.version(dataset))
+    emb_cfg = dict(info.embedder)
+    embedder_key = json.dumps({k: emb_cfg.get(k) for k in sorted(emb_cfg) if k != "mc_passes"}, default=str)
+    model_version = model_version or _model_version(emb_cfg)
+    classes = list(info.classes)
+    class_index = {c: i for i, c in enumerate(classes)}
+    src_classes = list(source.classes or [])
+    total = len(source)
+    report.total = total
+    run_doc = {
+        "kind": "ingest",
+        "status": "running",
+        "params": {"source": str(getattr(source, "path", "")), "batch_size": batch_size, "workers": workers},
+        "version_read": report.version_read,
+        "started_at": now_utc().isoformat(),
+    }
+    store.put_doc(dataset, "run", run_id, run_doc)
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="img", desc=f"ingest {dataset}", dynamic_ncols=True)
+    seen: dict[str, int] = {}
+    done = 0
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgeminer-decode")
+    try:
+        pending: tuple[list[Any], list[str], list[Future[Any]]] | None = None
+        for chunk in _chunks(_number(source), batch_size):
+            records, fps = _dedupe(chunk, seen, embedder_key)
+            have = store.existing(dataset, [r.id for r in records])
+            todo, todo_fps = [], []
+            for rec, fp in zip(records, fps, strict=True):
+                old = have.get(rec.id)
+                if old is not None and old[0] == fp:
+                    report.skipped += 1
+                else:
+                    todo.append(rec)
+                    todo_fps.append(fp)
+            futures = [pool.submit(_decode, rec, embedder) for rec in todo]
+            # embed the previous chunk while this one decodes
+            if pending is not None:
+                _finish(store, dataset, pending, embedder, classes, class_index, src_classes, model_version, report)
+            pending = (todo, todo_fps, futures)
+            done += len(chunk)
+            if bar is not None:
+                bar.update(len(chunk))
+                bar.set_postfix(ok=report.ok_rows, errors=report.error_rows, skipped=report.skipped)
+            if on_progress is not None:
+                on_progress(done, total, f"{report.ok_rows} ok, {report.error_rows} errors")
+        if pending is not None:
+            _finish(store, dataset, pending, embedder, classes, class_index, src_classes, model_version, report)
+    except BaseException as exc:
+        run_doc.update(
+            status="failed",
+            error=f"{type(exc).__name__}: {exc}" if not isinstance(exc, KeyboardInterrupt) else "interrupted",
+            counts=_counts(report),
+            version_written=store.version(dataset),
+            finished_at=now_utc().isoformat(),
+        )
+        store.put_doc(dataset, "run", run_id, run_doc)
+        raise
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        if bar is not None:
+            bar.close()
+    if build_indexes:
+        report.index = store.ensure_indexes(dataset)
+    report.version_written = store.version(dataset)
+    report.seconds = time.perf_counter() - started
+    run_doc.update(
+        status="succeeded",
+        counts=_counts(report),
+        errors=report.errors[:20],
+        version_written=report.version_written,
+        finished_at=now_utc().isoformat(),
+        seconds=round(report.seconds, 3),
+    )
+    store.put_doc(dataset, "run", run_id, run_doc)
+    return report
+
+
+def _counts(report: IngestReport) -> dict[str, int]:
+    return {
+        "total": report.total,
+        "ok": report.ok_rows,
+        "errors": report.error_rows,
+        "skipped": report.skipped,
+        "inserted": report.inserted,
+        "updated": report.updated,
+    }
+
+
+def _model_version(cfg: dict[str, Any]) -> str:
+    if cfg.get("kind") == "torchscript":
+        return f"{os.path.basename(str(cfg.get('model_file')))}@{cfg.get('model_sha256')}"
+    if cfg.get("kind") == "open_clip":
+        return f"{cfg.get('model')}/{cfg.get('pretrained')}"
+    return str(cfg.get("kind"))
+
+
+def _number(source: Any) -> Iterator[tuple[int, Any]]:
+    yield from enumerate(source)
+
+
+def _dedupe(
+    chunk: list[tuple[int, Any]], seen: dict[str, int], embedder_key: str
+) -> tuple[list[Any], list[str]]:
+    """A repeated id keeps the first row; later ones are stored as error rows under their own id."""
+    import dataclasses
+
+    records, fps = [], []
+    for n, rec in chunk:
+        if rec.id in seen:
+            first = seen[rec.id]
+            rec = dataclasses.replace(
+                rec,
+                id=f"{rec.id}#dup{n}",
+                error=f"duplicate id {rec.id!r}: first at record {first}, this is record {n}",
+            )
+        else:
+            seen[rec.id] = n
+        records.append(rec)
+        fps.append(fingerprint(rec, embedder_key))
+    return records, fps
+
+
+@dataclass
+class _Decoded:
+    array: np.ndarray | None
+    width: int | None
+    height: int | None
+    error: str | None
+
+
+def _decode(rec: Any, embedder: Embedder) -> _Decoded:
+    if rec.error:
+        return _Decoded(None, rec.width, rec.height, rec.error)
+    if rec.embedding is not None:
+        # precomputed: a cheap header read fills width/height and catches a missing file
+        w, h = rec.width, rec.height
+        if rec.uri and not rec.uri.startswith(("http://", "https://")) and (w is None or h is None):
+            try:
+                from PIL import Image
+
+                with Image.open(rec.uri) as img:
+                    w, h = img.size
+            except Exception:  # noqa: BLE001 - size is optional for precomputed rows
+                pass
+        return _Decoded(None, w, h, None)
+    try:
+        img = load_image(rec.uri)
+    except ImageLoadError as exc:
+        return _Decoded(None, rec.width, rec.height, str(exc))
+    width, height = img.size
+    if rec.bbox is not None:
+        x, y, w, h = (float(v) for v in rec.bbox)
+        if w <= 0 or h <= 0:
+            return _Decoded(None, width, height, f"empty box {list(rec.bbox)}")
+        left, top = max(0, int(np.floor(x))), max(0, int(np.floor(y)))
+        right, bottom = min(width, int(np.ceil(x + w))), min(height, int(np.ceil(y + h)))
+        if right <= left or bottom <= top:
+            return _Decoded(None, width, height, f"box {list(rec.bbox)} lies outside the {width}x{height} image")
+        img = img.crop((left, top, right, bottom))
+    try:
+        arr = embedder.preprocess(img)
+    except Exception as exc:  # noqa: BLE001 - a per-image failure, recorded on the row
+        return _Decoded(None, width, height, f"preprocessing failed: {exc}")
+    return _Decoded(arr, rec.width or width, rec.height or height, None)
+
+
+def _finish(
+    store: Store,
+    dataset: str,
+    pending: tuple[list[Any], list[str], list[Future[Any]]],
+    embedder: Embedder,
+    classes: list[str],
+    class_index: dict[str, int],
+    src_classes: list[str],
+    model_version: str,
+    report: IngestReport,
+) -> None:
+    records, fps, futures = pending
+    if not records:
+        return
+    decoded: list[_Decoded] = [f.result() for f in futures]
+    info = store.get_dataset(dataset)
+    dim = info.dim
+    # embed the rows that decoded
+    idx = [i for i, d in enumerate(decoded) if d.array is not None]
+    out: EmbedOutput | None = None
+    if idx:
+        try:
+            out = embedder.embed_batch(np.stack([decoded[i].array for i in idx]))  # type: ignore[misc]
+        except Exception as exc:  # noqa: BLE001 - one bad batch must not sink the ingest
+            for i in idx:
+                decoded[i].error = f"embedding failed: {exc}"
+            idx = []
+    pos = {i: n for n, i in enumerate(idx)}
+    rows: list[dict[str, Any]] = []
+    vectors: list[Any] = []
+    for i, (rec, fp, dec) in enumerate(zip(records, fps, decoded, strict=True)):
+        error = dec.error
+        vec = None
+        model_probs = mc = None
+        if error is None:
+            if rec.embedding is not None:
+                vec = np.asarray(rec.embedding, dtype=np.float32).reshape(-1)
+                if vec.shape[0] != dim:
+                    error = f"vector has {vec.shape[0]} values, the dataset's dimension is {dim}"
+                    vec = None
+                elif not np.all(np.isfinite(vec)):
+                    error = "vector has NaN or infinite values"
+                    vec = None
+                else:
+                    norm = float(np.linalg.norm(vec))
+                    vec = vec / norm if norm > 0 else vec
+            elif out is not None and i in pos:
+                vec = out.embeddings[pos[i]]
+                if out.probs is not None:
+                    model_probs = out.probs[pos[i]]
+                    mc = None if out.mc_probs is None else out.mc_probs[:, pos[i], :]
+        row: dict[str, Any] = {
+            "id": rec.id,
+            "uri": rec.uri,
+            "parent_id": rec.parent_id,
+            "bbox": None if rec.bbox is None else [float(v) for v in rec.bbox],
+            "area": None if rec.bbox is None else float(rec.bbox[2]) * float(rec.bbox[3]),
+            "width": dec.width,
+            "height": dec.height,
+            "split": rec.split,
+            "label": rec.label,
+            "labeled": rec.label is not None or rec.outcome == "false_positive",
+            "model_version": model_version,
+            "fingerprint": fp,
+            "ingested_at": now_utc(),
+        }
+        for key, value in (rec.metadata or {}).items():
+            row["meta_" + key] = value
+        if error is None:
+            try:
+                row.update(_predictions(rec, model_probs, mc, classes, class_index, src_classes))
+            except ValueError as exc:
+                error = str(exc)
+        if error is not None:
+            row.update(status="error", error=error)
+            report.error_rows += 1
+            if len(report.errors) < 100:
+                report.errors.append({"id": rec.id, "uri": rec.uri, "error": error})
+            vectors.append(None)
+        else:
+            row.update(status="ok", error=None)
+            report.ok_rows += 1
+            vectors.append(vec)
+        rows.append(row)
+    table = pa.Table.from_pylist(rows)
+    emb_arr = pa.array(
+        [None if v is None else np.asarray(v, np.float32).tolist() for v in vectors], pa.list_(pa.float32(), dim)
+    )
+    table = table.append_column("embedding", emb_arr)
+    result = store.upsert_samples(dataset, table)
+    report.inserted += result.inserted
+    report.updated += result.updated
+
+
+def _predictions(
+    rec: Any,
+    model_probs: np.ndarray | None,
+    mc: np.ndarray | None,
+    classes: list[str],
+    class_index: dict[str, int],
+    src_classes: list[str],
+) -> dict[str, Any]:
+    """Scores, predicted labels, correctness and outcome for one record.
+
+    Priority: the source's probabilities, then the source's pred_label + score, then the model's own
+    logits (torchscript). Source probabilities are re-ordered into the dataset's class order."""
+    out: dict[str, Any] = {}
+    probs: np.ndarray | None = None
+    if rec.probs is not None:
+        p = np.asarray(rec.probs, dtype=np.float64)
+        order = src_classes or classes
+        if len(p) != len(order):
+            raise ValueError(f"probs has {len(p)} values but there are {len(order)} classes")
+        aligned = np.zeros(len(classes), dtype=np.float64)
+        for k, name in enumerate(order):
+            aligned[class_index[name]] = p[k]
+        probs = aligned
+    elif model_probs is not None and rec.pred_label is None:
+        probs = np.asarray(model_probs, dtype=np.float64)
+    if probs is not None:
+        sc = scoring.score_all(probs[None, :], None if mc is None else mc[:, None, :])
+        for key, arr in sc.items():
+            out[key] = float(arr[0])
+        p1, p2 = scoring.top2(probs[None, :], classes)
+        out["probs"] = probs.astype(np.float32).tolist()
+        out["pred_label"], out["pred_label2"] = p1[0], p2[0]
+    elif rec.pred_label is not None:
+        out["pred_label"] = rec.pred_label
+        if rec.score is not None:
+            s = float(rec.score)
+            if not 0.0 <= s <= 1.0:
+                raise ValueError(f"score {s} is outside [0, 1]")
+            out["confidence"] = s
+            out["least_confidence"] = 1.0 - s
+    pred = out.get("pred_label")
+    if rec.outcome is not None:
+        out["outcome"] = rec.outcome
+        out["correct"] = rec.outcome == "correct"
+    elif rec.label is not None and pred is not None:
+        out["correct"] = pred == rec.label
+        out["outcome"] = "correct" if out["correct"] else "wrong_class"
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# stats
+# ---------------------------------------------------------------------------------------------
+
+
+def dataset_stats(store: Store, dataset: str) -> dict[str, Any]:
+    """Counts per split, labeled, errors, scores present, embedder, dimension and versions."""
+    info = store.get_dataset(dataset)
+    cols = ["split", "labeled", "status", "correct", "embedding", "probs", *scoring_columns()]
+    meta_cols = [f"meta_{f}" for f in info.metadata_fields]
+    table = store.query(dataset, columns=[c for c in cols if c != "embedding"] + meta_cols)
+    has_emb = store.count(dataset, "embedding IS NOT NULL")
+    rows = table.to_pylist()
+    splits: dict[str, dict[str, int]] = {}
+    for r in rows:
+        s = splits.setdefault(r["split"] or "?", {"rows": 0, "labeled": 0, "errors": 0, "wrong": 0, "ok": 0})
+        s["rows"] += 1
+        s["labeled"] += bool(r["labeled"])
+        s["errors"] += r["status"] == "error"
+        s["ok"] += r["status"] == "ok"
+        s["wrong"] += r["correct"] is False
+    ok = [r for r in rows if r["status"] == "ok"]
+    complete = {
+        c: sum(1 for r in ok if r.get(c) is not None) for c in ["probs", *scoring_columns()]
+    }
+    versions = store.list_versions(dataset)
+    return {
+        "dataset": dataset,
+        "task": info.task,
+        "rows": len(rows),
+        "ok": len(ok),
+        "errors": sum(1 for r in rows if r["status"] == "error"),
+        "labeled": sum(1 for r in rows if r["labeled"]),
+        "wrong": sum(1 for r in rows if r["correct"] is False),
+        "with_embedding": has_emb,
+        "scores_present": complete,
+        "splits": splits,
+        "embedder": info.embedder,
+        "dimension": info.dim,
+        "classes": info.classes,
+        "metadata_fields": info.metadata_fields,
+        "version": versions[-1]["version"] if versions else 0,
+        "versions": len(versions),
+    }
+
+
+def scoring_columns() -> list[str]:
+    from indexer.store import SCORE_COLUMNS
+
+    return list(SCORE_COLUMNS)
+
+
+def format_stats(stats: dict[str, Any]) -> str:
+    emb = stats["embedder"]
+    desc = emb.get("kind", "?")
+    if emb.get("kind") == "open_clip":
+        desc += f" {emb.get('model')} / {emb.get('pretrained')}"
+    elif emb.get("kind") == "torchscript":
+        desc += f" {emb.get('model_file')} (mc_passes={emb.get('mc_passes')})"
+    lines = [
+        f"dataset {stats['dataset']} ({stats['task']}): {stats['rows']} rows, {stats['ok']} ok, "
+        f"{stats['errors']} errors; {stats['labeled']} labeled, {stats['wrong']} wrong",
+        f"embedder: {desc}; dimension {stats['dimension']}; {stats['with_embedding']} rows with an embedding",
+        f"classes: {', '.join(stats['classes']) if stats['classes'] else '(none)'}",
+        f"metadata: {', '.join(f'{k}:{v}' for k, v in stats['metadata_fields'].items()) or '(none)'}",
+        f"table version {stats['version']} ({stats['versions']} versions)",
+        "",
+        f"{'split':<12}{'rows':>8}{'ok':>8}{'labeled':>9}{'wrong':>8}{'errors':>8}",
+    ]
+    for split, s in sorted(stats["splits"].items()):
+        lines.append(f"{split:<12}{s['rows']:>8}{s['ok']:>8}{s['labeled']:>9}{s['wrong']:>8}{s['errors']:>8}")
+    ok = stats["ok"]
+    present = ", ".join(f"{k} {v}/{ok}" for k, v in stats["scores_present"].items())
+    lines += ["", f"scores present on ok rows: {present}"]
+    return "\n".join(lines)
+
+
+def iter_batches(seq: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(seq), size):
+        yield seq[start : start + size]
