@@ -707,14 +707,16 @@ class Store:
             n_vectors = tbl.count_rows("embedding IS NOT NULL")
             if ("embedding",) not in indexed_cols:
                 if n_vectors >= VECTOR_INDEX_MIN_ROWS or (force and n_vectors >= 256):
-                    partitions = max(1, min(4096, int(math.sqrt(n_vectors))))
+                    # ~sqrt(n) partitions, but at least 256 rows each (k-means needs them to train)
+                    partitions = max(1, min(4096, int(math.sqrt(n_vectors)), n_vectors // 256))
                     sub_vectors = _pick_sub_vectors(info.dim)
+                    from lancedb.index import IvfPq
+
                     tbl.create_index(
-                        metric="cosine",
-                        vector_column_name="embedding",
-                        index_type="IVF_PQ",
-                        num_partitions=partitions,
-                        num_sub_vectors=sub_vectors,
+                        "embedding",
+                        config=IvfPq(
+                            distance_type="cosine", num_partitions=partitions, num_sub_vectors=sub_vectors
+                        ),
                     )
                     done["vector_index"] = f"built IVF_PQ ({partitions} partitions, {sub_vectors} sub-vectors)"
             else:
@@ -727,7 +729,9 @@ class Store:
             if n >= 1000 or force:
                 for col, kind in SCALAR_INDEXES.items():
                     if (col,) not in indexed_cols:
-                        tbl.create_scalar_index(col, index_type=kind)
+                        from lancedb.index import Bitmap, BTree
+
+                        tbl.create_index(col, config=BTree() if kind == "BTREE" else Bitmap())
                         done["scalar_indexes"].append(col)
             return done
 
