@@ -569,6 +569,38 @@ def dataset_stats(store: Store, dataset: str) -> dict[str, Any]:
     }
 
 
+def errors_by_field(store: Store, dataset: str, field: str) -> list[dict[str, Any]]:
+    """Per value of a metadata field (or split, label, pred_label): labeled rows, errors and the share of
+    all errors, most errors first. ``edgeminer stats --by slice`` on the demo."""
+    info = store.get_dataset(dataset)
+    column = field if field in ("split", "label", "pred_label", "outcome") else f"meta_{field}"
+    if field not in info.metadata_fields and column == f"meta_{field}":
+        valid = ", ".join(["split", "label", "pred_label", "outcome", *info.metadata_fields])
+        raise ValueError(f"unknown field {field!r} for dataset {dataset!r}; valid: {valid}")
+    rows = store.query(dataset, where="labeled = true AND status = 'ok'", columns=[column, "correct"]).to_pylist()
+    total_errors = sum(1 for r in rows if r["correct"] is False)
+    groups: dict[Any, list[int]] = {}
+    for r in rows:
+        g = groups.setdefault(r[column], [0, 0])
+        g[0] += 1
+        g[1] += r["correct"] is False
+    out = [
+        {
+            "value": value,
+            "labeled": n,
+            "errors": e,
+            "error_rate": e / n if n else 0.0,
+            "share_of_errors": e / total_errors if total_errors else 0.0,
+        }
+        for value, (n, e) in groups.items()
+    ]
+    return sorted(out, key=lambda d: (-d["errors"], str(d["value"])))
+
+
+def error_rows(store: Store, dataset: str, limit: int = 50) -> list[dict[str, Any]]:
+    return store.query(dataset, where="status = 'error'", columns=["id", "uri", "error"], limit=limit).to_pylist()
+
+
 def scoring_columns() -> list[str]:
     from indexer.store import SCORE_COLUMNS
 

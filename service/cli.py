@@ -114,11 +114,28 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     store = _store(settings)
     stats = dataset_stats(store, args.dataset)
     if args.json:
+        if args.by:
+            from indexer.pipeline import errors_by_field
+
+            stats["errors_by"] = {args.by: errors_by_field(store, args.dataset, args.by)}
         _print_json(stats)
         return 0
-    from indexer.pipeline import format_stats
+    from indexer.pipeline import error_rows, errors_by_field, format_stats
 
+    groups = errors_by_field(store, args.dataset, args.by) if args.by else []
     print(format_stats(stats))
+    if args.by:
+        print(f"\nerrors by {args.by} (labeled rows):")
+        print(f"{args.by:<16}{'labeled':>9}{'errors':>8}{'rate':>8}{'share':>8}")
+        for g in groups:
+            print(
+                f"{str(g['value']):<16}{g['labeled']:>9}{g['errors']:>8}{g['error_rate']:>8.0%}"
+                f"{g['share_of_errors']:>8.0%}"
+            )
+    if args.errors and stats["errors"]:
+        print(f"\nrows with status=error (first {args.errors}):")
+        for r in error_rows(store, args.dataset, limit=args.errors):
+            print(f"  {r['id']}  {r['uri']}: {r['error']}")
     return 0
 
 
@@ -201,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stats", help="rows per split, labeled, errors, embedder, versions")
     p.add_argument("--dataset", required=True)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--by", default=None, metavar="FIELD", help="errors per value of a metadata field (or split, label)")
+    p.add_argument(
+        "--errors", type=int, nargs="?", const=50, default=0, metavar="N", help="list the first N error rows"
+    )
     p.set_defaults(handler=cmd_stats)
 
     p = sub.add_parser(
