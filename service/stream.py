@@ -1,0 +1,398 @@
+"""Stream decisions: should this new production sample be labeled now? (stream-based selective sampling)
+
+A new sample (an uploaded image, an image uri under the media roots, or a vector for datasets with
+precomputed embeddings) plus the model's class probabilities is embedded with the dataset's embedder,
+scored (``indexer.scores.score_all``), stored in the unlabeled pool (``Store.upsert_samples``) and
+decided on. It is a candidate for labeling when
+
+- its confidence (top probability) is below ``confidence_below``, or
+- its uncertainty score (``uncertainty``: entropy, margin...; higher = less certain) is at or above
+  ``uncertainty_above``, or
+- it lies within ``issue_distance`` (cosine distance) of an example flagged in an issue: a new frame
+  that looks like a known failure.
+
+A candidate is sent to labeling only while the label budget of the current period (hour / day / week,
+or any number of seconds, aligned to the Unix epoch) lasts. :class:`StreamBudget` spends the budget
+under a lock, so concurrent requests never overspend it, and it starts each period from the decisions
+already recorded, so a restart does not reset it. Every decision is recorded (docs kind ``decision``)
+and listable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from indexer.store import UNCERTAINTY_COLUMNS, Store
+from service.mining import MiningError, dataset_embedder, normalize
+
+PERIODS = {"hour": 3600, "day": 86400, "week": 7 * 86400}
+REASONS = ("low_confidence", "high_uncertainty", "near_issue")
+
+
+class StreamError(MiningError):
+    """A stream request that cannot be decided as sent (HTTP 422)."""
+
+
+@dataclass
+class StreamPolicy:
+    """When to send a sample to labeling. Thresholds set to None are not checked."""
+
+    confidence_below: float | None = 0.5
+    uncertainty: str = "entropy"
+    uncertainty_above: float | None = None
+    issue_distance: float | None = 0.1
+    issues: list[str] | None = None  # None: every issue of the dataset
+    budget: int = 100  # labels per period
+    period: str | int = "day"
+
+    def period_seconds(self) -> int:
+        if isinstance(self.period, str):
+            if self.period in PERIODS:
+                return PERIODS[self.period]
+            if self.period.isdigit():
+                return int(self.period)
+            raise StreamError(
+                f"period must be one of {', '.join(PERIODS)} or a number of seconds, not {self.period!r}"
+            )
+        if int(self.period) < 1:
+            raise StreamError(f"period must be at least 1 second, not {self.period!r}")
+        return int(self.period)
+
+    def check(self) -> None:
+        if self.uncertainty not in UNCERTAINTY_COLUMNS:
+            raise StreamError(
+                f"uncertainty must be one of {', '.join(UNCERTAINTY_COLUMNS)}, not {self.uncertainty!r}"
+            )
+        if self.budget < 0:
+            raise StreamError(f"budget (labels per period) must be >= 0, not {self.budget}")
+        for name in ("confidence_below", "uncertainty_above", "issue_distance"):
+            value = getattr(self, name)
+            if value is not None and not (0.0 <= float(value) <= 2.0):
+                raise StreamError(f"{name} must be between 0 and 1 (2 for a distance), not {value}")
+        self.period_seconds()
+
+
+def period_start(now: dt.datetime, seconds: int) -> dt.datetime:
+    ts = int(now.timestamp())
+    return dt.datetime.fromtimestamp(ts - ts % seconds, dt.UTC)
+
+
+class StreamBudget:
+    """Labels sent per (dataset, period). ``try_spend`` is atomic: check and increment under one lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._used: dict[tuple[str, str], int] = {}
+
+    def used(self, key: tuple[str, str], load: Callable[[], int]) -> int:
+        with self._lock:
+            if key not in self._used:
+                self._used[key] = int(load())
+            return self._used[key]
+
+    def try_spend(self, key: tuple[str, str], budget: int, load: Callable[[], int]) -> tuple[bool, int]:
+        """Spend one label if ``used < budget``; returns (spent, used after)."""
+        with self._lock:
+            if key not in self._used:
+                self._used[key] = int(load())
+            if self._used[key] < budget:
+                self._used[key] += 1
+                return True, self._used[key]
+            return False, self._used[key]
+
+    def refund(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            if self._used.get(key, 0) > 0:
+                self._used[key] -= 1
+
+
+@dataclass
+class StreamSample:
+    """One incoming sample: exactly one of image / uri / embedding, plus probs (or the embedder's)."""
+
+    image: bytes | None = None
+    uri: str | None = None
+    embedding: Sequence[float] | None = None
+    probs: Sequence[float] | None = None
+    mc_probs: Sequence[Sequence[float]] | None = None
+    id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    model_version: str | None = None
+
+
+def _sent_in_period(store: Store, dataset: str, start: str) -> int:
+    docs = store.list_docs(dataset, "decision")
+    return sum(1 for d in docs if d.get("send") and d.get("period_start") == start)
+
+
+def _resolve_uri(uri: str, roots: Sequence[str]) -> Path:
+    path = Path(uri).expanduser()
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:
+        raise StreamError(f"uri {uri!r} does not exist on the server; upload the image instead") from exc
+    for root in roots:
+        try:
+            real.relative_to(Path(root).resolve())
+            return real
+        except ValueError:
+            continue
+    from service.errors import MediaOutsideRoots
+
+    raise MediaOutsideRoots(
+        f"uri {uri!r} is outside the dataset's media roots; upload the image or add its folder as a "
+        "media root"
+    )
+
+
+def decide(
+    store: Store,
+    dataset: str,
+    sample: StreamSample,
+    policy: StreamPolicy,
+    budget: StreamBudget,
+    *,
+    embedder: Any = None,
+    media_roots: Sequence[str] = (),
+    upload_dir: str | Path | None = None,
+    now: dt.datetime | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Embed, score, store and decide on one sample; returns the recorded decision document."""
+    from indexer.scores import score_all, top2
+
+    policy.check()
+    info = store.get_dataset(dataset)
+    given = [x is not None for x in (sample.image, sample.uri, sample.embedding)]
+    if sum(given) != 1:
+        raise StreamError("send exactly one of: an image file, a uri on the server, or an embedding vector")
+    now = now or dt.datetime.now(dt.UTC)
+    roots = [*info.media_roots, *media_roots]
+    uri: str | None = None
+    data: bytes | None = sample.image
+    if sample.uri is not None:
+        path = _resolve_uri(sample.uri, roots)
+        uri = str(path)
+        data = path.read_bytes()
+    probs = None if sample.probs is None else np.asarray(sample.probs, dtype=np.float32).reshape(1, -1)
+    mc = None if sample.mc_probs is None else np.asarray(sample.mc_probs, dtype=np.float32)
+    if sample.embedding is not None:
+        vec = np.asarray(sample.embedding, dtype=np.float32).reshape(1, -1)
+        content = vec.tobytes()
+    else:
+        assert data is not None
+        emb = embedder if embedder is not None else dataset_embedder(store, dataset, device=device)
+        out = _embed(emb, data)
+        vec = np.asarray(getattr(out, "embeddings", out), np.float32).reshape(1, -1)
+        if probs is None and getattr(out, "probs", None) is not None:
+            probs = _align(np.asarray(out.probs, np.float32), getattr(emb, "classes", None), info.classes)
+            if mc is None and getattr(out, "mc_probs", None) is not None:
+                mc = _align_mc(np.asarray(out.mc_probs, np.float32), getattr(emb, "classes", None), info.classes)
+        content = data
+    if vec.shape[1] != info.dim:
+        raise StreamError(f"the embedding has {vec.shape[1]} values, dataset {dataset!r} stores {info.dim}")
+    if probs is None:
+        raise StreamError(
+            "probs missing: send the model's class probabilities (aligned with the dataset's classes: "
+            f"{', '.join(info.classes)})"
+        )
+    if info.classes and probs.shape[1] != len(info.classes):
+        raise StreamError(
+            f"probs has {probs.shape[1]} values, dataset {dataset!r} has {len(info.classes)} classes "
+            f"({', '.join(info.classes)})"
+        )
+    if mc is not None and mc.ndim == 2:
+        mc = mc[:, None, :]
+    try:
+        scores = {k: float(v[0]) for k, v in score_all(probs, mc).items()}
+        classes = info.classes or [str(i) for i in range(probs.shape[1])]
+        pred1, pred2 = top2(probs, classes)
+    except ValueError as exc:
+        raise StreamError(f"probs: {exc}") from exc
+    sample_id = sample.id or "stream-" + hashlib.sha1(content).hexdigest()[:16]
+    if sample.image is not None and upload_dir is not None:
+        uri = _save_upload(store, dataset, Path(upload_dir), sample_id, sample.image)
+    row: dict[str, Any] = {
+        "id": sample_id,
+        "uri": uri or sample.uri or f"stream://{sample_id}",
+        "split": "unlabeled",
+        "labeled": False,
+        "probs": probs[0].tolist(),
+        "pred_label": pred1[0],
+        "pred_label2": pred2[0],
+        "model_version": sample.model_version,
+        "embedding": vec[0].tolist(),
+        "tags": ["stream"],
+        "status": "ok",
+        "fingerprint": hashlib.sha1(content + probs.tobytes()).hexdigest(),
+        **scores,
+    }
+    for key, value in (sample.metadata or {}).items():
+        if key in info.metadata_fields:
+            row[f"meta_{key}"] = value
+    store.upsert_samples(dataset, [row])
+
+    reasons: list[dict[str, Any]] = []
+    if policy.confidence_below is not None and scores["confidence"] < policy.confidence_below:
+        reasons.append(
+            {"reason": "low_confidence", "value": scores["confidence"], "threshold": policy.confidence_below}
+        )
+    unc = scores.get(policy.uncertainty)
+    if policy.uncertainty_above is not None and unc is not None and unc >= policy.uncertainty_above:
+        reasons.append(
+            {
+                "reason": "high_uncertainty",
+                "score": policy.uncertainty,
+                "value": unc,
+                "threshold": policy.uncertainty_above,
+            }
+        )
+    near = _nearest_issue_example(store, dataset, normalize(vec)[0], policy.issues)
+    if policy.issue_distance is not None and near is not None and near["distance"] <= policy.issue_distance:
+        reasons.append({"reason": "near_issue", **near, "threshold": policy.issue_distance})
+
+    seconds = policy.period_seconds()
+    start = period_start(now, seconds).isoformat()
+    key = (dataset, start)
+    loader = lambda: _sent_in_period(store, dataset, start)  # noqa: E731
+    send = False
+    if reasons:
+        send, used = budget.try_spend(key, policy.budget, loader)
+    else:
+        used = budget.used(key, loader)
+    decision_id = uuid.uuid4().hex[:16]
+    doc = {
+        "id": decision_id,
+        "sample_id": sample_id,
+        "send": send,
+        "candidate": bool(reasons),
+        "reasons": reasons,
+        "why": _why(reasons, send, policy.budget),
+        "scores": scores,
+        "pred_label": pred1[0],
+        "nearest_issue": near,
+        "period_start": start,
+        "period_seconds": seconds,
+        "budget": policy.budget,
+        "budget_used": used,
+        "budget_left": max(0, policy.budget - used),
+        "decided_at": now.isoformat(),
+    }
+    try:
+        store.put_doc(dataset, "decision", decision_id, doc, name=sample_id)
+    except Exception:
+        if send:
+            budget.refund(key)
+        raise
+    return doc
+
+
+def _why(reasons: list[dict[str, Any]], send: bool, budget: int) -> str:
+    if not reasons:
+        return "confident and unlike every flagged issue: not sent"
+    parts = []
+    for r in reasons:
+        if r["reason"] == "low_confidence":
+            parts.append(f"confidence {r['value']:.3f} below {r['threshold']}")
+        elif r["reason"] == "high_uncertainty":
+            parts.append(f"{r['score']} {r['value']:.3f} at or above {r['threshold']}")
+        else:
+            parts.append(f"within {r['distance']:.3f} of issue {r['issue']!r} example {r['example']!r}")
+    text = "; ".join(parts)
+    if send:
+        return f"send to labeling: {text}"
+    return f"would be sent ({text}) but this period's label budget of {budget} is spent"
+
+
+def _embed(embedder: Any, data: bytes) -> Any:
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+        img = img.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise StreamError(f"the image is not readable ({exc}); send a PNG or JPEG file") from exc
+    return embedder.embed_images([img])
+
+
+def _align(probs: np.ndarray, emb_classes: Sequence[str] | None, classes: Sequence[str]) -> np.ndarray:
+    if not emb_classes or list(emb_classes) == list(classes) or not classes:
+        return probs
+    idx = {c: n for n, c in enumerate(emb_classes)}
+    if any(c not in idx for c in classes):
+        return probs
+    return probs[:, [idx[c] for c in classes]]
+
+
+def _align_mc(mc: np.ndarray, emb_classes: Sequence[str] | None, classes: Sequence[str]) -> np.ndarray:
+    if not emb_classes or list(emb_classes) == list(classes) or not classes:
+        return mc
+    idx = {c: n for n, c in enumerate(emb_classes)}
+    if any(c not in idx for c in classes):
+        return mc
+    return mc[..., [idx[c] for c in classes]]
+
+
+def _nearest_issue_example(
+    store: Store, dataset: str, vec: np.ndarray, issues: Sequence[str] | None
+) -> dict[str, Any] | None:
+    docs = store.list_docs(dataset, "issue")
+    if issues is not None:
+        known = {d["id"] for d in docs}
+        missing = [i for i in issues if i not in known]
+        if missing:
+            from service.errors import IssueNotFound
+
+            raise IssueNotFound(dataset, missing[0])
+        docs = [d for d in docs if d["id"] in set(issues)]
+    owner: dict[str, str] = {}
+    for d in docs:
+        for sid in d.get("sample_ids") or []:
+            owner.setdefault(str(sid), d["id"])
+    if not owner:
+        return None
+    ids, vecs = store.vectors(dataset, ids=list(owner))
+    if not ids:
+        return None
+    dist = 1.0 - normalize(vecs) @ vec
+    n = int(np.argmin(dist))
+    return {"issue": owner[ids[n]], "example": ids[n], "distance": round(float(dist[n]), 6)}
+
+
+def _save_upload(store: Store, dataset: str, folder: Path, sample_id: str, data: bytes) -> str:
+    """Keep the uploaded image next to the data so the dashboard can show it (its folder becomes a
+    media root of the dataset)."""
+    target = folder / dataset
+    target.mkdir(parents=True, exist_ok=True)
+    import io
+
+    from PIL import Image
+
+    ext = (Image.open(io.BytesIO(data)).format or "img").lower().replace("jpeg", "jpg")
+    path = target / f"{sample_id}.{ext}"
+    path.write_bytes(data)
+    info = store.get_dataset(dataset)
+    if str(target.resolve()) not in info.media_roots:
+        store.update_dataset(dataset, media_roots=[str(target.resolve())])
+    return str(path.resolve())
+
+
+def list_decisions(
+    store: Store, dataset: str, *, send: bool | None = None, limit: int = 100, offset: int = 0
+) -> tuple[list[dict[str, Any]], int]:
+    """Recorded decisions, newest first: (page, total matching)."""
+    docs = [d for d in store.list_docs(dataset, "decision") if send is None or bool(d.get("send")) == send]
+    docs.sort(key=lambda d: (d.get("decided_at", ""), d.get("_created_at", "")), reverse=True)
+    return docs[offset : offset + limit], len(docs)
