@@ -119,9 +119,7 @@ def _check_mc(mc_probs: Any, *, renormalize: bool) -> FloatArray:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"MC probabilities must be a numeric (T, n, C) array: {exc}") from None
     if p.ndim != 3:
-        raise ValueError(
-            f"MC probabilities must be 3-D (T passes, n samples, C classes), got shape {p.shape}"
-        )
+        raise ValueError(f"MC probabilities must be 3-D (T passes, n samples, C classes), got {p.shape}")
     if p.shape[0] < 1 or p.shape[2] < 1:
         raise ValueError(f"MC probabilities need at least one pass and one class, got shape {p.shape}")
     for t in range(p.shape[0]):
@@ -291,18 +289,17 @@ def score_all(probs: Any, mc_probs: Any | None = None, *, renormalize: bool = Tr
     if mc_probs is not None:
         mc = np.asarray(mc_probs)
         if mc.ndim != 3 or mc.shape[1:] != (n, c):
-            raise ValueError(
-                f"MC probabilities must have shape (T, {n}, {c}) to match probs of shape {(n, c)}, "
-                f"got {mc.shape}"
-            )
+            want = f"(T, {n}, {c})"
+            raise ValueError(f"MC probabilities must have shape {want} to match probs {(n, c)}, got {mc.shape}")
         out["mc_variance"] = mc_variance(mc, renormalize=renormalize)
         out["bald"] = bald(mc, renormalize=renormalize)
     return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
 
 
-def top2(
-    probs: Any, classes: Sequence[str], *, renormalize: bool = True
-) -> tuple[list[str], list[str | None]]:
+Labels = list[str]
+
+
+def top2(probs: Any, classes: Sequence[str], *, renormalize: bool = True) -> tuple[Labels, list[str | None]]:
     """The most and second most likely class name of each row: ``(pred_label, pred_label2)``.
 
     Ties go to the class listed first in ``classes``. ``pred_label2`` is None when there is one class.

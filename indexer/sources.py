@@ -146,8 +146,10 @@ def _resolve_uri(uri: str, base: Path) -> str:
     return os.path.normpath(str(path))
 
 
-def _collapse_roots(dirs: Iterable[str]) -> list[str]:
-    """The distinct folders, dropping any folder that lies inside another one in the list."""
+MAX_ROOTS = 32
+
+
+def _outermost(dirs: Iterable[str]) -> list[str]:
     ordered = sorted({os.path.normpath(d) for d in dirs}, key=lambda d: Path(d).parts)
     out: list[str] = []
     for d in ordered:
@@ -156,6 +158,22 @@ def _collapse_roots(dirs: Iterable[str]) -> list[str]:
             continue
         out.append(d)
     return out
+
+
+def _collapse_roots(dirs: Iterable[str], *, limit: int = MAX_ROOTS) -> list[str]:
+    """The distinct folders, dropping any folder that lies inside another one in the list.
+
+    More than ``limit`` folders (images spread over many sub-folders) are replaced by their parents,
+    level by level, until at most ``limit`` remain, never going above two levels below the file
+    system root (``/data/images`` may become a root, ``/data`` or ``/`` never do).
+    """
+    roots = _outermost(dirs)
+    while len(roots) > limit:
+        parents = _outermost(os.path.dirname(r) if len(Path(r).parts) > 3 else r for r in roots)
+        if parents == roots:
+            break
+        roots = parents
+    return roots
 
 
 class Source:

@@ -313,6 +313,17 @@ def test_unknown_paths_and_extensions(tmp_path: Path) -> None:
         open_source(tmp_path / "latin.csv")
 
 
+def test_roots_collapse_nested_and_many_folders(tmp_path: Path) -> None:
+    rows = [[f"shard{i}/x/{i}.png"] for i in range(40)] + [["shard0/x/deeper/y.png"], ["/elsewhere/z.png"]]
+    src = open_source(write_csv(tmp_path / "m.csv", ["uri"], rows))
+    # 40 shard folders exceed the limit: they collapse to the manifest's folder; /elsewhere stays apart
+    assert src.roots == ["/elsewhere", str(tmp_path)]
+    few = open_source(write_csv(tmp_path / "f.csv", ["uri"], [["a/1.png"], ["a/b/2.png"], ["c/3.png"]]))
+    assert few.roots == [str(tmp_path / "a"), str(tmp_path / "c")]
+    top = open_source(write_csv(tmp_path / "t.csv", ["uri"], [[f"/d{i}/1.png"] for i in range(40)]))
+    assert len(top.roots) == 40  # never widened to "/"
+
+
 def test_ids_stable_across_runs_and_paths(tmp_path: Path) -> None:
     m = write_csv(tmp_path / "m.csv", ["uri"], [["a.png"], ["sub/b.png"]])
     first = [r.id for r in open_source(m)]
