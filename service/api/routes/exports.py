@@ -1,0 +1,268 @@
+"""Exports to labeling tools (background jobs) and labels coming back.
+
+- ``POST /datasets/{ds}/exports``: start an export (202) or get the one the same request already made
+  (200, same export id and job); ``force`` starts a new one.
+- ``GET /datasets/{ds}/exports`` / ``GET /datasets/{ds}/exports/{id}``: status, progress, files, errors.
+- ``GET /datasets/{ds}/exports/{id}/download``: the zip (the only way export files leave the server).
+- ``POST /datasets/{ds}/labels``: upload a Label Studio JSON export, a COCO JSON or a CSV of
+  (id or uri, label); the matched rows become labeled.
+
+When the server starts, export jobs a killed server left unfinished are resumed (the router's
+lifespan runs after the app's, so the store and job runner exist).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, FastAPI, File, Form, Query, Request, Response, UploadFile, status
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.api.deps import JobsDep, SettingsDep, StoreDep
+from service.api.models import Filter, problems
+from service.errors import Conflict, NotFound
+
+log = logging.getLogger("edgeminer.exports")
+
+
+@asynccontextmanager
+async def _resume_exports(app: FastAPI) -> AsyncIterator[None]:
+    store = getattr(app.state, "store", None)
+    jobs = getattr(app.state, "jobs", None)
+    if store is not None and jobs is not None:
+        from service.export.runner import resume_interrupted
+
+        try:
+            resumed = resume_interrupted(store, jobs)
+            if resumed:
+                log.warning("resumed %d interrupted export job(s)", len(resumed))
+        except Exception:  # noqa: BLE001 - a failed resume must not keep the server from starting
+            log.exception("could not resume interrupted exports")
+    yield
+
+
+router = APIRouter(tags=["exports"], lifespan=_resume_exports)
+
+Target = Literal["label_studio", "cvat", "coco", "yolo", "labelbox", "sagemaker", "csv"]
+
+
+class ExportCreate(BaseModel):
+    """An export request: exactly one selection (``ids``, ``issue``, ``selection`` or ``filter``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    target: Target
+    ids: list[str] | None = Field(None, description="sample ids", max_length=1_000_000)
+    issue: str | None = Field(None, description="an issue id: its sample_ids")
+    selection: str | None = Field(None, description="a saved mine / select result id")
+    filter: list[Filter] | None = Field(None, description="structured filters (ANDed)")
+    media: Literal["url", "copy", "relative"] = Field(
+        "relative",
+        description="url: reference images by URL (media_base_url, else the server's media route); copy: "
+        "put the images into the export; relative: paths relative to media_root (a tool's local files root)",
+    )
+    media_base_url: str | None = Field(
+        None,
+        description="url media: base URL the image's path under its media root is appended to, or a template "
+        "with {id}, {dataset}, {path}, {name}",
+    )
+    media_root: str | None = Field(None, description="relative media: the folder paths are relative to")
+    chunk_size: int = Field(500, ge=1, le=100_000, description="rows written per chunk (resume granularity)")
+    name: str = Field("", max_length=200)
+    force: bool = Field(False, description="start a new export even if the same request was made before")
+
+
+class ExportJob(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    status: str
+    progress: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class ExportPublic(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    dataset: str
+    name: str = ""
+    status: str = Field(description="queued, running, done, failed, interrupted or cancelled")
+    request: dict[str, Any]
+    job_id: str | None = None
+    job: ExportJob | None = None
+    version_read: int
+    count: int = Field(description="rows selected")
+    rows_done: int = 0
+    chunks_done: int = 0
+    chunks_total: int = 0
+    rows_exported: int | None = None
+    media_errors: int = 0
+    errors: list[dict[str, Any]] = Field(default_factory=list)
+    files: list[str] = Field(default_factory=list)
+    zip: str | None = Field(None, description="file name of the zip (download route) once done")
+    zip_bytes: int | None = None
+    ids: list[str] | None = None
+    created_at: str | None = None
+    finished_at: str | None = None
+
+
+class LabelImportPublic(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    dataset: str
+    format: str
+    split: str
+    entries: int
+    matched: int
+    changed: int
+    false_positives: int
+    conflicts: int
+    skipped_tasks: int
+    new_classes: list[str]
+    unmatched: list[dict[str, Any]]
+    unmatched_count: int
+    labeled_before: int
+    labeled_after: int
+    version_before: int = Field(description="table version holding the previous labels (time travel)")
+    version_after: int
+    job_id: str | None = None
+
+
+def _default_base_url(request: Request, dataset: str) -> str:
+    base = str(request.base_url).rstrip("/")
+    return base + "/api/v1/datasets/{dataset}/media/{id}"
+
+
+@router.post(
+    "/datasets/{dataset}/exports",
+    response_model=ExportPublic,
+    response_model_exclude_none=True,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={200: {"model": ExportPublic, "description": "the same request was made before"}, **problems(404, 422)},
+)
+def create_export(
+    dataset: str,
+    body: ExportCreate,
+    request: Request,
+    response: Response,
+    store: StoreDep,
+    jobs: JobsDep,
+    settings: SettingsDep,
+) -> dict[str, Any]:
+    from service.export.common import ExportRequest
+    from service.export.runner import start_export
+
+    data = body.model_dump(exclude={"force"})
+    if data["filter"] is not None:
+        data["filter"] = [f.model_dump() for f in body.filter or []]
+    if data["media"] == "url" and not data["media_base_url"]:
+        data["media_base_url"] = settings.media_base_url or _default_base_url(request, dataset)
+    req = ExportRequest.from_dict(data)
+    view, started = start_export(store, jobs, dataset, req, data_dir=settings.data_dir, force=body.force)
+    if not started:
+        response.status_code = status.HTTP_200_OK
+    return view
+
+
+@router.get("/datasets/{dataset}/exports", response_model=list[ExportPublic], response_model_exclude_none=True)
+def list_exports(dataset: str, store: StoreDep, jobs: JobsDep) -> list[dict[str, Any]]:
+    from service.export.runner import EXPORT_KIND, export_view
+
+    store.get_dataset(dataset)
+    docs = store.list_docs(dataset, EXPORT_KIND)
+    return [export_view(store, jobs, d) for d in reversed(docs)]
+
+
+@router.get(
+    "/datasets/{dataset}/exports/{export_id}",
+    response_model=ExportPublic,
+    response_model_exclude_none=True,
+    responses=problems(404),
+)
+def get_export(
+    dataset: str,
+    export_id: str,
+    store: StoreDep,
+    jobs: JobsDep,
+    ids: Annotated[bool, Query(description="include the exact ids exported")] = False,
+) -> dict[str, Any]:
+    from service.export.runner import export_view
+    from service.export.runner import get_export as load
+
+    return export_view(store, jobs, load(store, dataset, export_id), with_ids=ids)
+
+
+@router.get(
+    "/datasets/{dataset}/exports/{export_id}/download",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/zip": {}}}, **problems(404, 409)},
+)
+def download_export(dataset: str, export_id: str, store: StoreDep, settings: SettingsDep) -> FileResponse:
+    from service.export.runner import exports_dir
+    from service.export.runner import get_export as load
+
+    doc = load(store, dataset, export_id)
+    if doc.get("status") != "done":
+        raise Conflict(
+            f"export {export_id} is {doc.get('status')}, not done; poll GET .../exports/{export_id} and "
+            "download when its status is done"
+        )
+    root = exports_dir(settings.data_dir).resolve()
+    path = Path(str(doc.get("zip"))).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        raise NotFound(
+            f"the zip of export {export_id} is gone from the server; re-run it with force=true",
+            title="Export file not found",
+        )
+    return FileResponse(path, media_type="application/zip", filename=f"{dataset}-{export_id}.zip")
+
+
+@router.post(
+    "/datasets/{dataset}/labels",
+    response_model=LabelImportPublic,
+    responses={202: {"description": "the import is queued behind another job; poll the job"}, **problems(404, 422)},
+)
+def import_labels(
+    dataset: str,
+    file: Annotated[UploadFile, File(description="Label Studio JSON export, COCO JSON, or CSV (id or uri, label)")],
+    store: StoreDep,
+    jobs: JobsDep,
+    format: Annotated[Literal["label_studio", "coco", "csv"] | None, Form(description="default: detected")] = None,
+    split: Annotated[str, Form(min_length=1, max_length=64, description="split of the newly labeled rows")] = "train",
+    iou: Annotated[float, Form(gt=0, le=1, description="detection: box overlap to match an object row")] = 0.5,
+) -> Any:
+    from service.export.labels import import_labels as run_import
+    from service.export.labels import load
+
+    store.get_dataset(dataset)
+    name = file.filename or "labels"
+    fmt = format
+    if fmt is None and name.lower().endswith(".csv"):
+        fmt = "csv"
+    raw = file.file.read()
+    fmt, _ = load(raw, format=fmt)  # an unreadable file is a 422 now, not a failed job
+
+    def fn(ctx: Any) -> dict[str, Any]:
+        report = run_import(ctx.store, dataset, raw, format=fmt, split=split, iou=iou)
+        return {
+            "report": report.to_dict(),
+            "version_read": report.version_before,
+            "version_written": report.version_after,
+            "counts": {"matched": report.matched, "unmatched": report.unmatched_count},
+        }
+
+    job = jobs.submit(dataset, "labels_import", {"file": name, "format": fmt, "split": split, "iou": iou}, fn)
+    try:
+        done = jobs.wait(job["id"], timeout=120)
+    except TimeoutError:
+        return JSONResponse({"job_id": job["id"], "status": "queued"}, status_code=status.HTTP_202_ACCEPTED)
+    if done["status"] != "succeeded":
+        from service.errors import EdgeminerError
+        from service.export.labels import LabelImportError
+
+        if done.get("error_type") in ("LabelImportError", "ExportError", "SchemaMismatch"):
+            raise LabelImportError(done.get("error") or "the labels import failed", job_id=job["id"])
+        raise EdgeminerError(done.get("error") or "the labels import failed", job_id=job["id"])
+    return {**done["result"]["report"], "job_id": job["id"]}

@@ -1,0 +1,521 @@
+"""Export jobs: plan (selection -> exact ids at one table version, idempotent id), run (chunked,
+resumable after a kill), finish (target files, zip, ``exported`` tags), and status.
+
+An export is a ``export`` document in the dataset's docs table::
+
+    id, dataset, request {...}, status (queued | running | done | failed), job_id, version_read,
+    ids [...] (the exact rows, in order), count, chunk_size, chunks_total, chunks_done, rows_done,
+    media_errors (count), errors [{id, message}] (first 1000), path, zip, zip_bytes, files [...],
+    rows_exported, created_at, finished_at
+
+The id is ``exp-`` + a hash of the dataset and the request, so asking twice for the same export gives
+the same export (and, while it runs, the same job); ``force`` makes a new one. Rows are read at
+``version_read`` (LanceDB time travel), so a resumed or repeated run writes the same files even if the
+table changed in between. Files live in ``<data_dir>/_exports/<dataset>/<export id>/`` plus a zip next
+to it; they are reachable over HTTP only through the export's download route.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import quote
+
+from indexer.store import DocNotFound, Store, ids_in
+from service.export.common import (
+    EXPORT_COLUMNS,
+    ExportError,
+    ExportRequest,
+    Record,
+    RenderContext,
+    copy_media,
+    dedupe,
+    ids_from_doc,
+    is_remote,
+    join_url,
+    local_path,
+    relative_to_roots,
+    row_to_record,
+    unique_file_name,
+    write_json,
+    write_text,
+)
+
+EXPORT_KIND = "export"  # doc kind
+JOB_KIND = "export"  # run kind
+TARGET_MODULES = {
+    "label_studio": "labelstudio",
+    "cvat": "cvat",
+    "coco": "coco",
+    "yolo": "yolo",
+    "labelbox": "labelbox",
+    "sagemaker": "sagemaker",
+    "csv": "csv",
+}
+MAX_DOC_ERRORS = 1000
+TAG_BATCH = 2000
+_START_LOCK = threading.Lock()
+
+Progress = Callable[[int, int | None, str | None], None]
+OnError = Callable[[Any, str], None]
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+def target_module(target: str) -> ModuleType:
+    if target not in TARGET_MODULES:
+        raise ExportError(f"unknown export target {target!r}: choose one of {', '.join(TARGET_MODULES)}")
+    return importlib.import_module(f"service.export.{TARGET_MODULES[target]}")
+
+
+def exports_dir(data_dir: str) -> Path:
+    """Where exports are written: ``<data_dir>/_exports`` for a local store, a local cache otherwise."""
+    if "://" in str(data_dir):
+        return Path.home() / ".cache" / "edgeminer" / "exports"
+    return Path(data_dir) / "_exports"
+
+
+# ----------------------------------------------------------------------------------------------
+# Plan
+# ----------------------------------------------------------------------------------------------
+
+
+def resolve_selection(store: Store, dataset: str, req: ExportRequest, *, version: int) -> list[str]:
+    """The exact ids the request selects, in order, read at ``version``."""
+    kind = req.selection_kind
+    if kind == "ids":
+        ids = dedupe(req.ids or [])
+    elif kind == "issue":
+        try:
+            doc = store.get_doc(dataset, "issue", str(req.issue))
+        except DocNotFound:
+            from service.errors import IssueNotFound
+
+            raise IssueNotFound(dataset, str(req.issue)) from None
+        ids = dedupe(ids_from_doc(doc))
+    elif kind == "selection":
+        doc = store.get_doc(dataset, "selection", str(req.selection))  # DocNotFound -> 404
+        ids = dedupe(ids_from_doc(doc))
+    else:
+        from service.filters import build_where
+
+        filters = [req.filter] if isinstance(req.filter, Mapping) else list(req.filter or [])
+        where = build_where(store.get_dataset(dataset), store.schema(dataset), filters)
+        table = store.query(dataset, where=where or None, columns=["id"], version=version)
+        ids = dedupe(table.column("id").to_pylist())
+    if not ids:
+        raise ExportError(f"the {kind} selection of dataset {dataset!r} holds no rows: nothing to export")
+    if kind != "filter":
+        found: set[str] = set()
+        for start in range(0, len(ids), 2000):
+            part = ids[start : start + 2000]
+            found.update(store.query(dataset, where=ids_in(part), columns=["id"], version=version)["id"].to_pylist())
+        missing = [i for i in ids if i not in found]
+        if missing:
+            shown = ", ".join(repr(m) for m in missing[:5])
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise ExportError(
+                f"{len(missing)} of {len(ids)} selected ids are not in dataset {dataset!r}: {shown}{more}; "
+                "remove them from the selection",
+                missing=missing[:100],
+            )
+    return ids
+
+
+def plan_export(
+    store: Store, dataset: str, req: ExportRequest, *, data_dir: str, force: bool = False
+) -> tuple[dict[str, Any], bool]:
+    """The export document for ``req``: the existing one (same request), or a new one with the exact
+    ids and the table version read. Returns (doc, created)."""
+    req.validate()
+    store.get_dataset(dataset)
+    if req.media == "url" and not req.media_base_url:
+        raise ExportError(
+            "media 'url' needs a media_base_url (the request's, or EDGEMINER_MEDIA_BASE_URL on the server)"
+        )
+    export_id = req.export_id(dataset, nonce=uuid.uuid4().hex if force else "")
+    try:
+        return _clean(store.get_doc(dataset, EXPORT_KIND, export_id)), False
+    except DocNotFound:
+        pass
+    version = store.version(dataset)
+    ids = resolve_selection(store, dataset, req, version=version)
+    out = exports_dir(data_dir) / dataset / export_id
+    chunk = int(req.chunk_size)
+    doc: dict[str, Any] = {
+        "id": export_id,
+        "dataset": dataset,
+        "name": req.name or f"{req.target} export of {len(ids)} rows",
+        "request": req.to_dict(),
+        "status": "queued",
+        "job_id": None,
+        "version_read": version,
+        "ids": ids,
+        "count": len(ids),
+        "chunk_size": chunk,
+        "chunks_total": (len(ids) + chunk - 1) // chunk,
+        "chunks_done": 0,
+        "rows_done": 0,
+        "media_errors": 0,
+        "errors": [],
+        "path": str(out),
+        "zip": str(out.parent / f"{export_id}.zip"),
+        "zip_bytes": None,
+        "files": [],
+        "rows_exported": None,
+        "created_at": _now(),
+        "finished_at": None,
+    }
+    store.put_doc(dataset, EXPORT_KIND, export_id, doc, name=doc["name"])
+    return doc, True
+
+
+# ----------------------------------------------------------------------------------------------
+# Run
+# ----------------------------------------------------------------------------------------------
+
+
+class _Media:
+    """Turns a row's uri into the export's media reference (copying the file when asked)."""
+
+    def __init__(self, req: ExportRequest, out: Path, media_dir: str, roots: list[str], dataset: str):
+        self.req = req
+        self.out = out
+        self.media_dir = media_dir
+        self.roots = roots
+        self.dataset = dataset
+
+    def ref(self, row: Mapping[str, Any], file_name: str) -> str:
+        uri = row.get("uri")
+        if not uri:
+            raise ExportError("the row has no image uri")
+        mode = self.req.media
+        if mode == "copy":
+            dst = self.out / self.media_dir / file_name
+            if not dst.exists():  # object rows of one image share the copy
+                try:
+                    copy_media(str(uri), dst)
+                except OSError as exc:
+                    raise ExportError(f"copying {uri!r} failed: {exc.strerror or exc}") from None
+            return f"{self.media_dir}/{file_name}"
+        if is_remote(str(uri)):
+            return str(uri)
+        rel = relative_to_roots(str(uri), self.roots)
+        if mode == "relative":
+            return rel if rel is not None else str(local_path(str(uri)).resolve())
+        base = str(self.req.media_base_url)
+        if "{" in base:  # a template such as https://host/api/v1/datasets/{dataset}/media/{id}
+            return base.format(
+                id=quote(str(row["id"]), safe=""),
+                dataset=quote(self.dataset, safe=""),
+                path=quote(rel or "", safe="/"),
+                name=quote(file_name, safe=""),
+            )
+        if rel is None:
+            raise ExportError(
+                f"image {uri!r} is under none of the media roots ({', '.join(self.roots) or 'none'}), so no "
+                "URL can be built for it; pass media_root, or use media 'copy'"
+            )
+        return join_url(base, rel)
+
+
+def run_export(
+    store: Store,
+    dataset: str,
+    export_id: str,
+    *,
+    job_id: str | None = None,
+    progress: Progress | None = None,
+    on_error: OnError | None = None,
+    check_cancelled: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Write (or finish writing) an export. Chunks already on disk are kept, so a run killed half way
+    resumes where it stopped; rows whose media cannot be referenced or copied are reported (and left
+    out of the target files) while the rest exports. Returns a summary dict."""
+    doc = _clean(store.get_doc(dataset, EXPORT_KIND, export_id))
+    if doc["status"] == "done" and Path(doc["zip"]).is_file():
+        return _summary(doc)
+    req = ExportRequest.from_dict(doc["request"])
+    info = store.get_dataset(dataset)
+    module = target_module(req.target)
+    out = Path(doc["path"])
+    parts = out / "parts"
+    parts.mkdir(parents=True, exist_ok=True)
+    doc.update(status="running", job_id=job_id or doc.get("job_id"), started_at=_now(), error=None)
+    doc["errors"] = []
+    doc["media_errors"] = 0
+    store.put_doc(dataset, EXPORT_KIND, export_id, doc, name=doc.get("name", ""))
+
+    roots = [req.media_root] if req.media_root else list(info.media_roots)
+    media = _Media(req, out, str(getattr(module, "MEDIA_DIR", "images")), roots, dataset)
+    meta_cols = [f"meta_{f}" for f in info.metadata_fields]
+    schema_names = set(store.schema(dataset).names)
+    columns = [c for c in (*EXPORT_COLUMNS, *meta_cols) if c in schema_names]
+    ids: list[str] = list(doc["ids"])
+    size = int(doc["chunk_size"])
+    n_chunks = int(doc["chunks_total"])
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    records: list[Record] = []
+    resumed = 0
+
+    def report(item: str, message: str) -> None:
+        doc["media_errors"] += 1
+        if len(doc["errors"]) < MAX_DOC_ERRORS:
+            doc["errors"].append({"id": item, "message": message})
+        if on_error is not None:
+            on_error(item, message)
+
+    try:
+        for k in range(n_chunks):
+            if check_cancelled is not None:
+                check_cancelled()
+            part = parts / f"{k:05d}.jsonl"
+            if part.exists():
+                chunk_records = [Record.from_json(line) for line in part.read_text().splitlines() if line]
+                for rec in chunk_records:
+                    if rec.image_key not in names:
+                        names[rec.image_key] = rec.file_name
+                        taken.add(os.path.splitext(rec.file_name)[0].lower())
+                    if rec.media_error:
+                        report(rec.id, rec.media_error)
+                resumed += 1
+            else:
+                chunk_ids = ids[k * size : (k + 1) * size]
+                rows = store.get_samples(
+                    dataset, chunk_ids, columns=columns, version=int(doc["version_read"])
+                ).to_pylist()
+                chunk_records = []
+                for row in rows:
+                    key = str(row["id"])
+                    if info.task == "detection":
+                        key = str(row.get("parent_id") or row.get("uri") or row["id"])
+                    file_name = names.get(key)
+                    if file_name is None:
+                        file_name = unique_file_name(row.get("uri"), key, taken)
+                        names[key] = file_name
+                    error = None
+                    try:
+                        ref: str | None = media.ref(row, file_name)
+                    except ExportError as exc:
+                        ref, error = None, str(exc)
+                    rec = row_to_record(row, task=info.task, media=ref, file_name=file_name)
+                    rec.media_error = error
+                    chunk_records.append(rec)
+                    if error:
+                        report(rec.id, error)
+                got = {r.id for r in chunk_records}
+                for missing in (i for i in chunk_ids if i not in got):
+                    report(missing, f"row {missing!r} is not in version {doc['version_read']} of the table")
+                write_text(part, "".join(r.to_json() + "\n" for r in chunk_records))
+            records.extend(chunk_records)
+            doc["chunks_done"] = k + 1
+            doc["rows_done"] = min(len(ids), (k + 1) * size)
+            store.put_doc(dataset, EXPORT_KIND, export_id, doc, name=doc.get("name", ""))
+            if progress is not None:
+                progress(doc["rows_done"], len(ids), f"chunk {k + 1}/{n_chunks}")
+
+        good = [r for r in records if not r.media_error]
+        ctx = RenderContext(
+            dataset=dataset,
+            export_id=export_id,
+            out_dir=out,
+            classes=list(info.classes),
+            task=info.task,
+            request=req,
+            created_at=str(doc["created_at"]),
+        )
+        files = list(module.render(good, ctx))
+        write_json(
+            out / "export.json",
+            {
+                "id": export_id,
+                "dataset": dataset,
+                "target": req.target,
+                "task": info.task,
+                "version_read": doc["version_read"],
+                "request": req.to_dict(),
+                "created_at": doc["created_at"],
+                "rows": len(good),
+                "ids": [r.id for r in good],
+                "media_errors": [{"id": r.id, "message": r.media_error} for r in records if r.media_error],
+                "files": files,
+            },
+        )
+        files.append("export.json")
+        exported_ids = [r.id for r in good]
+        for start in range(0, len(exported_ids), TAG_BATCH):
+            store.append_to_list(dataset, exported_ids[start : start + TAG_BATCH], "exported", export_id)
+        zip_path = Path(doc["zip"])
+        _zip(out, zip_path, skip={"parts"})
+        shutil.rmtree(parts, ignore_errors=True)
+    except Exception as exc:
+        doc.update(status="failed", error=str(exc) or type(exc).__name__, finished_at=_now())
+        store.put_doc(dataset, EXPORT_KIND, export_id, doc, name=doc.get("name", ""))
+        raise
+    doc.update(
+        status="done",
+        files=sorted(set(files)),
+        zip_bytes=zip_path.stat().st_size,
+        rows_exported=len(good),
+        chunks_resumed=resumed,
+        finished_at=_now(),
+        version_written=store.version(dataset),
+    )
+    store.put_doc(dataset, EXPORT_KIND, export_id, doc, name=doc.get("name", ""))
+    return _summary(doc)
+
+
+def _summary(doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "export_id": doc["id"],
+        "status": doc["status"],
+        "rows_exported": doc.get("rows_exported"),
+        "media_errors": doc.get("media_errors", 0),
+        "zip": doc.get("zip"),
+        "counts": {"rows": doc.get("count", 0), "exported": doc.get("rows_exported") or 0},
+        "version_read": doc.get("version_read"),
+    }
+
+
+def _zip(folder: Path, dest: Path, *, skip: set[str]) -> None:
+    """Zip ``folder`` (without the top-level entries in ``skip``) to ``dest``, atomically."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for path in sorted(folder.rglob("*")):
+                rel = path.relative_to(folder)
+                if rel.parts[0] in skip or not path.is_file() or path.name.startswith("."):
+                    continue
+                zf.write(path, rel.as_posix())
+        os.replace(tmp, dest)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# ----------------------------------------------------------------------------------------------
+# Jobs glue
+# ----------------------------------------------------------------------------------------------
+
+
+def job_fn(dataset: str, export_id: str) -> Callable[[Any], dict[str, Any]]:
+    """The JobRunner function running (or resuming) one export."""
+
+    def run(ctx: Any) -> dict[str, Any]:
+        return run_export(
+            ctx.store,
+            dataset,
+            export_id,
+            job_id=ctx.job_id,
+            progress=ctx.progress,
+            on_error=ctx.error,
+            check_cancelled=ctx.check_cancelled,
+        )
+
+    return run
+
+
+def start_export(
+    store: Store, jobs: Any, dataset: str, req: ExportRequest, *, data_dir: str, force: bool = False
+) -> tuple[dict[str, Any], bool]:
+    """Plan the export and make sure a job is working on it. Returns (view, started): the same
+    request while its job runs (or after it finished) returns the same export and job, started False;
+    an export whose job died (server restart) is resumed by a new job."""
+    from service.jobs import ACTIVE, is_orphaned
+
+    with _START_LOCK:
+        doc, _ = plan_export(store, dataset, req, data_dir=data_dir, force=force)
+        if doc["status"] == "done" and Path(doc["zip"]).is_file():
+            return export_view(store, jobs, doc), False
+        job = _job_doc(jobs, dataset, doc.get("job_id"))
+        if job is not None and job.get("status") in ACTIVE and not is_orphaned(job):
+            return export_view(store, jobs, doc), False
+        params = {"export_id": doc["id"], "target": req.target, "rows": doc["count"]}
+        extra = {"resumed_from": job["id"]} if job is not None else {}
+        job = jobs.submit(dataset, JOB_KIND, params, job_fn(dataset, doc["id"]), **extra)
+        doc = _clean(store.get_doc(dataset, EXPORT_KIND, doc["id"]))
+        if doc["status"] != "done":
+            doc.update(job_id=job["id"], status="queued" if doc["status"] != "running" else doc["status"])
+            store.put_doc(dataset, EXPORT_KIND, doc["id"], doc, name=doc.get("name", ""))
+        return export_view(store, jobs, doc), True
+
+
+def resume_interrupted(store: Store, jobs: Any) -> list[dict[str, Any]]:
+    """Restart the export jobs a dead server left unfinished (called when the server starts)."""
+
+    def factory(old: Mapping[str, Any]) -> Callable[[Any], dict[str, Any]] | None:
+        export_id = (old.get("params") or {}).get("export_id")
+        if not export_id:
+            return None
+        try:
+            doc = store.get_doc(str(old["dataset"]), EXPORT_KIND, str(export_id))
+        except DocNotFound:
+            return None
+        if doc.get("status") == "done" or doc.get("job_id") not in (None, old.get("id")):
+            return None  # finished, or already picked up by a newer job
+        return job_fn(str(old["dataset"]), str(export_id))
+
+    return list(jobs.resume([JOB_KIND], factory))
+
+
+def _job_doc(jobs: Any, dataset: str, job_id: str | None) -> dict[str, Any] | None:
+    if not job_id or jobs is None:
+        return None
+    from service.errors import JobNotFound
+
+    try:
+        return dict(jobs.get(job_id, dataset))
+    except JobNotFound:
+        return None
+
+
+def export_view(store: Store, jobs: Any, doc: Mapping[str, Any], *, with_ids: bool = False) -> dict[str, Any]:
+    """The export as the API shows it: the document (ids only on request) plus its job's state.
+    An export whose job died with its server shows status ``interrupted`` until it is resumed."""
+    from service.jobs import ACTIVE, is_orphaned
+
+    view = {k: v for k, v in doc.items() if k != "ids" and not k.startswith("_")}
+    if with_ids:
+        view["ids"] = list(doc.get("ids") or [])
+    view.pop("path", None)  # server paths stay on the server; the zip is served by the download route
+    view["zip"] = None if doc.get("status") != "done" else os.path.basename(str(doc.get("zip")))
+    job = _job_doc(jobs, str(doc["dataset"]), doc.get("job_id"))
+    if job is not None:
+        view["job"] = {k: job.get(k) for k in ("id", "status", "progress", "error", "interrupted", "resumed_from")}
+        if doc.get("status") in ("queued", "running"):
+            if job.get("status") == "failed" or (job.get("status") in ACTIVE and is_orphaned(job)):
+                view["status"] = "interrupted" if job.get("interrupted") or is_orphaned(job) else "failed"
+                view["error"] = job.get("error")
+            elif job.get("status") == "cancelled":
+                view["status"] = "cancelled"
+    return view
+
+
+def get_export(store: Store, dataset: str, export_id: str) -> dict[str, Any]:
+    from service.errors import ExportNotFound
+
+    store.get_dataset(dataset)
+    try:
+        return _clean(store.get_doc(dataset, EXPORT_KIND, export_id))
+    except DocNotFound:
+        raise ExportNotFound(dataset, export_id) from None
+
+
+def _clean(doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if not k.startswith("_")}
