@@ -281,7 +281,9 @@ def _typical(idx: np.ndarray, emb: np.ndarray | None, xs: np.ndarray, ys: np.nda
         norm = float(np.linalg.norm(centre)) or 1.0
         dist = -(sub @ (centre / norm))
     else:
-        cx, cy = np.nanmean(xs[idx]), np.nanmean(ys[idx])
+        cx, cy = _nanmean(xs[idx]), _nanmean(ys[idx])
+        if cx is None or cy is None:  # no coordinates given: keep the input order
+            return idx[:k]
         dist = np.nan_to_num((xs[idx] - cx) ** 2 + (ys[idx] - cy) ** 2, nan=np.inf)
     return idx[np.argsort(dist, kind="stable")[:k]]
 
