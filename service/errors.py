@@ -102,9 +102,7 @@ class InvalidFilter(ValidationFailed):
     title = "Invalid filter"
     slug = "invalid-filter"
 
-    def __init__(
-        self, detail: str, *, field: str | None = None, op: str | None = None, index: int | None = None
-    ):
+    def __init__(self, detail: str, *, field: str | None = None, op: str | None = None, index: int | None = None):
         extras: dict[str, Any] = {}
         if field is not None:
             extras["field"] = field
@@ -196,9 +194,7 @@ class SampleNotFound(NotFound):
     slug = "sample-not-found"
 
     def __init__(self, dataset: str, sample_id: str):
-        super().__init__(
-            f"no sample {sample_id!r} in dataset {dataset!r}", dataset=dataset, sample_id=sample_id
-        )
+        super().__init__(f"no sample {sample_id!r} in dataset {dataset!r}", dataset=dataset, sample_id=sample_id)
 
 
 class IssueNotFound(NotFound):
@@ -207,8 +203,7 @@ class IssueNotFound(NotFound):
 
     def __init__(self, dataset: str, issue_id: str):
         super().__init__(
-            f"no issue {issue_id!r} in dataset {dataset!r}; "
-            f"list them with GET /api/v1/datasets/{dataset}/issues",
+            f"no issue {issue_id!r} in dataset {dataset!r}; list them with GET /api/v1/datasets/{dataset}/issues",
             dataset=dataset,
             issue_id=issue_id,
         )
@@ -227,9 +222,7 @@ class ExportNotFound(NotFound):
     slug = "export-not-found"
 
     def __init__(self, dataset: str, export_id: str):
-        super().__init__(
-            f"no export {export_id!r} in dataset {dataset!r}", dataset=dataset, export_id=export_id
-        )
+        super().__init__(f"no export {export_id!r} in dataset {dataset!r}", dataset=dataset, export_id=export_id)
 
 
 class MediaNotFound(NotFound):
@@ -251,9 +244,7 @@ class DatasetExists(Conflict):
     slug = "dataset-exists"
 
     def __init__(self, name: str):
-        super().__init__(
-            f"dataset {name!r} already exists; pick another name or ingest into it", dataset=name
-        )
+        super().__init__(f"dataset {name!r} already exists; pick another name or ingest into it", dataset=name)
 
 
 class ServiceUnavailable(EdgeminerError):
@@ -285,6 +276,12 @@ def to_problem(exc: BaseException) -> EdgeminerError:
         return ValidationFailed(str(exc), title="Data does not fit the dataset")
     if isinstance(exc, st.DocNotFound):
         return NotFound(str(exc), title=f"{exc.kind.capitalize()} not found", kind=exc.kind, id=exc.doc_id)
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        errors = [{"loc": [str(p) for p in e.get("loc", ())], "message": e.get("msg", "")} for e in exc.errors()]
+        summary = "; ".join(f"{'.'.join(e['loc']) or 'value'}: {e['message']}" for e in errors[:5])
+        return ValidationFailed(f"invalid value: {summary}", errors=errors)
     names = _mro_names(exc)
     if "SourceError" in names:
         return InvalidSource(str(exc))
@@ -319,9 +316,7 @@ def install_handlers(app: Any) -> None:
         errors = []
         for e in exc.errors():
             loc = [str(p) for p in e.get("loc", ())]
-            errors.append(
-                {"loc": loc, "field": ".".join(loc[1:]) or ".".join(loc), "message": e.get("msg", "")}
-            )
+            errors.append({"loc": loc, "field": ".".join(loc[1:]) or ".".join(loc), "message": e.get("msg", "")})
         summary = "; ".join(f"{e['field'] or 'request'}: {e['message']}" for e in errors[:5])
         return problem_response(ValidationFailed(f"the request is not valid: {summary}", errors=errors))
 

@@ -19,8 +19,8 @@ pick up where it stopped (an export) is restarted with ``runner.resume(kinds, fn
 The function gets a :class:`JobContext`: ``ctx.progress(done, total, message)``, ``ctx.error(item,
 message)`` for an item that failed (the rest of the batch carries on), ``ctx.count(name, n)``,
 ``ctx.cancelled`` (a cooperative flag set by ``runner.cancel``). Whatever dict it returns becomes
-``result``; the keys ``counts``, ``errors``, ``version_read`` and ``version_written`` of that dict are
-lifted to the job document.
+``result``; the keys ``counts``, ``errors``, ``error_count``, ``version_read`` and ``version_written``
+of that dict are lifted to the job document.
 """
 
 from __future__ import annotations
@@ -71,11 +71,13 @@ def is_orphaned(doc: Mapping[str, Any]) -> bool:
     """True when an active job's process (or runner) no longer exists."""
     if doc.get("status") not in ACTIVE:
         return False
-    if doc.get("host") != socket.gethostname():
-        return True
     pid = doc.get("pid")
+    if pid is None:
+        return False  # written by code that does not say which process owns it: cannot tell
+    if doc.get("host") not in (None, socket.gethostname()):
+        return True  # another machine (or container) started it; this one restarted after it
     if pid == os.getpid():
-        return doc.get("runner") not in _LIVE_RUNNERS
+        return doc.get("runner") is not None and doc.get("runner") not in _LIVE_RUNNERS
     return not _pid_alive(pid)
 
 
@@ -165,9 +167,7 @@ class JobRunner:
 
     # -- submitting ---------------------------------------------------------------------------
 
-    def submit(
-        self, dataset: str, kind: str, params: Mapping[str, Any] | None, fn: JobFn, **extra: Any
-    ) -> dict:
+    def submit(self, dataset: str, kind: str, params: Mapping[str, Any] | None, fn: JobFn, **extra: Any) -> dict:
         """Queue ``fn`` for ``dataset``; returns the job document (status ``queued``)."""
         if self._closed:
             raise ServiceUnavailable("the server is shutting down and takes no new jobs; retry after restart")
@@ -246,6 +246,8 @@ class JobRunner:
                     doc["error_count"] = int(doc.get("error_count", 0)) + 1
                     if len(doc["errors"]) < MAX_STORED_ERRORS:
                         doc["errors"].append(dict(err) if isinstance(err, Mapping) else {"message": str(err)})
+                if result.get("error_count") is not None:  # the full count when ``errors`` is a sample
+                    doc["error_count"] = max(int(doc["error_count"]), int(result.pop("error_count")))
                 doc["result"] = result
                 doc["status"] = "succeeded"
                 doc["progress"]["message"] = "done"
@@ -305,7 +307,7 @@ class JobRunner:
         datasets = [dataset] if dataset else [d.name for d in self.store.list_datasets()]
         for name in datasets:
             try:
-                return _clean(self.store.get_doc(name, RUN_KIND, job_id))
+                return _clean(self.store.get_doc(name, RUN_KIND, job_id), name)
             except (StoreError, KeyError):
                 continue
         raise JobNotFound(job_id)
@@ -326,7 +328,7 @@ class JobRunner:
         for name in names:
             try:
                 for doc in self.store.list_docs(name, RUN_KIND):
-                    found[doc["id"]] = _clean(doc)
+                    found[doc["id"]] = _clean(doc, name)
             except DatasetNotFound:
                 continue
         with self._lock:
@@ -387,7 +389,7 @@ class JobRunner:
             for doc in docs:
                 if not is_orphaned(doc):
                     continue
-                doc = _clean(doc)
+                doc = _clean(doc, name)
                 doc.update(
                     status="failed",
                     error=INTERRUPTED,
@@ -397,22 +399,16 @@ class JobRunner:
                 )
                 self.store.put_doc(name, RUN_KIND, doc["id"], doc, name=str(doc.get("kind", "")))
                 changed.append(doc)
-                log.warning(
-                    "job %s (%s on %s) was interrupted by a restart", doc["id"], doc.get("kind"), name
-                )
+                log.warning("job %s (%s on %s) was interrupted by a restart", doc["id"], doc.get("kind"), name)
         return changed
 
-    def interrupted(
-        self, kinds: Iterable[str] | None = None, dataset: str | None = None
-    ) -> list[dict[str, Any]]:
+    def interrupted(self, kinds: Iterable[str] | None = None, dataset: str | None = None) -> list[dict[str, Any]]:
         """Jobs failed by a restart that nobody resumed yet, oldest first."""
         wanted = set(kinds) if kinds is not None else None
         docs = [
             d
             for d in self.list(dataset=dataset, status="failed")
-            if d.get("interrupted")
-            and not d.get("resumed_by")
-            and (wanted is None or d.get("kind") in wanted)
+            if d.get("interrupted") and not d.get("resumed_by") and (wanted is None or d.get("kind") in wanted)
         ]
         return sorted(docs, key=lambda d: d.get("created_at") or "")
 
@@ -448,9 +444,7 @@ class JobRunner:
             workers = list(self._workers.values())
         for job in queued:
             with self._lock:
-                job.doc.update(
-                    status="cancelled", error="the server shut down before it started", finished_at=_now()
-                )
+                job.doc.update(status="cancelled", error="the server shut down before it started", finished_at=_now())
                 job.done.set()
             self._persist(job)
         deadline = time.monotonic() + timeout
@@ -460,5 +454,19 @@ class JobRunner:
             _LIVE_RUNNERS.discard(self.runner_id)
 
 
-def _clean(doc: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in doc.items() if not k.startswith("_")}
+def _clean(doc: Mapping[str, Any], dataset: str | None = None) -> dict[str, Any]:
+    """A stored run doc in the job shape (docs written by library code, e.g. a CLI ingest, may lack
+    fields); store bookkeeping keys (``_created_at``...) dropped."""
+    out = {k: v for k, v in doc.items() if not k.startswith("_")}
+    if dataset is not None:
+        out.setdefault("dataset", dataset)
+    out.setdefault("kind", "")
+    out.setdefault("status", "unknown")
+    out.setdefault("params", {})
+    out.setdefault("counts", {})
+    out.setdefault("errors", [])
+    out.setdefault("error_count", len(out.get("errors") or []))
+    out.setdefault("created_at", out.get("started_at") or doc.get("_created_at"))
+    if not isinstance(out.get("progress"), Mapping):
+        out["progress"] = {"done": 0, "total": None, "message": None}
+    return out

@@ -87,14 +87,11 @@ class DatasetCreate(BaseModel):
     dim: int = Field(gt=0, le=65536, description="embedding dimension")
     embedder: dict[str, Any] = Field(
         default_factory=lambda: {"kind": "precomputed"},
-        description="embedder config recorded with the dataset, "
-        'e.g. {"kind": "open_clip", "model": "ViT-B-32"}',
+        description='embedder config recorded with the dataset, e.g. {"kind": "open_clip", "model": "ViT-B-32"}',
     )
     classes: list[str] = Field(default_factory=list, max_length=100_000)
     task: Literal["classification", "detection"] = "classification"
-    metadata_fields: dict[str, Literal["string", "int", "float", "bool", "timestamp"]] = Field(
-        default_factory=dict
-    )
+    metadata_fields: dict[str, Literal["string", "int", "float", "bool", "timestamp"]] = Field(default_factory=dict)
 
 
 class DatasetSummary(BaseModel):
@@ -147,9 +144,7 @@ class EmbedderOptions(BaseModel):
 
 class IngestRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    source: str = Field(
-        min_length=1, description="a path on the server: manifest, class folders or COCO json"
-    )
+    source: str = Field(min_length=1, description="a path on the server: manifest, class folders or COCO json")
     format: Literal["manifest", "folders", "coco"] | None = None
     split: str | None = None
     unlabeled: str | None = Field(None, description="folders: a folder of unlabeled images")
@@ -223,11 +218,11 @@ class JobPublic(BaseModel):
     id: str
     kind: str
     dataset: str
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    status: str = Field(description="queued, running, succeeded, failed or cancelled")
     params: dict[str, Any] = Field(default_factory=dict)
     progress: JobProgress = Field(default_factory=JobProgress)
     counts: dict[str, Any] = Field(default_factory=dict)
-    errors: list[dict[str, Any]] = Field(default_factory=list)
+    errors: list[Any] = Field(default_factory=list)
     error_count: int = 0
     error: str | None = None
     result: dict[str, Any] | None = None

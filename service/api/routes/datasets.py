@@ -1,0 +1,213 @@
+"""Datasets: list, create (empty, with dim + embedder + classes), detail, delete; ingest as a job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow.compute as pc
+from fastapi import APIRouter, Response, status
+
+from indexer.store import DatasetInfo, Store
+from service.api.deps import JobsDep, SettingsDep, StoreDep
+from service.api.models import (
+    DatasetCounts,
+    DatasetCreate,
+    DatasetDetail,
+    DatasetSummary,
+    IngestRequest,
+    JobPublic,
+    VersionPublic,
+    problems,
+)
+from service.errors import Conflict
+from service.filters import field_types
+
+router = APIRouter(tags=["datasets"])
+
+#: versions listed in a dataset's detail (newest last); the full history can be long.
+VERSIONS_SHOWN = 20
+
+
+def summary(store: Store, info: DatasetInfo) -> DatasetSummary:
+    return DatasetSummary(
+        name=info.name,
+        task=info.task,
+        dim=info.dim,
+        embedder=info.embedder,
+        classes=info.classes,
+        metadata_fields=info.metadata_fields,
+        rows=store.count(info.name),
+        created_at=info.created_at,
+    )
+
+
+def counts(store: Store, dataset: str) -> DatasetCounts:
+    table = store.query(dataset, columns=["split", "labeled", "status", "x"])
+    total = table.num_rows
+    if total == 0:
+        return DatasetCounts(total=0, ok=0, errors=0, labeled=0, unlabeled=0, analyzed=0, by_split={})
+    ok = int(pc.sum(pc.equal(table["status"], "ok")).as_py() or 0)
+    labeled = int(pc.sum(pc.fill_null(table["labeled"], False)).as_py() or 0)
+    analyzed = total - table["x"].null_count
+    splits = pc.fill_null(table["split"], "(none)")
+    by_split = {str(row["values"]): int(row["counts"]) for row in pc.value_counts(splits).to_pylist()}
+    return DatasetCounts(
+        total=total,
+        ok=ok,
+        errors=total - ok,
+        labeled=labeled,
+        unlabeled=total - labeled,
+        analyzed=analyzed,
+        by_split=dict(sorted(by_split.items())),
+    )
+
+
+def detail(store: Store, name: str) -> DatasetDetail:
+    info = store.get_dataset(name)
+    versions = store.list_versions(name)
+    base = summary(store, info)
+    return DatasetDetail(
+        **base.model_dump(),
+        media_roots=info.media_roots,
+        counts=counts(store, name),
+        version=store.version(name),
+        versions=[VersionPublic(**v) for v in versions[-VERSIONS_SHOWN:]],
+        fields=field_types(info, store.schema(name)),
+    )
+
+
+@router.get("/datasets", response_model=list[DatasetSummary])
+def list_datasets(store: StoreDep) -> list[DatasetSummary]:
+    return [summary(store, info) for info in store.list_datasets()]
+
+
+@router.post(
+    "/datasets",
+    response_model=DatasetDetail,
+    status_code=status.HTTP_201_CREATED,
+    responses=problems(401, 409, 422),
+)
+def create_dataset(body: DatasetCreate, store: StoreDep) -> DatasetDetail:
+    """An empty dataset: rows arrive later by ingest (or by other tools writing through the store)."""
+    embedder = dict(body.embedder)
+    embedder.setdefault("kind", "precomputed")
+    if embedder["kind"] == "precomputed":
+        embedder.setdefault("dim", body.dim)
+    store.create_dataset(
+        body.name,
+        dim=body.dim,
+        embedder=embedder,
+        classes=body.classes,
+        task=body.task,
+        metadata_fields=dict(body.metadata_fields),
+    )
+    return detail(store, body.name)
+
+
+@router.get("/datasets/{dataset}", response_model=DatasetDetail, responses=problems(404))
+def get_dataset(dataset: str, store: StoreDep) -> DatasetDetail:
+    return detail(store, dataset)
+
+
+@router.delete("/datasets/{dataset}", status_code=status.HTTP_204_NO_CONTENT, responses=problems(401, 404, 409))
+def delete_dataset(dataset: str, store: StoreDep, jobs: JobsDep) -> Response:
+    store.get_dataset(dataset)
+    active = [j for j in jobs.list(dataset=dataset) if j.get("status") in ("queued", "running")]
+    live = [j for j in active if not _orphan(j)]
+    if live:
+        raise Conflict(
+            f"dataset {dataset!r} has {len(live)} queued or running job(s) ({live[0]['id']}); "
+            "wait for them or cancel them first",
+            jobs=[j["id"] for j in live],
+        )
+    store.drop_dataset(dataset)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _orphan(job: dict[str, Any]) -> bool:
+    from service.jobs import is_orphaned
+
+    return is_orphaned(job)
+
+
+@router.post(
+    "/datasets/{dataset}/ingest",
+    response_model=JobPublic,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=problems(401, 404, 422),
+)
+def start_ingest(dataset: str, body: IngestRequest, store: StoreDep, jobs: JobsDep, settings: SettingsDep) -> Any:
+    """Ingest a source on the server (manifest, class folders or COCO) as a background job.
+
+    The source is opened now, so a missing file or a bad manifest is a 422 right away. A dataset that
+    does not exist yet is created from the source and the embedder options; an existing one keeps its
+    embedder (options must agree with it). Poll ``GET /api/v1/jobs/{id}``.
+    """
+    from indexer.embedders import embedder_from_options
+    from indexer.pipeline import ingest, prepare_dataset
+    from indexer.sources import open_source
+
+    emb = body.embedder
+    source = open_source(
+        body.source,
+        kind=body.format,
+        split=body.split,
+        unlabeled=body.unlabeled,
+        coco_results=body.coco_results,
+        image_root=body.image_root,
+        vectors=emb.vectors,
+        vector_column=emb.vector_column,
+        classes=body.classes,
+    )
+    options: dict[str, Any] = {
+        "kind": emb.kind,
+        "model": emb.model,
+        "pretrained": emb.pretrained,
+        "model_file": emb.model_file,
+        "image_size": emb.image_size,
+        "mc_passes": emb.mc_passes,
+        "device": emb.device or settings.device,
+    }
+    embedder = None
+    if not store.has_dataset(dataset):
+        # a new dataset needs its dimension, which only the embedder (or the vectors) can tell
+        embedder = embedder_from_options(None, **options)
+        prepare_dataset(store, dataset, source, embedder)
+    else:
+        embedder = embedder_from_options(store.get_dataset(dataset).embedder, **options)
+
+    def run(ctx: Any) -> dict[str, Any]:
+        report = ingest(
+            store,
+            dataset,
+            source,
+            embedder,
+            batch_size=body.batch_size,
+            workers=body.workers,
+            progress=False,
+            on_progress=lambda done, total, message="": ctx.progress(done, total, message),
+            run_id=ctx.job_id,
+        )
+        result = report.as_dict()
+        errors = [
+            {"item": e.get("id", ""), "message": f"{e.get('uri', '')}: {e.get('error', '')}"} for e in report.errors
+        ]
+        return {
+            "counts": {
+                "total": report.total,
+                "ok": report.ok_rows,
+                "errors": report.error_rows,
+                "skipped": report.skipped,
+                "inserted": report.inserted,
+                "updated": report.updated,
+            },
+            "errors": errors,
+            "error_count": report.error_rows,
+            "version_read": report.version_read,
+            "version_written": report.version_written,
+            "seconds": round(report.seconds, 3),
+            "index": result.get("index", {}),
+        }
+
+    params = body.model_dump(mode="json", exclude_none=True)
+    return jobs.submit(dataset, "ingest", params, run)

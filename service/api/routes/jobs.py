@@ -1,0 +1,38 @@
+"""Jobs: ``GET /jobs`` (newest first, filterable), ``GET /jobs/{id}``, ``POST /jobs/{id}/cancel``.
+
+Jobs are started by the area that owns them (``POST /datasets/{ds}/ingest``, analyze, exports) and run
+in the background (service/jobs.py); clients poll ``GET /jobs/{id}`` for status and progress.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from service.api.deps import JobsDep
+from service.api.models import JobPublic, problems
+
+router = APIRouter(tags=["jobs"])
+
+
+@router.get("/jobs", response_model=list[JobPublic], responses=problems(401, 404))
+def list_jobs(
+    jobs: JobsDep,
+    dataset: Annotated[str | None, Query(max_length=63)] = None,
+    kind: Annotated[str | None, Query(max_length=64)] = None,
+    status: Annotated[str | None, Query(max_length=32)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[dict[str, Any]]:
+    return jobs.list(dataset=dataset, kind=kind, status=status, limit=limit)
+
+
+@router.get("/jobs/{job_id}", response_model=JobPublic, responses=problems(401, 404))
+def get_job(job_id: str, jobs: JobsDep) -> dict[str, Any]:
+    return jobs.get(job_id)
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobPublic, responses=problems(401, 404))
+def cancel_job(job_id: str, jobs: JobsDep) -> dict[str, Any]:
+    """Cancel a queued job; a running one is asked to stop at its next check (it may finish first)."""
+    return jobs.cancel(job_id)
