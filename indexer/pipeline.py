@@ -143,14 +143,25 @@ def _chunks(it: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
+def model_predicts(source: Any, embedder: Embedder) -> bool:
+    """The model's own logits become the predictions only for classification sources that bring no
+    predictions of their own (a detection source's predictions are the detector's)."""
+    return (
+        getattr(source, "task", "classification") == "classification"
+        and bool(getattr(embedder, "has_logits", False))
+        and not getattr(source, "has_probs", False)
+        and not getattr(source, "has_predictions", False)
+    )
+
+
 def prepare_dataset(store: Store, dataset: str, source: Any, embedder: Embedder) -> Any:
-    """Create the dataset on first ingest, or extend it (classes, metadata fields, media roots)."""
+    """Create the dataset on first ingest, or extend it (classes, metadata fields, media roots).
+
+    When the model's logits give the predictions, its class order comes first (probs are aligned with
+    it) and labels the model does not know are appended."""
     classes = list(source.classes or [])
-    if not classes and embedder.classes:
-        classes = list(embedder.classes)
-    if embedder.classes and classes and set(embedder.classes) != set(classes) and not _source_has_probs(source):
-        # the model's logits define the class order when the source has no probabilities of its own
-        classes = list(embedder.classes)
+    if model_predicts(source, embedder) and embedder.classes:
+        classes = list(embedder.classes) + [c for c in classes if c not in embedder.classes]
     dim = embedder.dim or int(getattr(source, "dim", 0) or 0)
     if store.has_dataset(dataset):
         info = store.get_dataset(dataset)
@@ -183,10 +194,6 @@ def prepare_dataset(store: Store, dataset: str, source: Any, embedder: Embedder)
     )
 
 
-def _source_has_probs(source: Any) -> bool:
-    return bool(getattr(source, "has_probs", False))
-
-
 def ingest(
     store: Store,
     dataset: str,
@@ -215,6 +222,7 @@ def ingest(
     classes = list(info.classes)
     class_index = {c: i for i, c in enumerate(classes)}
     src_classes = list(source.classes or [])
+    use_model = model_predicts(source, embedder)
     total = len(source)
     report.total = total
     run_doc = {
@@ -225,6 +233,11 @@ def ingest(
         "started_at": now_utc().isoformat(),
     }
     store.put_doc(dataset, "run", run_id, run_doc)
+
+    def finish(pending: tuple[list[Any], list[str], list[Future[Any]]]) -> None:
+        _finish(
+            store, dataset, pending, embedder, classes, class_index, src_classes, model_version, report, use_model
+        )
 
     bar = None
     if progress:
@@ -250,7 +263,7 @@ def ingest(
             futures = [pool.submit(_decode, rec, embedder) for rec in todo]
             # embed the previous chunk while this one decodes
             if pending is not None:
-                _finish(store, dataset, pending, embedder, classes, class_index, src_classes, model_version, report)
+                finish(pending)
             pending = (todo, todo_fps, futures)
             done += len(chunk)
             if bar is not None:
@@ -259,7 +272,7 @@ def ingest(
             if on_progress is not None:
                 on_progress(done, total, f"{report.ok_rows} ok, {report.error_rows} errors")
         if pending is not None:
-            _finish(store, dataset, pending, embedder, classes, class_index, src_classes, model_version, report)
+            finish(pending)
     except BaseException as exc:
         run_doc.update(
             status="failed",
@@ -389,6 +402,7 @@ def _finish(
     src_classes: list[str],
     model_version: str,
     report: IngestReport,
+    use_model: bool,
 ) -> None:
     records, fps, futures = pending
     if not records:
@@ -427,7 +441,7 @@ def _finish(
                     vec = vec / norm if norm > 0 else vec
             elif out is not None and i in pos:
                 vec = out.embeddings[pos[i]]
-                if out.probs is not None:
+                if out.probs is not None and use_model:
                     model_probs = out.probs[pos[i]]
                     mc = None if out.mc_probs is None else out.mc_probs[:, pos[i], :]
         row: dict[str, Any] = {
@@ -463,7 +477,9 @@ def _finish(
             report.ok_rows += 1
             vectors.append(vec)
         rows.append(row)
-    table = pa.Table.from_pylist(rows)
+    # rows differ in their keys (scores only where there are predictions): take the union
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    table = pa.Table.from_pydict({k: [r.get(k) for r in rows] for k in keys})
     emb_arr = pa.array(
         [None if v is None else np.asarray(v, np.float32).tolist() for v in vectors], pa.list_(pa.float32(), dim)
     )
@@ -496,8 +512,9 @@ def _predictions(
         for k, name in enumerate(order):
             aligned[class_index[name]] = p[k]
         probs = aligned
-    elif model_probs is not None and rec.pred_label is None:
-        probs = np.asarray(model_probs, dtype=np.float64)
+    elif model_probs is not None and rec.pred_label is None and rec.outcome is None:
+        probs = np.zeros(len(classes), dtype=np.float64)
+        probs[: len(model_probs)] = model_probs  # labels the model does not know get probability 0
     if probs is not None:
         sc = scoring.score_all(probs[None, :], None if mc is None else mc[:, None, :])
         for key, arr in sc.items():

@@ -580,7 +580,7 @@ class Store:
                 tbl.merge_insert("id")
                 .when_matched_update_all()
                 .when_not_matched_insert_all()
-                .execute(table)
+                .execute(table, on_bad_vectors="null")  # error rows carry no vector
             )
             return UpsertResult(inserted, updated, unchanged, int(tbl.version))
 
