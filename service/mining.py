@@ -529,6 +529,7 @@ def mine(
     exact: bool | None = None,
     embedder: Any = None,
     seed: int = 0,
+    device: str = "cpu",
 ) -> MineResult:
     """Nearest candidates of the seeds, aggregated, de-duplicated, ``min(budget, matching)`` rows.
 
@@ -543,7 +544,7 @@ def mine(
     if isinstance(seeds, ResolvedSeeds):
         resolved = seeds
     else:
-        resolved = resolve_seeds(store, dataset, seeds, embedder=embedder)
+        resolved = resolve_seeds(store, dataset, seeds, embedder=embedder, device=device)
     version = store.version(dataset)
     row_seed_ids = [i for i in resolved.ids if not i.startswith(("text:", "image:"))]
     clause = candidate_where(

@@ -1,0 +1,427 @@
+"""Mining, selection and stream decisions over HTTP.
+
+- ``POST /datasets/{ds}/mine``: seeds -> nearest unlabeled neighbours (service/mining.py);
+- ``POST /datasets/{ds}/select``: uncertainty / random selection under a budget (service/selection.py);
+- ``POST /datasets/{ds}/stream``: decide whether a new production sample goes to labeling now
+  (service/stream.py); ``GET /datasets/{ds}/stream/decisions`` lists the recorded decisions.
+
+Images travel as base64 in the JSON body (``image_base64``), so every request is one JSON document.
+Mine and select calls are recorded as ``selection`` documents (``selection_id`` in the response) that
+an export can take as its input.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from indexer.store import DocNotFound, Store
+from service.api.deps import SettingsDep, StoreDep
+from service.api.models import Filter, Page, problems
+from service.errors import (
+    BudgetTooLarge,
+    IssueNotFound,
+    NotFound,
+    Unsupported,
+    ValidationFailed,
+)
+from service.filters import build_where
+from service.mining import (
+    AGGREGATIONS,
+    MAX_SEEDS,
+    EmbeddingUnavailable,
+    MiningError,
+    Seeds,
+    SeedsNotFound,
+    mine,
+    mine_record,
+)
+from service.selection import STRATEGIES, select, selection_record
+from service.settings import Settings
+from service.stream import PERIODS, StreamBudget, StreamPolicy, StreamSample, decide, list_decisions
+
+router = APIRouter(tags=["mining"])
+
+Aggregation = Literal["modes", "round_robin", "min_distance", "mean", "reciprocal_rank"]
+Strategy = Literal["least_confidence", "margin", "ratio", "entropy", "mc_variance", "bald", "random"]
+Uncertainty = Literal["least_confidence", "margin", "ratio", "entropy", "mc_variance", "bald"]
+assert set(Aggregation.__args__) == set(AGGREGATIONS)  # type: ignore[attr-defined]
+assert set(Strategy.__args__) == set(STRATEGIES)  # type: ignore[attr-defined]
+
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+T = TypeVar("T")
+
+
+# -- models ---------------------------------------------------------------------------------------
+
+
+class ConfusionCell(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label: str = Field(min_length=1, max_length=500, description="ground truth class")
+    pred_label: str = Field(min_length=1, max_length=500, description="predicted class")
+
+
+class SeedSpec(BaseModel):
+    """What to mine around; parts combine (ids + issue + selector rows + text + image). The selector
+    parts (cluster, confusion, pair, failures, split) pick the rows matching all of them."""
+
+    model_config = ConfigDict(extra="forbid")
+    ids: list[Annotated[str, Field(max_length=1000)]] = Field(default_factory=list, max_length=MAX_SEEDS)
+    issue: str | None = Field(None, max_length=200, description="an issue id: its sample_ids are the seeds")
+    cluster: int | None = Field(None, ge=-1, le=2**31 - 1, description="rows of this analysis cluster")
+    confusion: ConfusionCell | None = Field(None, description="rows with this label predicted as pred_label")
+    pair: list[Annotated[str, Field(max_length=500)]] | None = Field(
+        None, min_length=2, max_length=2, description="top-2 confusion pair [a, b]: pred_label/pred_label2"
+    )
+    failures: bool = Field(False, description="only rows the model got wrong (correct = false)")
+    split: str | None = Field(None, max_length=200, description="only rows of this split")
+    text: str | None = Field(None, min_length=1, max_length=2000, description="open_clip datasets only")
+    image_base64: str | None = Field(None, max_length=MAX_IMAGE_BYTES * 4 // 3 + 4)
+
+
+class MineRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seeds: SeedSpec
+    budget: int = Field(100, ge=1, description="rows to return (min(budget, matching rows) come back)")
+    k: int | None = Field(None, ge=1, le=10_000, description="neighbours per seed that count as found by it")
+    aggregation: Aggregation = "modes"
+    filters: list[Filter] = Field(default_factory=list, max_length=64)
+    include_labeled: bool = False
+    include_exported: bool = False
+    dedup_distance: float | None = Field(None, ge=0.0, lt=2.0, description="near-duplicate cosine distance")
+    columns: list[Annotated[str, Field(max_length=200)]] | None = Field(None, max_length=200)
+    record: bool = Field(True, description="save the result as a selection document")
+
+
+class ModeInfo(BaseModel):
+    mode: int
+    size: int
+    share: int
+    found: int
+    cluster: int | None
+    seeds: list[str]
+
+
+class MineResponse(BaseModel):
+    dataset: str
+    aggregation: str
+    budget: int
+    k: int
+    returned: int
+    candidates: int = Field(description="rows matching the candidate filter")
+    engine: str = Field(description="exact or index")
+    seeds: int
+    seed_ids: list[str]
+    modes: list[ModeInfo]
+    dedup_removed: int
+    version: int
+    took_ms: float
+    selection_id: str | None
+    items: list[dict[str, Any]]
+
+
+class SelectRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    strategy: Strategy = "least_confidence"
+    budget: int = Field(100, ge=1)
+    explore: float = Field(0.0, ge=0.0, le=1.0, description="share of the budget picked at random")
+    per_class_cap: int | None = Field(None, ge=1, description="most rows per predicted class")
+    filters: list[Filter] = Field(default_factory=list, max_length=64)
+    include_labeled: bool = False
+    include_exported: bool = False
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    columns: list[Annotated[str, Field(max_length=200)]] | None = Field(None, max_length=200)
+    record: bool = True
+
+
+class SelectResponse(BaseModel):
+    dataset: str
+    strategy: str
+    budget: int
+    explore: float
+    returned: int
+    candidates: int
+    counts: dict[str, int] = Field(description="rows per part: the strategy's name, explore (or random)")
+    skipped_no_score: int
+    per_class_cap: int | None
+    seed: int
+    version: int
+    selection_id: str | None
+    items: list[dict[str, Any]]
+
+
+class StreamRequest(BaseModel):
+    """One production sample (exactly one of image_base64 / uri / embedding) and the policy."""
+
+    model_config = ConfigDict(extra="forbid")
+    image_base64: str | None = Field(None, max_length=MAX_IMAGE_BYTES * 4 // 3 + 4)
+    uri: str | None = Field(None, max_length=4096, description="an image file under the media roots")
+    embedding: list[float] | None = Field(None, max_length=65_536)
+    probs: list[float] | None = Field(
+        None, max_length=100_000, description="class probabilities in the dataset's class order"
+    )
+    mc_probs: list[list[float]] | None = Field(None, max_length=1000, description="MC-dropout passes (T, C)")
+    id: str | None = Field(None, min_length=1, max_length=500)
+    metadata: dict[str, str | int | float | bool | None] = Field(default_factory=dict, max_length=200)
+    model_version: str | None = Field(None, max_length=200)
+    confidence_below: float | None = Field(0.5, ge=0.0, le=1.0)
+    uncertainty: Uncertainty = "entropy"
+    uncertainty_above: float | None = Field(None, ge=0.0)
+    issue_distance: float | None = Field(0.1, ge=0.0, le=2.0)
+    issues: list[Annotated[str, Field(max_length=200)]] | None = Field(None, max_length=1000)
+    budget: int = Field(100, ge=0, le=10_000_000, description="labels per period")
+    period: Literal["hour", "day", "week"] | Annotated[int, Field(ge=1, le=366 * 86400)] = "day"
+
+
+class DecisionPublic(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    sample_id: str
+    send: bool
+    candidate: bool
+    reasons: list[dict[str, Any]]
+    why: str
+    scores: dict[str, float]
+    pred_label: str | None
+    nearest_issue: dict[str, Any] | None
+    period_start: str
+    period_seconds: int
+    budget: int
+    budget_used: int
+    budget_left: int
+    decided_at: str
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def _domain(dataset: str, fn: Callable[[], T]) -> T:
+    """Run library code, turning its errors into the service's error tree."""
+    try:
+        return fn()
+    except SeedsNotFound as exc:
+        raise NotFound(str(exc), title="Seed not found", dataset=dataset, missing_ids=exc.missing[:100]) from exc
+    except EmbeddingUnavailable as exc:
+        raise Unsupported(str(exc)) from exc
+    except MiningError as exc:
+        raise ValidationFailed(str(exc)) from exc
+    except DocNotFound as exc:
+        if exc.kind == "issue":
+            raise IssueNotFound(dataset, exc.doc_id) from exc
+        raise
+
+
+def _check_budget(budget: int, settings: Settings) -> None:
+    if budget > settings.max_budget:
+        raise BudgetTooLarge(budget, settings.max_budget)
+
+
+def _where(store: Store, dataset: str, filters: list[Filter]) -> str | None:
+    return build_where(store.get_dataset(dataset), store.schema(dataset), filters)
+
+
+def _columns(store: Store, dataset: str, columns: list[str] | None) -> list[str] | None:
+    if not columns:
+        return None
+    from service.api.routes.samples import select_columns
+
+    return [c for c in select_columns(store, dataset, columns) if c != "id"]
+
+
+def _decode_image(text: str, field: str) -> bytes:
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValidationFailed(
+            f"{field} is not valid base64 ({exc}); send the image file's bytes base64-encoded",
+            errors=[{"loc": ["body", field], "msg": "invalid base64"}],
+        ) from exc
+    if not data:
+        raise ValidationFailed(f"{field} is empty; send the image file's bytes base64-encoded")
+    return data
+
+
+def _items(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from service.api.routes.samples import jsonable
+
+    return [{k: jsonable(v) for k, v in r.items()} for r in rows]
+
+
+_budget_lock = threading.Lock()
+
+
+def _stream_budget(request: Request) -> StreamBudget:
+    with _budget_lock:
+        budget = getattr(request.app.state, "stream_budget", None)
+        if budget is None:
+            budget = StreamBudget()
+            request.app.state.stream_budget = budget
+        return budget
+
+
+# -- routes ---------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/datasets/{dataset}/mine",
+    response_model=MineResponse,
+    responses=problems(401, 404, 422),
+    summary="Nearest unlabeled neighbours of failure examples",
+)
+def mine_route(dataset: str, body: MineRequest, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
+    _check_budget(body.budget, settings)
+    store.get_dataset(dataset)
+    s = body.seeds
+    seeds = Seeds(
+        ids=list(s.ids),
+        issue=s.issue,
+        cluster=s.cluster,
+        confusion=(s.confusion.label, s.confusion.pred_label) if s.confusion else None,
+        pair=(s.pair[0], s.pair[1]) if s.pair else None,
+        failures=s.failures,
+        split=s.split,
+        text=s.text,
+        image=_decode_image(s.image_base64, "seeds.image_base64") if s.image_base64 else None,
+    )
+    where = _where(store, dataset, body.filters)
+    columns = _columns(store, dataset, body.columns)
+    device = "cpu" if settings.device == "auto" else settings.device
+    result = _domain(
+        dataset,
+        lambda: mine(
+            store,
+            dataset,
+            seeds,
+            budget=body.budget,
+            k=body.k,
+            aggregation=body.aggregation,
+            where=where,
+            include_labeled=body.include_labeled,
+            include_exported=body.include_exported,
+            dedup_distance=body.dedup_distance,
+            columns=columns,
+            device=device,
+        ),
+    )
+    selection_id = None
+    if body.record:
+        selection_id = "mine-" + uuid.uuid4().hex[:12]
+        params = body.model_dump(exclude={"seeds"})
+        store.put_doc(dataset, "selection", selection_id, mine_record(result, seeds, params), name="mine")
+    summary = result.summary()
+    return {
+        **summary,
+        "seeds": len(result.seeds.ids),
+        "seed_ids": result.seeds.ids[:1000],
+        "selection_id": selection_id,
+        "items": _items(result.rows),
+    }
+
+
+@router.post(
+    "/datasets/{dataset}/select",
+    response_model=SelectResponse,
+    responses=problems(401, 404, 422),
+    summary="Rows to label next by uncertainty, with a random exploration share",
+)
+def select_route(dataset: str, body: SelectRequest, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
+    _check_budget(body.budget, settings)
+    where = _where(store, dataset, body.filters)
+    columns = _columns(store, dataset, body.columns)
+    result = _domain(
+        dataset,
+        lambda: select(
+            store,
+            dataset,
+            strategy=body.strategy,
+            budget=body.budget,
+            explore=body.explore,
+            per_class_cap=body.per_class_cap,
+            where=where,
+            include_labeled=body.include_labeled,
+            include_exported=body.include_exported,
+            seed=body.seed,
+            columns=columns,
+        ),
+    )
+    selection_id = None
+    if body.record:
+        selection_id = "select-" + uuid.uuid4().hex[:12]
+        store.put_doc(dataset, "selection", selection_id, selection_record(result, body.model_dump()), name="select")
+    return {**result.summary(), "selection_id": selection_id, "items": _items(result.rows)}
+
+
+@router.post(
+    "/datasets/{dataset}/stream",
+    response_model=DecisionPublic,
+    responses=problems(401, 403, 404, 422),
+    summary="Store a new production sample and decide whether to label it now",
+)
+def stream_route(
+    dataset: str, body: StreamRequest, request: Request, store: StoreDep, settings: SettingsDep
+) -> dict[str, Any]:
+    store.get_dataset(dataset)
+    image = _decode_image(body.image_base64, "image_base64") if body.image_base64 else None
+    policy = StreamPolicy(
+        confidence_below=body.confidence_below,
+        uncertainty=body.uncertainty,
+        uncertainty_above=body.uncertainty_above,
+        issue_distance=body.issue_distance,
+        issues=body.issues,
+        budget=body.budget,
+        period=body.period,
+    )
+    sample = StreamSample(
+        image=image,
+        uri=body.uri,
+        embedding=body.embedding,
+        probs=body.probs,
+        mc_probs=body.mc_probs,
+        id=body.id,
+        metadata=dict(body.metadata),
+        model_version=body.model_version,
+    )
+    upload_dir = None if "://" in settings.data_dir else Path(settings.data_dir) / "_stream"
+    device = "cpu" if settings.device == "auto" else settings.device
+    return _domain(
+        dataset,
+        lambda: decide(
+            store,
+            dataset,
+            sample,
+            policy,
+            _stream_budget(request),
+            media_roots=settings.media_roots,
+            upload_dir=upload_dir,
+            device=device,
+        ),
+    )
+
+
+@router.get(
+    "/datasets/{dataset}/stream/decisions",
+    response_model=Page[DecisionPublic],
+    responses=problems(401, 404, 422),
+    summary="Recorded stream decisions, newest first",
+)
+def decisions_route(
+    dataset: str,
+    store: StoreDep,
+    send: Annotated[bool | None, Query(description="only sent (true) or not sent (false)")] = None,
+    limit: Annotated[int, Query(ge=0, le=10_000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+) -> dict[str, Any]:
+    store.get_dataset(dataset)
+    items, total = list_decisions(store, dataset, send=send, limit=limit, offset=offset)
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+__all__ = ["router", "PERIODS"]

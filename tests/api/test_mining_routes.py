@@ -1,0 +1,237 @@
+"""Mining, selection and stream routes against a real server on 127.0.0.1 (uvicorn in a thread)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+from factories import make_synthetic
+from PIL import Image
+
+from indexer.store import Store
+from service.api.app import create_app
+from service.settings import Settings
+
+KEY = "s3cret-key"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Store, object]]:
+    base = tmp_path_factory.mktemp("mining-api")
+    store = Store(base / "db")
+    syn = make_synthetic(store, "syn", n_clusters=6, per_cluster=30, error_clusters=(0, 3), seed=1)
+    make_synthetic(store, "nomc", with_mc=False, seed=2)
+    _ensure_correct(store, syn)
+    settings = Settings(
+        data_dir=str(base / "db"), api_key=KEY, max_budget=500, media_roots=[str(base / "media")]
+    )
+    app = create_app(settings, store=store)
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert srv.started, "server did not start"
+    try:
+        yield f"http://127.0.0.1:{port}/api/v1", store, syn
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def api(server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server[0], headers={"X-API-Key": KEY}, timeout=30) as client:
+        yield client
+
+
+def _ensure_correct(store: Store, syn) -> None:
+    """make_synthetic builds its table with pa.Table.from_pylist, which takes the columns of the first
+    row: when that row is unlabeled, ``correct`` is dropped. Write it from the generating clusters."""
+    import pyarrow as pa
+
+    labeled = [i for i in syn.ids if syn.labeled[i]]
+    correct = [syn.cluster_of[i] not in syn.error_clusters for i in labeled]
+    store.update_columns("syn", pa.table({"id": labeled, "correct": correct}))
+
+
+def _problem(resp: httpx.Response, status: int) -> dict:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/problem+json")
+    body = resp.json()
+    assert body["status"] == status and body["detail"]
+    return body
+
+
+def _val_failures(store: Store) -> list[str]:
+    return store.query("syn", where="split = 'val' AND correct = false", columns=["id"])["id"].to_pylist()
+
+
+def test_mine_returns_budget_unlabeled_neighbours(server, api: httpx.Client) -> None:
+    _, store, syn = server
+    seeds = _val_failures(store)
+    resp = api.post(
+        "/datasets/syn/mine", json={"seeds": {"ids": seeds}, "budget": 20, "columns": ["split", "group"]}
+    )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["returned"] == 20 == len(body["items"]) and body["aggregation"] == "modes"
+    assert body["seeds"] == len(seeds) and body["engine"] == "exact"
+    for item in body["items"]:
+        assert item["split"] == "unlabeled" and item["seeds"] and 0 <= item["distance"] <= 2
+        assert syn.cluster_of[item["id"]] in (0, 3)  # the error clusters the failures come from
+        assert "meta_group" in item
+    doc = store.get_doc("syn", "selection", body["selection_id"])
+    assert doc["ids"] == [i["id"] for i in body["items"]]
+
+
+def test_mine_seed_kinds_and_filters(server, api: httpx.Client) -> None:
+    resp = api.post(
+        "/datasets/syn/mine",
+        json={
+            "seeds": {"failures": True, "split": "val"},
+            "budget": 5,
+            "aggregation": "round_robin",
+            "filters": [{"field": "group", "op": "eq", "value": "g3"}],
+        },
+    )
+    assert resp.status_code == 200, resp.text
+    assert all(i["id"].startswith("c3-") for i in resp.json()["items"])
+    resp = api.post(
+        "/datasets/syn/mine",
+        json={"seeds": {"confusion": {"label": "cat", "pred_label": "dog"}}, "budget": 3},
+    )
+    assert resp.status_code == 200 and resp.json()["returned"] == 3
+    # empty results: a filter no candidate matches
+    resp = api.post(
+        "/datasets/syn/mine",
+        json={
+            "seeds": {"failures": True},
+            "budget": 5,
+            "filters": [{"field": "group", "op": "eq", "value": "zzz"}],
+        },
+    )
+    assert resp.status_code == 200 and resp.json()["items"] == [] and resp.json()["candidates"] == 0
+
+
+def test_mine_bad_requests(server, api: httpx.Client) -> None:
+    _problem(api.post("/datasets/syn/mine", json={"seeds": {"ids": ["c0-000", "nope"]}}), 404)
+    body = _problem(api.post("/datasets/syn/mine", json={"seeds": {"ids": ["nope"]}}), 404)
+    assert body["missing_ids"] == ["nope"]
+    _problem(api.post("/datasets/syn/mine", json={"seeds": {"issue": "no-such-issue"}}), 404)
+    _problem(api.post("/datasets/nosuch/mine", json={"seeds": {"ids": ["a"]}}), 404)
+    body = _problem(api.post("/datasets/syn/mine", json={"seeds": {"failures": True}, "budget": 501}), 422)
+    assert "budget-too-large" in body["type"] and body["max_budget"] == 500
+    _problem(api.post("/datasets/syn/mine", json={"seeds": {"failures": True}, "budget": 0}), 422)
+    _problem(api.post("/datasets/syn/mine", json={"seeds": {}}), 422)
+    _problem(api.post("/datasets/syn/mine", json={"seeds": {"failures": True}, "aggregation": "median"}), 422)
+    body = _problem(
+        api.post(
+            "/datasets/syn/mine",
+            json={"seeds": {"failures": True}, "filters": [{"field": "nope", "op": "eq", "value": 1}]},
+        ),
+        422,
+    )
+    assert "unknown-field" in body["type"]
+    _problem(
+        api.post(
+            "/datasets/syn/mine",
+            json={
+                "seeds": {"failures": True},
+                "filters": [{"field": "brightness", "op": "contains", "value": "x"}],
+            },
+        ),
+        422,
+    )
+    body = _problem(api.post("/datasets/syn/mine", json={"seeds": {"text": "a cat on a sofa"}}), 422)
+    assert "text" in body["detail"]
+    _problem(api.post("/datasets/syn/mine", json={"seeds": {"image_base64": "***"}}), 422)
+    _problem(api.post("/datasets/syn/mine", json={"seeds": {"failures": True}, "columns": ["nope"]}), 422)
+
+
+def test_writes_need_the_api_key(server) -> None:
+    with httpx.Client(base_url=server[0], timeout=30) as anon:
+        _problem(anon.post("/datasets/syn/mine", json={"seeds": {"failures": True}}), 401)
+        _problem(anon.post("/datasets/syn/select", json={}, headers={"X-API-Key": "wrong"}), 401)
+        _problem(anon.post("/datasets/syn/stream", json={}), 401)
+        assert anon.get("/datasets/syn/stream/decisions").status_code == 200
+
+
+def test_select_counts_and_errors(server, api: httpx.Client) -> None:
+    resp = api.post(
+        "/datasets/syn/select", json={"strategy": "entropy", "budget": 10, "explore": 0.3, "seed": 4}
+    )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["counts"] == {"entropy": 7, "explore": 3} and len(body["items"]) == 10
+    again = api.post(
+        "/datasets/syn/select", json={"strategy": "entropy", "budget": 10, "explore": 0.3, "seed": 4}
+    )
+    assert [i["id"] for i in again.json()["items"]] == [i["id"] for i in body["items"]]
+    resp = api.post(
+        "/datasets/syn/select",
+        json={"budget": 500, "filters": [{"field": "group", "op": "in", "value": ["g1"]}]},
+    )
+    assert resp.status_code == 200 and resp.json()["returned"] == resp.json()["candidates"] < 30
+    body = _problem(api.post("/datasets/nomc/select", json={"strategy": "bald"}), 422)
+    assert "bald" in body["detail"]
+    _problem(api.post("/datasets/syn/select", json={"strategy": "vibes"}), 422)
+    _problem(api.post("/datasets/syn/select", json={"explore": 2}), 422)
+    _problem(api.post("/datasets/syn/select", json={"budget": 10_000}), 422)
+
+
+def test_stream_decisions(server, api: httpx.Client, tmp_path: Path) -> None:
+    _, store, syn = server
+    rng = np.random.default_rng(0)
+    sent = []
+    for n in range(3):
+        vec = rng.normal(size=16).tolist()
+        resp = api.post(
+            "/datasets/syn/stream",
+            json={
+                "embedding": vec,
+                "probs": [0.4, 0.3, 0.3],
+                "budget": 2,
+                "period": "week",
+                "id": f"frame-{n}",
+            },
+        )
+        assert resp.status_code == 200, resp.text
+        sent.append(resp.json()["send"])
+    assert sent == [True, True, False]
+    assert store.get_samples("syn", ["frame-0"]).num_rows == 1
+    page = api.get("/datasets/syn/stream/decisions", params={"send": True}).json()
+    assert page["total"] == 2 and all(d["send"] for d in page["items"])
+    assert api.get("/datasets/syn/stream/decisions").json()["total"] == 3
+    # an image upload on a precomputed dataset cannot be embedded: a 422 saying why
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, format="PNG")
+    b64 = base64.b64encode(buf.getvalue()).decode()
+    _problem(api.post("/datasets/syn/stream", json={"image_base64": b64, "probs": [0.5, 0.3, 0.2]}), 422)
+    outside = tmp_path / "x.png"
+    outside.write_bytes(buf.getvalue())
+    _problem(api.post("/datasets/syn/stream", json={"uri": str(outside), "probs": [0.5, 0.3, 0.2]}), 403)
+    _problem(api.post("/datasets/syn/stream", json={"embedding": [1.0, 2.0], "probs": [0.5, 0.3, 0.2]}), 422)
+    _problem(api.post("/datasets/syn/stream", json={"embedding": vec, "probs": [0.5, 0.5]}), 422)
+    _problem(
+        api.post("/datasets/syn/stream", json={"embedding": vec, "probs": [0.5, 0.3, 0.2], "issues": ["x"]}),
+        404,
+    )
+    _problem(api.get("/datasets/nosuch/stream/decisions"), 404)
