@@ -1,0 +1,171 @@
+"""CLI: ``edgeminer export`` and ``edgeminer labels import``, and the demo's label round trip step.
+
+Importing this module registers the subcommands (``service.cli.EXTRA_COMMANDS``) and appends the
+round trip to ``service.cli.DEMO_AFTER_INGEST`` (the CLI imports analysis, mining, export in that
+order, so it runs after the analysis step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from service import cli
+from service.settings import Settings
+
+DEMO_DATASET = "demo"
+DEMO_BUDGET = 200
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from service.export.common import TARGETS, ExportRequest
+    from service.export.runner import plan_export, run_export
+
+    store = cli._store(settings)
+    ids = None
+    if args.ids:
+        ids = [i.strip() for i in args.ids.split(",") if i.strip()]
+    if args.ids_file:
+        path = Path(args.ids_file)
+        if not path.is_file():
+            raise cli.CliError(f"--ids-file {str(path)!r} does not exist")
+        ids = (ids or []) + [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    filters = None
+    if args.filter:
+        try:
+            filters = json.loads(args.filter)
+        except json.JSONDecodeError as exc:
+            raise cli.CliError(
+                f'--filter is not valid JSON ({exc}); e.g. \'[{{"field": "slice", "value": "x"}}]\''
+            ) from None
+    if args.target not in TARGETS:
+        raise cli.CliError(f"unknown target {args.target!r}: choose one of {', '.join(TARGETS)}")
+    req = ExportRequest(
+        target=args.target,
+        ids=ids,
+        issue=args.issue,
+        selection=args.selection,
+        filter=filters,
+        media=args.media,
+        media_base_url=args.base_url or (settings.media_base_url if args.media == "url" else None),
+        media_root=args.media_root,
+        chunk_size=args.chunk_size,
+        name=args.name or "",
+    ).validate()
+    doc, created = plan_export(store, args.dataset, req, data_dir=settings.data_dir, force=args.force)
+    if not created and doc["status"] == "done":
+        print(f"export {doc['id']} was made before (same request); use --force for a new one")
+
+    def progress(done: int, total: int | None, message: str | None) -> None:
+        if not args.quiet:
+            print(f"\r  {done}/{total} rows ({message})", end="", file=sys.stderr, flush=True)
+
+    summary = run_export(store, args.dataset, doc["id"], progress=progress)
+    if not args.quiet:
+        print(file=sys.stderr)
+    doc = store.get_doc(args.dataset, "export", doc["id"])
+    zip_path = Path(str(doc["zip"]))
+    if args.out:
+        dest = Path(args.out)
+        if dest.is_dir():
+            dest = dest / zip_path.name
+        shutil.copyfile(zip_path, dest)
+        zip_path = dest
+    if args.json:
+        cli._print_json({k: v for k, v in doc.items() if k != "ids" and not k.startswith("_")})
+    else:
+        print(
+            f"export {doc['id']}: {summary['rows_exported']} of {doc['count']} rows to {args.target} "
+            f"(table version {doc['version_read']}), {summary['media_errors']} media errors\n"
+            f"  folder: {doc['path']}\n  zip:    {zip_path}"
+        )
+        for err in doc.get("errors", [])[:10]:
+            print(f"  row {err['id']}: {err['message']}")
+    return 0
+
+
+def cmd_labels_import(args: argparse.Namespace, settings: Settings) -> int:
+    from service.export.labels import import_labels
+
+    store = cli._store(settings)
+    report = import_labels(store, args.dataset, Path(args.file), format=args.format, split=args.split, iou=args.iou)
+    if args.json:
+        cli._print_json(report.to_dict())
+        return 0
+    print(report.summary())
+    for item in report.unmatched[:20]:
+        print(f"  unmatched {item['source']} ({item['id'] or item['image']}): {item['reason']}")
+    if report.unmatched_count > 20:
+        print(f"  ... {report.unmatched_count - 20} more (use --json for the list)")
+    return 0 if report.matched or not report.entries else 1
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a selection to a labeling tool's format (with the model's predictions as pre-labels)",
+        description="Write the selected rows in a labeling tool's format, as a folder and a zip under the data "
+        "dir. The same request twice gives the same export; an interrupted export resumes.",
+    )
+    p.add_argument("--dataset", required=True)
+    p.add_argument(
+        "--target",
+        required=True,
+        help="label_studio, cvat, coco, yolo, labelbox, sagemaker or csv",
+    )
+    sel = p.add_argument_group("selection (exactly one)")
+    sel.add_argument("--ids", default=None, help="comma-separated sample ids")
+    sel.add_argument("--ids-file", default=None, help="a file with one sample id per line")
+    sel.add_argument("--issue", default=None, help="an issue id")
+    sel.add_argument("--selection", default=None, help="a saved mine / select result id")
+    sel.add_argument(
+        "--filter", default=None, help='structured filters as JSON: [{"field": ..., "op": ..., "value": ...}]'
+    )
+    p.add_argument("--media", choices=["relative", "copy", "url"], default="relative")
+    p.add_argument("--base-url", default=None, help="url media: base URL (or template with {id}, {path})")
+    p.add_argument("--media-root", default=None, help="relative media: the folder paths are relative to")
+    p.add_argument("--chunk-size", type=int, default=500)
+    p.add_argument("--name", default=None)
+    p.add_argument("--force", action="store_true", help="a new export even if the same one was made")
+    p.add_argument("--out", default=None, help="also copy the zip to this file or folder")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(handler=cmd_export)
+
+    p = sub.add_parser("labels", help="bring labels back from a labeling tool")
+    labels_sub = p.add_subparsers(dest="labels_command", metavar="ACTION", required=True)
+    q = labels_sub.add_parser(
+        "import",
+        help="import a Label Studio JSON export, a COCO JSON or a CSV (id or uri, label)",
+        description="Matched rows become labeled (in --split), correctness and outcome are recomputed, "
+        "unmatched entries are listed. The previous labels stay readable at the table version printed.",
+    )
+    q.add_argument("file")
+    q.add_argument("--dataset", required=True)
+    q.add_argument("--format", choices=["label_studio", "coco", "csv"], default=None, help="default: detected")
+    q.add_argument("--split", default="train", help="split of the newly labeled rows (default train)")
+    q.add_argument("--iou", type=float, default=0.5, help="detection: overlap to match a box to an object row")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(handler=cmd_labels_import)
+
+
+def demo_round_trip(args: argparse.Namespace, settings: Settings, store: Any) -> None:
+    """`edgeminer demo`'s last step: the label round trip with the demo's true pool labels."""
+    from service.export.roundtrip import read_truth, run_round_trip
+
+    truth_path = Path(getattr(args, "demo_dir", "./demo-data")) / "pool_truth.csv"
+    if not truth_path.is_file():
+        print(f"label round trip skipped: {truth_path} is missing (rebuild the demo with --force)")
+        return
+    rt = run_round_trip(
+        store, DEMO_DATASET, data_dir=settings.data_dir, truth=read_truth(truth_path), budget=DEMO_BUDGET
+    )
+    print(rt.describe())
+
+
+cli.EXTRA_COMMANDS.append(register)
+cli.DEMO_AFTER_INGEST.append(demo_round_trip)
