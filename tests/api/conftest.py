@@ -1,0 +1,118 @@
+"""API test fixtures: settings on a tmp data dir, TestClient apps (lifespan run), and a live uvicorn
+server on 127.0.0.1 (a free port bound before the server starts, served from a thread).
+
+    def test_x(api_client):                       # TestClient on a fresh, empty data dir
+    def test_y(make_client, api_settings):        # make_client(settings, key=...) for variants
+    def test_z(live_server, api_settings):        # base_url = live_server(api_settings)
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.api.app import create_app
+from service.settings import Settings
+
+
+@pytest.fixture
+def api_settings(tmp_path: Path) -> Settings:
+    """Settings on tmp_path: data in db/, thumbnails in cache/, media root media/ (created)."""
+    media = tmp_path / "media"
+    media.mkdir(exist_ok=True)
+    return Settings(
+        data_dir=str(tmp_path / "db"),
+        cache_dir=str(tmp_path / "cache"),
+        media_roots=[str(media)],
+        ui_dir=str(tmp_path / "no-ui"),
+    )
+
+
+@pytest.fixture
+def make_client() -> Iterator[Callable[..., TestClient]]:
+    """``make_client(settings, **setting_overrides)`` -> a started TestClient (lifespan run)."""
+    with ExitStack() as stack:
+
+        def make(settings: Settings, **overrides: Any) -> TestClient:
+            if overrides:
+                settings = settings.model_copy(update=overrides)
+            client = TestClient(create_app(settings), raise_server_exceptions=False)
+            return stack.enter_context(client)
+
+        yield make
+
+
+@pytest.fixture
+def api_client(make_client: Callable[..., TestClient], api_settings: Settings) -> TestClient:
+    return make_client(api_settings)
+
+
+class LiveServer:
+    """uvicorn serving ``app`` from a daemon thread on an already-bound 127.0.0.1 socket."""
+
+    def __init__(self, app: Any):
+        import uvicorn
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def start(self, timeout: float = 20.0) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()
+
+
+@pytest.fixture
+def live_server() -> Iterator[Callable[..., str]]:
+    """``live_server(settings)`` -> base URL of a real server; stopped at the end of the test."""
+    servers: list[LiveServer] = []
+
+    def start(settings: Settings, **overrides: Any) -> str:
+        if overrides:
+            settings = settings.model_copy(update=overrides)
+        server = LiveServer(create_app(settings))
+        server.start()
+        servers.append(server)
+        return server.url
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def make_png() -> Callable[..., Path]:
+    """``make_png(path, size=(w, h), color=(r, g, b))`` writes a real PNG (with a gradient, so crops differ)."""
+    from PIL import Image
+
+    def make(path: Path, size: tuple[int, int] = (64, 48), color: tuple[int, int, int] = (200, 30, 30)) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img = Image.new("RGB", size, color)
+        for x in range(size[0]):
+            img.putpixel((x, 0), (x % 256, 255 - x % 256, 0))
+        img.save(path, format="PNG")
+        return path
+
+    return make
