@@ -191,7 +191,7 @@ def embed_text(embedder: Any, text: str, *, dataset: str = "") -> np.ndarray:
             kind = getattr(embedder, "kind", "this")
             raise EmbeddingUnavailable(
                 f"text seeds need a CLIP (open_clip) embedder; dataset {dataset!r} uses a {kind} embedder, "
-                f"which has no text tower: seed with ids, an issue, a cluster or an image instead ({exc})"
+                "which has no text tower: seed with ids, an issue, a cluster or an image instead"
             ) from exc
         raise
     return _as_matrix(out)

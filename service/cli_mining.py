@@ -1,0 +1,205 @@
+"""`edgeminer mine` and `edgeminer select`: thin commands over service/mining.py and service/selection.py.
+
+Filters use the API's structured form, as JSON (``--filters '[{"field": "area", "op": "gt", "value": 100}]'``)
+or the shorthand ``--where-eq field=value`` (repeatable). Output: a table, ``--json`` for the full
+result, or ``--ids-out FILE`` for one id per line (the input of an export).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from service.cli import EXTRA_COMMANDS, CliError, _print_json, _store
+from service.settings import Settings
+
+
+def _where(store: Any, dataset: str, args: argparse.Namespace) -> str | None:
+    from service.filters import build_where, parse_filters
+
+    filters: list[Any] = list(parse_filters(args.filters)) if args.filters else []
+    for item in args.where_eq or []:
+        if "=" not in item:
+            raise CliError(f"--where-eq takes field=value, not {item!r}")
+        name, value = item.split("=", 1)
+        filters.append({"field": name.strip(), "op": "eq", "value": value})
+    return build_where(store.get_dataset(dataset), store.schema(dataset), filters)
+
+
+def _print_rows(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    if not rows:
+        print("(no rows)")
+        return
+    widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for r in rows:
+        print("  ".join(_fmt(r.get(c)).ljust(widths[c]) for c in columns))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, list):
+        text = ",".join(str(v) for v in value[:3])
+        return text + (f",+{len(value) - 3}" if len(value) > 3 else "")
+    return "" if value is None else str(value)
+
+
+def _write_ids(path: str | None, rows: list[dict[str, Any]]) -> None:
+    if path:
+        Path(path).write_text("".join(f"{r['id']}\n" for r in rows), encoding="utf-8")
+        print(f"wrote {len(rows)} ids to {path}")
+
+
+def _check_budget(budget: int, settings: Settings) -> None:
+    if budget > settings.max_budget:
+        raise CliError(f"budget {budget} is above the limit of {settings.max_budget} (EDGEMINER_MAX_BUDGET)")
+
+
+def cmd_mine(args: argparse.Namespace, settings: Settings) -> int:
+    from service.mining import Seeds, mine
+
+    store = _store(settings)
+    _check_budget(args.budget, settings)
+    ids = list(args.ids or [])
+    if args.ids_file:
+        ids += [line.strip() for line in Path(args.ids_file).read_text(encoding="utf-8").splitlines() if line.strip()]
+    confusion = None
+    if args.confusion:
+        if ":" not in args.confusion:
+            raise CliError("--confusion takes LABEL:PREDICTED (ground truth, then the predicted class)")
+        a, b = args.confusion.split(":", 1)
+        confusion = (a, b)
+    pair = None
+    if args.pair:
+        if ":" not in args.pair:
+            raise CliError("--pair takes A:B (a top-2 confusion pair)")
+        a, b = args.pair.split(":", 1)
+        pair = (a, b)
+    seeds = Seeds(
+        ids=ids,
+        issue=args.issue,
+        cluster=args.cluster,
+        confusion=confusion,
+        pair=pair,
+        failures=args.failures,
+        split=args.seed_split,
+        text=args.text,
+        image=Path(args.image).read_bytes() if args.image else None,
+    )
+    result = mine(
+        store,
+        args.dataset,
+        seeds,
+        budget=args.budget,
+        k=args.k,
+        aggregation=args.aggregation,
+        where=_where(store, args.dataset, args),
+        include_labeled=args.include_labeled,
+        include_exported=args.include_exported,
+        dedup_distance=args.dedup,
+        columns=["uri", "pred_label", "confidence"],
+        device="cpu" if (args.device or settings.device) == "auto" else (args.device or settings.device),
+    )
+    _write_ids(args.ids_out, result.rows)
+    if args.json:
+        _print_json({**result.summary(), "seed_ids": result.seeds.ids, "items": result.rows})
+        return 0
+    s = result.summary()
+    print(
+        f"{s['returned']} of {s['candidates']} candidate rows ({s['seeds']} seeds, {s['aggregation']}, "
+        f"{s['engine']} search, {s['took_ms']:.0f} ms)"
+    )
+    for m in s["modes"]:
+        where = f"cluster {m['cluster']}" if m["cluster"] is not None else "seed vectors"
+        print(f"  mode {m['mode']}: {m['size']} seeds ({where}), {m['found']} rows")
+    _print_rows(result.rows, ["rank", "id", "distance", "pred_label", "confidence", "seeds"])
+    return 0
+
+
+def cmd_select(args: argparse.Namespace, settings: Settings) -> int:
+    from service.selection import select
+
+    store = _store(settings)
+    _check_budget(args.budget, settings)
+    result = select(
+        store,
+        args.dataset,
+        strategy=args.strategy,
+        budget=args.budget,
+        explore=args.explore,
+        per_class_cap=args.per_class_cap,
+        where=_where(store, args.dataset, args),
+        include_labeled=args.include_labeled,
+        include_exported=args.include_exported,
+        seed=args.seed,
+        columns=["uri", "pred_label"],
+    )
+    _write_ids(args.ids_out, result.rows)
+    if args.json:
+        _print_json({**result.summary(), "items": result.rows})
+        return 0
+    s = result.summary()
+    parts = ", ".join(f"{n} {k}" for k, n in s["counts"].items()) or "nothing"
+    print(f"{s['returned']} of {s['candidates']} candidate rows: {parts}")
+    if s["skipped_no_score"]:
+        print(f"  ({s['skipped_no_score']} candidates had no {args.strategy} score and were skipped)")
+    _print_rows(result.rows, ["rank", "id", "part", "score", "pred_label"])
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--budget", type=int, default=100, help="rows to return (default 100)")
+    p.add_argument("--filters", default=None, help='JSON list of filters: [{"field":..,"op":..,"value":..}]')
+    p.add_argument("--where-eq", action="append", metavar="FIELD=VALUE", help="shorthand eq filter (repeatable)")
+    p.add_argument("--include-labeled", action="store_true", help="labeled rows are candidates too")
+    p.add_argument("--include-exported", action="store_true", help="rows already exported are candidates too")
+    p.add_argument("--ids-out", default=None, help="write the selected ids to this file, one per line")
+    p.add_argument("--json", action="store_true", help="the full result as JSON")
+
+
+def register(sub: Any) -> None:
+    from service.mining import AGGREGATIONS, DEFAULT_AGGREGATION
+    from service.selection import STRATEGIES
+
+    p = sub.add_parser(
+        "mine",
+        help="nearest unlabeled neighbours of failure examples",
+        description="Seeds (ids, an issue, a cluster, a confusion cell, the failures of a split, a text query "
+        "or an image) -> the unlabeled rows most like them, within a budget.",
+    )
+    _common(p)
+    g = p.add_argument_group("seeds (combine freely; selector options pick rows matching all of them)")
+    g.add_argument("--ids", nargs="+", default=None, help="seed sample ids")
+    g.add_argument("--ids-file", default=None, help="a file of seed ids, one per line")
+    g.add_argument("--issue", default=None, help="an issue id: its flagged samples")
+    g.add_argument("--cluster", type=int, default=None, help="rows of this analysis cluster")
+    g.add_argument("--confusion", default=None, metavar="LABEL:PRED", help="label X predicted as Y")
+    g.add_argument("--pair", default=None, metavar="A:B", help="top-2 confusion pair (pred_label/pred_label2)")
+    g.add_argument("--failures", action="store_true", help="only rows the model got wrong")
+    g.add_argument("--seed-split", default=None, help="only seed rows of this split (e.g. val)")
+    g.add_argument("--text", default=None, help="a text query (open_clip datasets)")
+    g.add_argument("--image", default=None, help="an image file to search around")
+    p.add_argument("--aggregation", choices=AGGREGATIONS, default=DEFAULT_AGGREGATION)
+    p.add_argument("--k", type=int, default=None, help="neighbours per seed that count as found by it")
+    p.add_argument("--dedup", type=float, default=None, metavar="DIST", help="near-duplicate cosine distance")
+    p.add_argument("--device", default=None, help="embedder device for text/image seeds")
+    p.set_defaults(handler=cmd_mine)
+
+    p = sub.add_parser(
+        "select",
+        help="rows to label next by uncertainty, with random exploration",
+        description="Rank unlabeled rows by an uncertainty score (higher = less certain), take an explore "
+        "share at random, cap rows per predicted class.",
+    )
+    _common(p)
+    p.add_argument("--strategy", choices=STRATEGIES, default="least_confidence")
+    p.add_argument("--explore", type=float, default=0.0, help="share of the budget picked at random (0-1)")
+    p.add_argument("--per-class-cap", type=int, default=None, help="most rows per predicted class")
+    p.add_argument("--seed", type=int, default=0, help="random seed (reproducible picks)")
+    p.set_defaults(handler=cmd_select)
+
+
+EXTRA_COMMANDS.append(register)
