@@ -26,7 +26,8 @@ Our exceptions (status in brackets)::
 
 Errors raised elsewhere are mapped by :func:`to_problem` too: the store's (``DatasetNotFound`` -> 404,
 ``DatasetExists`` -> 409, ``InvalidDatasetName`` / ``SchemaMismatch`` -> 422, ``DocNotFound`` -> 404),
-a source's ``SourceError`` and an embedder's ``NotSupported`` / ``EmbedderError`` -> 422, FastAPI's request
+a source's ``SourceError`` and an embedder's ``NotSupported`` / ``EmbedderError`` -> 422, other
+``ValueError``s (library validation that names the valid choices) -> 422, FastAPI's request
 validation -> 422 with the field list, Starlette's HTTP errors (unknown route, wrong method) keep their
 status. Anything else is a 500 whose body says only "internal error" and a reference to the log line;
 the traceback goes to the server log, never to the client.
@@ -289,6 +290,11 @@ def to_problem(exc: BaseException) -> EdgeminerError:
         return Unsupported(str(exc))
     if "EmbedderError" in names:
         return ValidationFailed(str(exc), title="Embedder problem")
+    if isinstance(exc, ValueError):
+        # library validation (score options, budgets, sources...) says what is wrong and what is valid
+        return ValidationFailed(str(exc) or type(exc).__name__)
+    if isinstance(exc, (FileNotFoundError, PermissionError)):
+        return InvalidSource(f"{exc.strerror or 'cannot read'}: {exc.filename}" if exc.filename else str(exc))
     ref = uuid.uuid4().hex[:12]
     log.error("internal error %s: %s: %s", ref, type(exc).__name__, exc, exc_info=exc)
     return EdgeminerError(f"internal error (reference {ref} in the server log)", reference=ref)
