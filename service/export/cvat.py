@@ -1,6 +1,6 @@
 """CVAT: ``annotations.xml`` in "CVAT for images 1.1" (one ``<image>`` per image; the model's
 prediction as ``<box source="auto">`` per object or ``<tag>`` for classification) and the same
-pre-labels as "COCO 1.0" (``coco/annotations/instances_default.json``) for CVAT's COCO import.
+pre-labels as "COCO 1.0" (``annotations/instances_default.json``) for CVAT's COCO import.
 
 Image names: the file name inside the export (copy / url media) or the relative path (relative
 media: create the CVAT task from a share mounted at that root).
@@ -28,7 +28,7 @@ from service.export.common import (
 
 MEDIA_DIR = "images"
 XML_FILE = "annotations.xml"
-COCO_FILE = "coco/annotations/instances_default.json"
+COCO_FILE = "annotations/instances_default.json"  # next to images/, as CVAT exports COCO 1.0
 
 
 def _color(name: str) -> str:
