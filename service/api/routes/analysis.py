@@ -1,0 +1,384 @@
+"""Analysis over HTTP: the 2-D map, failure clusters, distributions, and the analyze job.
+
+- ``GET  /datasets/{ds}/points``            the map as one binary blob (format below);
+- ``GET  /datasets/{ds}/points/ids``        the sample ids of the map's points, in the same order;
+- ``GET  /datasets/{ds}/analysis``          the current analysis: params, run, counts, per-slice check;
+- ``GET  /datasets/{ds}/clusters``          cluster summaries, failure clusters first (ranked);
+- ``GET  /datasets/{ds}/clusters/{id}``     one cluster's summary;
+- ``GET  /datasets/{ds}/stats/labels``      ground-truth and predicted label counts per split;
+- ``GET  /datasets/{ds}/stats/metadata/{field}``  a field's distribution by outcome, error rate per bin;
+- ``GET  /datasets/{ds}/stats/confusion``   confusion matrix and top-2 confusion pairs;
+- ``POST /datasets/{ds}/analyze``           run the analysis as a background job (poll /jobs/{id}).
+
+Binary map format (``application/octet-stream``, all little-endian)::
+
+    bytes 0-3   magic b"EMPT"
+    bytes 4-7   uint32 H: length of the JSON header that follows
+    H bytes     UTF-8 JSON header, space-padded so that 8 + H is a multiple of 4
+    then        float32 x[n] | float32 y[n] | int32 cluster[n] | uint8 outcome[n]
+
+The header says ``{"format": "edgeminer-points/1", "count": n, "version": v, "run_id", "analyzed",
+"bounds": [xmin, ymin, xmax, ymax] | null, "outcomes": [...names by code...], "columns": [{"name",
+"dtype", "offset"}]}``; offsets count from the first byte after the header. In JavaScript:
+``new Float32Array(buf, 8 + H + offset_x, n)`` and so on. Outcome codes: 0 unlabeled, 1 correct,
+2 wrong_class, 3 false_positive, 4 false_negative, 5 labeled without a prediction. Cluster -1 = noise.
+Points are the ok rows that have coordinates, sorted by id; ``/points/ids?version=v`` returns the ids of
+the same rows in the same order (pass the header's ``version`` so both read the same table version).
+Before the first analysis the map is empty (``count`` 0, ``analyzed`` false); rows ingested since the
+last analysis have no coordinates yet and are absent until the next analyze.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Annotated, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from fastapi import APIRouter, Path, Query, Response, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from indexer.analysis import stats
+from indexer.analysis.run import AnalyzeParams, analyze, get_cluster, load_analysis, report_result
+from indexer.store import Store, sql_quote
+from service.api.deps import JobsDep, StoreDep
+from service.api.models import JobPublic, problems
+from service.errors import NotFound, UnknownField, ValidationFailed
+
+router = APIRouter(tags=["analysis"])
+
+MAGIC = b"EMPT"
+POINTS_FORMAT = "edgeminer-points/1"
+OUTCOME_CODES = ("unlabeled", "correct", "wrong_class", "false_positive", "false_negative", "no_prediction")
+_CODE = {name: code for code, name in enumerate(OUTCOME_CODES)}
+
+
+# ----------------------------------------------------------------------------------------------
+# The map
+# ----------------------------------------------------------------------------------------------
+
+
+def _points_table(store: Store, dataset: str, version: int | None) -> tuple[pa.Table, int]:
+    v = store.version(dataset) if version is None else int(version)
+    try:
+        table = store.query(
+            dataset,
+            where="status = 'ok' AND x IS NOT NULL AND y IS NOT NULL",
+            columns=["id", "x", "y", "cluster", "labeled", "correct", "outcome"],
+            version=v,
+        )
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise NotFound(f"table version {v} of dataset {dataset!r} cannot be read: {exc}") from exc
+    if table.num_rows:
+        table = table.take(pc.sort_indices(table, sort_keys=[("id", "ascending")]))
+    return table, v
+
+
+def outcome_codes(table: pa.Table) -> np.ndarray:
+    """uint8 outcome code per row (see the module docstring)."""
+    outcome = table.column("outcome").to_pylist()
+    labeled = table.column("labeled").to_pylist()
+    correct = table.column("correct").to_pylist()
+    codes = np.empty(len(outcome), dtype=np.uint8)
+    for i, (o, lab, corr) in enumerate(zip(outcome, labeled, correct, strict=True)):
+        if o in _CODE and lab:
+            codes[i] = _CODE[o]
+        elif not lab:
+            codes[i] = _CODE["unlabeled"]
+        elif corr is None:
+            codes[i] = _CODE["no_prediction"]
+        else:
+            codes[i] = _CODE["correct"] if corr else _CODE["wrong_class"]
+    return codes
+
+
+def encode_points(table: pa.Table, *, version: int, run_id: str | None) -> bytes:
+    n = table.num_rows
+    x = np.asarray(table.column("x").to_numpy(zero_copy_only=False), dtype="<f4")
+    y = np.asarray(table.column("y").to_numpy(zero_copy_only=False), dtype="<f4")
+    cl = np.asarray(table.column("cluster").fill_null(-1).to_numpy(zero_copy_only=False) if n else [], dtype="<i4")
+    oc = outcome_codes(table)
+    columns = [
+        {"name": "x", "dtype": "float32", "offset": 0},
+        {"name": "y", "dtype": "float32", "offset": 4 * n},
+        {"name": "cluster", "dtype": "int32", "offset": 8 * n},
+        {"name": "outcome", "dtype": "uint8", "offset": 12 * n},
+    ]
+    header = {
+        "format": POINTS_FORMAT,
+        "count": n,
+        "version": version,
+        "run_id": run_id,
+        "analyzed": run_id is not None,
+        "bounds": [float(x.min()), float(y.min()), float(x.max()), float(y.max())] if n else None,
+        "outcomes": list(OUTCOME_CODES),
+        "columns": columns,
+        "byte_order": "little",
+    }
+    raw = json.dumps(header).encode()
+    raw += b" " * ((-(8 + len(raw))) % 4)
+    return b"".join([MAGIC, struct.pack("<I", len(raw)), raw, x.tobytes(), y.tobytes(), cl.tobytes(), oc.tobytes()])
+
+
+def decode_points(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The inverse of :func:`encode_points` (used by tests and Python clients)."""
+    if data[:4] != MAGIC:
+        raise ValueError("not an edgeminer points blob (bad magic)")
+    (h,) = struct.unpack("<I", data[4:8])
+    header = json.loads(data[8 : 8 + h])
+    body = memoryview(data)[8 + h :]
+    n = header["count"]
+    cols = {}
+    for c in header["columns"]:
+        cols[c["name"]] = np.frombuffer(
+            body, dtype="<" + {"float32": "f4", "int32": "i4", "uint8": "u1"}[c["dtype"]], count=n, offset=c["offset"]
+        )
+    return header, cols
+
+
+@router.get(
+    "/datasets/{dataset}/points",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "the map (binary, see the docstring)"},
+        **problems(401, 404),
+    },
+)
+def get_points(
+    dataset: str,
+    store: StoreDep,
+    version: Annotated[int | None, Query(ge=0, description="read this table version (default: latest)")] = None,
+) -> Response:
+    """The 2-D map: x, y, cluster and outcome code of every analyzed row, as one binary blob.
+
+    Layout (little-endian): ``b"EMPT"``, uint32 header length H, H bytes of JSON header (padded to a
+    4-byte boundary), then float32 x[n], float32 y[n], int32 cluster[n], uint8 outcome[n]; the header
+    lists each column's byte offset from the end of the header. Outcome codes: 0 unlabeled, 1 correct,
+    2 wrong_class, 3 false_positive, 4 false_negative, 5 labeled without a prediction. Points are sorted
+    by sample id; ``GET /points/ids?version=<header.version>`` gives their ids in the same order.
+    """
+    store.get_dataset(dataset)
+    table, v = _points_table(store, dataset, version)
+    doc = load_analysis(store, dataset)
+    blob = encode_points(table, version=v, run_id=(doc or {}).get("run_id"))
+    return Response(blob, media_type="application/octet-stream", headers={"Cache-Control": "no-store"})
+
+
+class PointIds(BaseModel):
+    version: int
+    count: int
+    ids: list[str]
+
+
+@router.get("/datasets/{dataset}/points/ids", response_model=PointIds, responses=problems(401, 404))
+def get_point_ids(
+    dataset: str,
+    store: StoreDep,
+    version: Annotated[int | None, Query(ge=0, description="the version from the points header")] = None,
+) -> dict[str, Any]:
+    """Sample ids of the map's points, in the order of ``GET /points`` at the same ``version``."""
+    store.get_dataset(dataset)
+    table, v = _points_table(store, dataset, version)
+    ids = table.column("id").to_pylist()
+    return {"version": v, "count": len(ids), "ids": ids}
+
+
+# ----------------------------------------------------------------------------------------------
+# Analysis and clusters
+# ----------------------------------------------------------------------------------------------
+
+
+def _analysis_or_404(store: Store, dataset: str) -> dict[str, Any]:
+    store.get_dataset(dataset)
+    doc = load_analysis(store, dataset)
+    if doc is None:
+        raise NotFound(
+            f"dataset {dataset!r} has not been analyzed yet: POST /api/v1/datasets/{dataset}/analyze "
+            f"or run `edgeminer analyze --dataset {dataset}`",
+            title="No analysis yet",
+        )
+    return doc
+
+
+@router.get("/datasets/{dataset}/analysis", responses=problems(401, 404))
+def get_analysis(dataset: str, store: StoreDep) -> dict[str, Any]:
+    """The current analysis without the cluster list: run id, mode, params, counts, table versions,
+    timings and the per-slice quality check (``slices``, when the dataset has a ``slice`` field)."""
+    doc = _analysis_or_404(store, dataset)
+    out = {k: v for k, v in doc.items() if k not in ("clusters", "state") and not k.startswith("_")}
+    out["stale_rows"] = store.count(dataset, "status = 'ok' AND embedding IS NOT NULL AND x IS NULL")
+    out["current_version"] = store.version(dataset)
+    return out
+
+
+@router.get("/datasets/{dataset}/clusters", responses=problems(401, 404))
+def list_clusters(
+    dataset: str,
+    store: StoreDep,
+    failures_only: Annotated[bool, Query(description="only the ranked failure clusters")] = False,
+    limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+) -> dict[str, Any]:
+    """Cluster summaries: failure clusters first in rank order (most excess errors, then lift), then
+    the rest by size, noise (id -1) last. Each: size, labeled / unlabeled counts, errors, error_rate,
+    lift, excess_errors, dominant label and prediction, top confusions, mean uncertainty, centroid,
+    typical members and worst failures (sample ids), metadata highlights, failure_rank."""
+    doc = _analysis_or_404(store, dataset)
+    clusters = [c for c in doc.get("clusters", []) if c.get("is_failure") or not failures_only]
+    if limit is not None:
+        clusters = clusters[:limit]
+    keys = (
+        "run_id",
+        "analyzed_at",
+        "base_error_rate",
+        "rows",
+        "judged",
+        "errors",
+        "n_clusters",
+        "n_failure_clusters",
+        "version_written",
+    )
+    return {**{k: doc.get(k) for k in keys}, "clusters": clusters}
+
+
+@router.get("/datasets/{dataset}/clusters/{cluster_id}", responses=problems(401, 404))
+def get_one_cluster(dataset: str, store: StoreDep, cluster_id: Annotated[int, Path(ge=-1)]) -> dict[str, Any]:
+    """One cluster's summary (``-1`` is the noise points). Its members: filter samples on ``cluster``."""
+    doc = _analysis_or_404(store, dataset)
+    found = get_cluster(store, dataset, cluster_id)
+    if found is None:
+        known = sorted(c["id"] for c in doc.get("clusters", []))
+        raise NotFound(
+            f"cluster {cluster_id} does not exist in the current analysis of {dataset!r} "
+            f"(clusters: {', '.join(map(str, known)) or 'none'})"
+        )
+    return {**found, "run_id": doc.get("run_id")}
+
+
+# ----------------------------------------------------------------------------------------------
+# Stats
+# ----------------------------------------------------------------------------------------------
+
+
+def _split_where(split: str | None) -> str | None:
+    return None if split is None else f"split = {sql_quote(split)}"
+
+
+SplitQuery = Annotated[str | None, Query(max_length=128, description="only rows of this split")]
+
+
+@router.get("/datasets/{dataset}/stats/labels", responses=problems(401, 404))
+def stats_labels(dataset: str, store: StoreDep, split: SplitQuery = None) -> dict[str, Any]:
+    """Ground-truth labels (labeled rows) and predicted labels (every row with a prediction), per split
+    and in total; every class of the dataset appears in every count."""
+    return stats.label_distribution_for(store, dataset, where=_split_where(split))
+
+
+@router.get("/datasets/{dataset}/stats/metadata/{field}", responses=problems(401, 404, 422))
+def stats_metadata(
+    dataset: str,
+    field: str,
+    store: StoreDep,
+    split: SplitQuery = None,
+    bins: Annotated[int, Query(ge=1, le=200)] = 10,
+    scale: Annotated[str, Query(pattern="^(auto|linear|log)$")] = "auto",
+    edges: Annotated[list[float] | None, Query(description="explicit bin edges (repeat the parameter)")] = None,
+    max_categories: Annotated[int, Query(ge=1, le=1000)] = 30,
+) -> dict[str, Any]:
+    """A metadata field (``slice``) or a numeric / categorical column (``area``, ``confidence``,
+    ``split``...) by outcome: per bin the counts of correct, wrong, unlabeled and no-prediction rows and
+    the error rate. Numeric fields use ``bins`` histogram bins (log-spaced when ``scale=log``, or
+    ``auto`` and the values span over two decades) or explicit ``edges``; rows without a value are
+    counted in ``missing``."""
+    info = store.get_dataset(dataset)
+    try:
+        stats.resolve_field(store, dataset, field)
+    except ValueError:
+        raise UnknownField(field, [*sorted(info.metadata_fields), *sorted(stats.CORE_FIELDS)]) from None
+    try:
+        return stats.metadata_distribution_for(
+            store,
+            dataset,
+            field,
+            where=_split_where(split),
+            bins=bins,
+            scale=scale,
+            edges=edges,
+            max_categories=max_categories,
+        )
+    except ValueError as exc:
+        raise ValidationFailed(str(exc)) from exc
+
+
+@router.get("/datasets/{dataset}/stats/confusion", responses=problems(401, 404))
+def stats_confusion(
+    dataset: str,
+    store: StoreDep,
+    split: SplitQuery = None,
+    top_pairs: Annotated[int, Query(ge=0, le=1000)] = 20,
+) -> dict[str, Any]:
+    """The ground-truth x prediction matrix (labeled rows with a prediction), its largest off-diagonal
+    cells (``top_errors``) and the top-2 confusion pairs (first, second, count, mean margin p1 - p2)."""
+    return stats.confusion_for(store, dataset, where=_split_where(split), top_pairs=top_pairs)
+
+
+# ----------------------------------------------------------------------------------------------
+# The analyze job
+# ----------------------------------------------------------------------------------------------
+
+
+class AnalyzeRequest(BaseModel):
+    """Parameters of an analysis; omitted ones keep their defaults. Same parameters on unchanged data
+    reuse the previous result; new rows are placed on the saved map unless ``refit``."""
+
+    model_config = ConfigDict(extra="forbid")
+    refit: bool = Field(False, description="fit the map again on every row")
+    truth_field: str | None = Field(None, description="metadata field with known slices to check clusters against")
+    n_neighbors: int = Field(15, ge=2, le=500)
+    min_dist: float = Field(0.1, ge=0.0, le=1.0)
+    metric: str = Field("cosine", pattern="^(cosine|euclidean)$")
+    pca: str = Field("auto", pattern="^(auto|on|off)$")
+    pca_components: int = Field(50, ge=2, le=1024)
+    n_epochs: int | None = Field(None, ge=1, le=5000)
+    min_cluster_size: int | None = Field(None, ge=2)
+    min_samples: int | None = Field(None, ge=1)
+    backend: str = Field("hdbscan", pattern="^(hdbscan|sklearn)$")
+    min_errors: int = Field(3, ge=1)
+    seed: int = 0
+
+
+@router.post(
+    "/datasets/{dataset}/analyze",
+    response_model=JobPublic,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=problems(401, 404, 422),
+)
+def start_analyze(dataset: str, store: StoreDep, jobs: JobsDep, body: AnalyzeRequest | None = None) -> Any:
+    """Project (UMAP), cluster (HDBSCAN) and summarise the dataset as a background job; poll
+    ``GET /api/v1/jobs/{id}``. The job's ``result`` has the mode (fit, transform, recluster, reuse),
+    counts, versions and the per-slice check."""
+    body = body or AnalyzeRequest()
+    info = store.get_dataset(dataset)
+    values = body.model_dump(exclude={"refit", "truth_field"})
+    params = AnalyzeParams.from_dict(values)
+    truth = body.truth_field
+    if truth is not None:
+        name = truth[5:] if truth.startswith("meta_") else truth
+        if name not in info.metadata_fields:
+            raise UnknownField(truth, sorted(info.metadata_fields), what="truth field")
+
+    def run(ctx: Any) -> dict[str, Any]:
+        report = analyze(
+            store,
+            dataset,
+            params,
+            refit=body.refit,
+            truth_field=truth,
+            progress=lambda done, total, message: ctx.progress(done, total, message),
+            record_run=False,
+            run_id=ctx.job_id,
+        )
+        return report_result(report)
+
+    return jobs.submit(dataset, "analyze", body.model_dump(), run)
