@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import DemoEnv
+from typing import Any as DemoEnv
 
 from indexer.demo import SLICES
 from indexer.pipeline import dataset_stats, errors_by_field
