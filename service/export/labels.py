@@ -112,11 +112,16 @@ class LabelImportReport:
 
 
 def detect_format(data: Any, name: str = "") -> str:
-    if isinstance(data, (bytes, str)) and not name.lower().endswith(".json"):
+    if isinstance(data, (bytes, str)):
         text = data.decode("utf-8-sig", "replace") if isinstance(data, bytes) else data
         if not text.lstrip().startswith(("[", "{")):
+            if name.lower().endswith(".json"):
+                raise LabelImportError(f"{name} is not valid JSON: it does not start with '[' or '{{'")
             return "csv"
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise LabelImportError(f"{name or 'the labels'} is not valid JSON: {exc}") from None
     if isinstance(data, Mapping) and "images" in data and "annotations" in data:
         return "coco"
     if isinstance(data, list) or (isinstance(data, Mapping) and "data" in data):
