@@ -1,0 +1,229 @@
+"""The dashboard end to end: Debian Chromium against `edgeminer serve` on the demo data.
+
+Checks what a person does: the map draws every analyzed row, the top failure cluster opens with its
+images, a lasso selects exactly the points inside it, the selection is flagged as an issue, similar
+unlabeled rows are found and one is dropped, and the rest is exported to Label Studio and the
+downloaded file is read back. Screenshots go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from indexer.analysis.run import load_analysis
+
+pytestmark = pytest.mark.e2e
+
+READY = "window.edgeminer && window.edgeminer.ready"
+
+
+def open_dashboard(page: Any, url: str) -> None:
+    page.goto(f"{url}/?dataset=demo")
+    page.wait_for_function(READY, timeout=60_000)
+
+
+def assert_no_js_errors(page: Any) -> None:
+    errors = [e for e in page.js_errors if "favicon" not in e]
+    assert not errors, "\n".join(errors)
+
+
+def top_failure_cluster(store: Any) -> dict[str, Any]:
+    doc = load_analysis(store, "demo")
+    assert doc is not None, "the demo has no analysis"
+    ranked = [c for c in doc["clusters"] if c.get("failure_rank")]
+    assert ranked, "the demo analysis found no failure cluster"
+    return min(ranked, key=lambda c: c["failure_rank"])
+
+
+def inside(poly: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Even-odd point-in-polygon, the same rule the page uses."""
+    result = np.zeros(x.shape, dtype=bool)
+    m = len(poly)
+    for a in range(m):
+        b = (a - 1) % m
+        xa, ya = poly[a]
+        xb, yb = poly[b]
+        crosses = (ya > y) != (yb > y)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xt = (xb - xa) * (y - ya) / (yb - ya) + xa
+        result ^= crosses & (x < xt)
+    return result
+
+
+def test_map_draws_the_demo_points(demo_server: Any, analyzed_demo: Any, page: Any, artifacts: Path) -> None:
+    store = analyzed_demo.store
+    total = store.count("demo")
+    placed = store.count("demo", "x IS NOT NULL AND y IS NOT NULL")
+    open_dashboard(page, demo_server.url)
+    got = page.evaluate(
+        """() => ({n: edgeminer.state.pts.n, placed: edgeminer.state.pts.placed,
+                   attr: Number(document.querySelector('#map').dataset.points),
+                   lit: edgeminer.ui.map.litPixels(), size: edgeminer.ui.map.pointSize()})"""
+    )
+    assert got["n"] == total
+    assert got["placed"] == placed > 1000
+    assert got["attr"] == total
+    # every point covers a few pixels; overlaps make the lit area smaller than the sum, not tiny
+    assert got["lit"] > placed * 3, got
+    legend = page.inner_text("#legend")
+    for word in ("correct", "wrong", "unlabeled"):
+        assert word in legend
+    # recolor by class: the legend lists the demo's ten digits
+    page.select_option("#color-by", "label")
+    page.wait_for_function("document.querySelector('#legend').innerText.includes('9')")
+    assert page.locator("#legend .item").count() >= 10
+    page.select_option("#color-by", "outcome")
+    page.screenshot(path=str(artifacts / "map.png"))
+    assert_no_js_errors(page)
+
+
+def test_top_failure_cluster_shows_its_images(
+    demo_server: Any, analyzed_demo: Any, page: Any, artifacts: Path
+) -> None:
+    top = top_failure_cluster(analyzed_demo.store)
+    open_dashboard(page, demo_server.url)
+    first = page.locator("#cluster-table tbody tr").first
+    assert first.get_attribute("data-cluster") == str(top["id"])
+    first.click()
+    page.wait_for_selector("#cluster-worst .tile img")
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('#cluster-worst .tile img, #cluster-typical .tile img')]
+                 .every(i => i.complete && i.naturalWidth > 0)""",
+        timeout=30_000,
+    )
+    worst = page.eval_on_selector_all("#cluster-worst .tile", "ts => ts.map(t => t.dataset.id)")
+    typical = page.eval_on_selector_all("#cluster-typical .tile", "ts => ts.map(t => t.dataset.id)")
+    assert worst == top["worst_failures"][: len(worst)] and worst
+    assert typical == top["typical"][: len(typical)] and typical
+    # the worst failures are shown as wrong (red border) and the map highlights the cluster's rows
+    assert page.locator("#cluster-worst .tile.wrong").count() == len(worst)
+    assert page.evaluate("edgeminer.ui.map.hiCount") == top["size"]
+    assert f"#{top['id']}" in page.inner_text("#cluster-title")
+    page.screenshot(path=str(artifacts / "cluster.png"))
+    # a tile opens the detail view with ground truth, prediction and probabilities
+    page.locator("#cluster-worst .tile").first.click()
+    page.wait_for_selector("#detail-info .probs")
+    info = page.inner_text("#detail-info")
+    row = analyzed_demo.store.get_samples("demo", [worst[0]], columns=["label", "pred_label"]).to_pylist()[0]
+    assert row["label"] in info and row["pred_label"] in info
+    page.wait_for_function("document.querySelector('#detail-img').naturalWidth > 0")
+    page.screenshot(path=str(artifacts / "detail.png"))
+    assert_no_js_errors(page)
+
+
+def lasso(page: Any, points: list[tuple[float, float]]) -> None:
+    box = page.locator("#overlay").bounding_box()
+    page.click("#modes button[data-mode=lasso]")
+    x0, y0 = box["x"], box["y"]
+    page.mouse.move(x0 + points[0][0], y0 + points[0][1])
+    page.mouse.down()
+    for x, y in points[1:]:
+        page.mouse.move(x0 + x, y0 + y, steps=2)
+    page.mouse.up()
+
+
+def test_lasso_flag_mine_and_export_to_label_studio(
+    demo_server: Any, analyzed_demo: Any, page: Any, artifacts: Path, tmp_path: Path
+) -> None:
+    store = analyzed_demo.store
+    top = top_failure_cluster(store)
+    open_dashboard(page, demo_server.url)
+    page.locator(f"#cluster-table tbody tr[data-cluster='{top['id']}']").click()
+    page.wait_for_selector("#cluster-worst .tile")
+
+    # a lasso (a 24-gon) around the cluster's centre, drawn with the mouse
+    cx, cy = top["centroid"]
+    sx, sy, r = page.evaluate(
+        """([x, y]) => { const m = edgeminer.ui.map; const [a, b] = m.toScreen(x, y);
+                        return [a, b, Math.min(m.cssW, m.cssH) * 0.18]; }""",
+        [cx, cy],
+    )
+    poly_px = [(sx + r * math.cos(2 * math.pi * k / 24), sy + r * math.sin(2 * math.pi * k / 24)) for k in range(24)]
+    lasso(page, poly_px)
+    page.wait_for_function("edgeminer.state.selection.source.startsWith('lasso')")
+    selected = set(page.evaluate("edgeminer.state.selection.indices.length ? "
+                                 "Array.from(edgeminer.state.selection.indices, i => edgeminer.state.pts.ids[i]) : []"))
+    # the same polygon, in data coordinates, against the stored x / y
+    view = page.evaluate("(() => { const m = edgeminer.ui.map; return [m.view.cx, m.view.cy, m.view.scale, m.cssW, m.cssH]; })()")
+    vcx, vcy, scale, w, h = view
+    path = page.evaluate("edgeminer.ui.map.lastPath || null")
+    pts_px = np.array(path if path else poly_px, dtype=np.float64)
+    poly = np.stack([vcx + (pts_px[:, 0] - w / 2) / scale, vcy - (pts_px[:, 1] - h / 2) / scale], axis=1)
+    table = store.query("demo", where="x IS NOT NULL", columns=["id", "x", "y"])
+    x = table["x"].to_numpy().astype(np.float64)
+    y = table["y"].to_numpy().astype(np.float64)
+    expected = {i for i, keep in zip(table["id"].to_pylist(), inside(poly, x, y), strict=True) if keep}
+    assert len(expected) >= 10
+    assert selected == expected
+    assert page.inner_text("#sel-count").startswith(f"{len(expected)} rows selected")
+
+    # flag the selection as an issue
+    page.fill("#flag-form input[name=name]", "e2e lasso: inverted digits")
+    page.click("#flag-form button[type=submit]")
+    page.wait_for_selector(".toast.ok")
+    issues = httpx.get(demo_server.api("/datasets/demo/issues"), timeout=10).json()
+    issues = issues if isinstance(issues, list) else issues.get("items", [])
+    mine = [i for i in issues if i["name"] == "e2e lasso: inverted digits"]
+    assert len(mine) == 1 and set(mine[0]["sample_ids"]) == expected
+
+    # find similar unlabeled rows from the selection
+    page.fill("#mine-form input[name=budget]", "30")
+    page.click("#sel-mine")
+    page.wait_for_selector("#mine-grid .tile", timeout=60_000)
+    page.wait_for_function(
+        "[...document.querySelectorAll('#mine-grid .tile img')].every(i => i.complete && i.naturalWidth > 0)",
+        timeout=30_000,
+    )
+    found = page.eval_on_selector_all("#mine-grid .tile", "ts => ts.map(t => t.dataset.id)")
+    assert 0 < len(found) <= 30
+    rows = store.get_samples("demo", found, columns=["labeled", "split"]).to_pylist()
+    assert len(rows) == len(found) and not any(r["labeled"] for r in rows), "mining returned labeled rows"
+    assert not set(found) & expected
+    assert page.evaluate("edgeminer.ui.map.hiCount") == len(found)
+    page.screenshot(path=str(artifacts / "mining.png"))
+    # drop one result
+    dropped = found[0]
+    page.click(f"#mine-grid .tile[data-id='{dropped}'] .drop")
+    kept = page.eval_on_selector_all("#mine-grid .tile", "ts => ts.map(t => t.dataset.id)")
+    assert kept == found[1:]
+
+    # export the kept results to Label Studio and read the download back
+    page.click("#mine-export")
+    assert page.input_value("#export-form select[name=source]") == "mined"
+    page.select_option("#export-form select[name=format]", "label_studio")
+    page.click("#export-form button[type=submit]")
+    link = page.wait_for_selector("#export-jobs a.download", timeout=120_000)
+    with page.expect_download() as dl_info:
+        link.click()
+    target = tmp_path / (dl_info.value.suggested_filename or "export")
+    dl_info.value.save_as(target)
+    tasks = read_label_studio_tasks(target)
+    assert sorted(t["data"]["edgeminer_id"] for t in tasks) == sorted(kept)
+    preds = {r["id"]: r["pred_label"] for r in store.get_samples("demo", kept, columns=["pred_label"]).to_pylist()}
+    for t in tasks:
+        assert t["data"]["image"], t
+        result = t["predictions"][0]["result"][0]
+        assert result["value"]["choices"] == [preds[t["data"]["edgeminer_id"]]]
+    page.screenshot(path=str(artifacts / "export.png"))
+    assert_no_js_errors(page)
+
+
+def read_label_studio_tasks(path: Path) -> list[dict[str, Any]]:
+    data = path.read_bytes()
+    if zipfile.is_zipfile(io.BytesIO(data)):
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            names = [n for n in zf.namelist() if n.endswith(".json")]
+            assert names, f"no JSON in the export archive: {zf.namelist()}"
+            name = next((n for n in names if n.endswith("tasks.json")), names[0])
+            assert any(n.endswith(".xml") for n in zf.namelist()), "the labeling config is missing"
+            return json.loads(zf.read(name))  # type: ignore[no-any-return]
+    return json.loads(data)  # type: ignore[no-any-return]
