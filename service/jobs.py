@@ -234,8 +234,13 @@ class JobRunner:
             pass
         self._persist(job)
         try:
-            result = job.fn(ctx)
-            result = dict(result or {})
+            returned = job.fn(ctx)
+            if returned is None:
+                result: dict[str, Any] = {}
+            elif isinstance(returned, Mapping):
+                result = dict(returned)
+            else:
+                result = {"value": returned}
             with self._lock:
                 for key in ("version_read", "version_written"):
                     if result.get(key) is not None:
