@@ -130,9 +130,17 @@ class LabelImportPublic(BaseModel):
     job_id: str | None = None
 
 
-def _default_base_url(request: Request, dataset: str) -> str:
-    base = str(request.base_url).rstrip("/")
-    return base + "/api/v1/datasets/{dataset}/media/{id}"
+def _default_base_url(request: Request, task: str) -> str:
+    """This server's media route for the row (full size). Object rows would come back cropped, so a
+    detection export by URL needs a media_base_url under which the whole images are served."""
+    if task == "detection":
+        from service.export.common import ExportError
+
+        raise ExportError(
+            "a detection export with media 'url' needs media_base_url (or EDGEMINER_MEDIA_BASE_URL): this "
+            "server's media route serves object crops, not whole images; or use media 'copy'"
+        )
+    return str(request.base_url).rstrip("/") + "/api/v1/datasets/{dataset}/media/{id}?size=full"
 
 
 @router.post(
@@ -158,7 +166,7 @@ def create_export(
     if data["filter"] is not None:
         data["filter"] = [f.model_dump() for f in body.filter or []]
     if data["media"] == "url" and not data["media_base_url"]:
-        data["media_base_url"] = settings.media_base_url or _default_base_url(request, dataset)
+        data["media_base_url"] = settings.media_base_url or _default_base_url(request, store.get_dataset(dataset).task)
     req = ExportRequest.from_dict(data)
     view, started = start_export(store, jobs, dataset, req, data_dir=settings.data_dir, force=body.force)
     if not started:
