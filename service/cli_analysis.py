@@ -1,0 +1,176 @@
+"""`edgeminer analyze` and `edgeminer clusters`, and the demo's analysis step.
+
+Importing this module registers the subcommands (``service.cli.EXTRA_COMMANDS``) and appends the
+analysis to ``service.cli.DEMO_AFTER_INGEST`` (it prints the ranked failure clusters and the per-slice
+precision / recall table of the demo's planted slices).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from service.cli import DEMO_AFTER_INGEST, EXTRA_COMMANDS, CliError, _print_json, _store
+from service.settings import Settings
+
+
+def _progress(quiet: bool) -> Any:
+    if quiet:
+        return None
+
+    def show(done: int, total: int, message: str) -> None:
+        print(f"  [{done}/{total}] {message}", file=sys.stderr, flush=True)
+
+    return show
+
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    names = (
+        "n_neighbors",
+        "min_dist",
+        "pca",
+        "pca_components",
+        "n_epochs",
+        "min_cluster_size",
+        "min_samples",
+        "backend",
+        "min_errors",
+        "seed",
+    )
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def cmd_analyze(args: argparse.Namespace, settings: Settings) -> int:
+    from indexer.analysis.run import analyze, format_slices
+
+    store = _store(settings)
+    report = analyze(
+        store,
+        args.dataset,
+        _params(args),
+        refit=args.refit,
+        truth_field=args.truth_field,
+        progress=_progress(args.quiet or args.json),
+    )
+    if args.json:
+        _print_json(report.to_dict())
+        return 0
+    print(report.describe())
+    if report.slices:
+        print(format_slices(report.slices, report.truth_field))
+    print(f"next: edgeminer clusters --dataset {args.dataset}")
+    return 0
+
+
+def cmd_clusters(args: argparse.Namespace, settings: Settings) -> int:
+    from indexer.analysis.clustering import slice_quality
+    from indexer.analysis.run import format_clusters, format_slices, load_analysis
+
+    store = _store(settings)
+    info = store.get_dataset(args.dataset)
+    doc = load_analysis(store, args.dataset)
+    if doc is None:
+        raise CliError(
+            f"dataset {args.dataset!r} has not been analyzed yet: run `edgeminer analyze --dataset "
+            f"{args.dataset}` first"
+        )
+    slices, truth = doc.get("slices") or [], doc.get("truth_field")
+    if args.truth_field and args.truth_field != truth:
+        slices, truth = _slices_for(store, args.dataset, info, args.truth_field, doc, slice_quality)
+    if args.json:
+        clusters = [c for c in doc.get("clusters", []) if args.all or c.get("is_failure")]
+        _print_json(
+            {
+                "run_id": doc.get("run_id"),
+                "base_error_rate": doc.get("base_error_rate"),
+                "clusters": clusters[: args.top] if args.top else clusters,
+                "truth_field": truth,
+                "slices": slices,
+            }
+        )
+        return 0
+    print(format_clusters(doc, top=args.top or 15, include_all=args.all))
+    if slices:
+        print()
+        print(format_slices(slices, truth))
+    return 0
+
+
+def _slices_for(store: Any, dataset: str, info: Any, field: str, doc: dict, slice_quality: Any) -> tuple[list, str]:
+    name = field[5:] if field.startswith("meta_") else field
+    if name not in info.metadata_fields:
+        known = ", ".join(sorted(info.metadata_fields)) or "none"
+        raise CliError(f"--truth-field {field!r} is not a metadata field of {dataset!r} (fields: {known})")
+    table = store.query(dataset, where="status = 'ok' AND cluster IS NOT NULL", columns=["cluster", "meta_" + name])
+    ranks = {c["id"]: c["failure_rank"] for c in doc.get("clusters", [])}
+    return (
+        slice_quality(
+            table["cluster"].to_numpy(zero_copy_only=False), table["meta_" + name].to_pylist(), failure_rank=ranks
+        ),
+        name,
+    )
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "analyze",
+        help="2-D map (UMAP), failure clusters (HDBSCAN) and their summaries",
+        description="Project every row's embedding to 2-D, cluster the map, rank the clusters where the model "
+        "fails, and store coordinates, clusters and summaries. Same parameters on unchanged data reuse the "
+        "previous result; rows ingested since the last analysis are placed on the saved map (no refit) "
+        "unless --refit.",
+    )
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--refit", action="store_true", help="fit the map again on every row")
+    p.add_argument(
+        "--truth-field",
+        default=None,
+        help="metadata field with known slices to check the clusters against (default: 'slice' if present)",
+    )
+    p.add_argument("--seed", type=int, default=None, help="random seed of UMAP (default 0)")
+    p.add_argument("--n-neighbors", type=int, default=None, help="UMAP neighbours (default 15)")
+    p.add_argument("--min-dist", type=float, default=None, help="UMAP min_dist (default 0.1)")
+    p.add_argument("--n-epochs", type=int, default=None, help="UMAP epochs (default: umap-learn's choice)")
+    p.add_argument(
+        "--pca",
+        choices=["auto", "on", "off"],
+        default=None,
+        help="PCA before UMAP (auto: from 20,000 rows when the embedding has more than 50 dims)",
+    )
+    p.add_argument("--pca-components", type=int, default=None, help="PCA dimensions (default 50)")
+    p.add_argument("--min-cluster-size", type=int, default=None, help="smallest cluster (default ~sqrt(rows)/2)")
+    p.add_argument("--min-samples", type=int, default=None, help="HDBSCAN min_samples (default min(10, size))")
+    p.add_argument("--backend", choices=["hdbscan", "sklearn"], default=None, help="HDBSCAN implementation")
+    p.add_argument("--min-errors", type=int, default=None, help="errors a failure cluster needs (default 3)")
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(handler=cmd_analyze)
+
+    p = sub.add_parser("clusters", help="the ranked failure clusters of the last analysis")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--top", type=int, default=None, help="show this many (default 15)")
+    p.add_argument("--all", action="store_true", help="every cluster, not only failure clusters")
+    p.add_argument("--truth-field", default=None, help="check the clusters against this metadata field's values")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_clusters)
+
+
+def demo_step(args: argparse.Namespace, settings: Settings, store: Any) -> None:
+    """The demo's analysis: analyze `demo`, print the top failure clusters and the per-slice check."""
+    from indexer.analysis.run import analyze, format_clusters, format_slices, load_analysis
+
+    print("analyzing the demo (UMAP + HDBSCAN)...", flush=True)
+    report = analyze(store, "demo", progress=_progress(False))
+    print(report.describe())
+    doc = load_analysis(store, "demo") or {}
+    print(format_clusters(doc, top=10))
+    if report.slices:
+        print()
+        print(format_slices(report.slices, report.truth_field))
+
+
+if register not in EXTRA_COMMANDS:
+    EXTRA_COMMANDS.append(register)
+if demo_step not in DEMO_AFTER_INGEST:
+    DEMO_AFTER_INGEST.append(demo_step)
