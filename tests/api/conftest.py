@@ -86,13 +86,18 @@ class LiveServer:
 
 @pytest.fixture
 def live_server() -> Iterator[Callable[..., str]]:
-    """``live_server(settings)`` -> base URL of a real server; stopped at the end of the test."""
+    """``live_server(settings, **overrides)`` (or ``live_server(app)``) -> base URL of a real server;
+    stopped at the end of the test."""
     servers: list[LiveServer] = []
 
-    def start(settings: Settings, **overrides: Any) -> str:
-        if overrides:
-            settings = settings.model_copy(update=overrides)
-        server = LiveServer(create_app(settings))
+    def start(settings: Any, **overrides: Any) -> str:
+        if isinstance(settings, Settings):
+            if overrides:
+                settings = settings.model_copy(update=overrides)
+            app = create_app(settings)
+        else:
+            app = settings
+        server = LiveServer(app)
         server.start()
         servers.append(server)
         return server.url
