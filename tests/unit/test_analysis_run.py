@@ -138,3 +138,38 @@ def test_bad_params_and_empty_dataset(store: Store) -> None:
         analyze(store, "empty", {"neighbours": 5})
     with pytest.raises(ValueError, match="pca must be one of"):
         AnalyzeParams(pca="maybe").check()
+
+
+def test_cli_analyze_and_clusters(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    from service.cli import main
+
+    _synth(store)
+    args = ["--data-dir", store.uri]
+    assert main([*args, "clusters", "--dataset", "synth"]) == 1
+    assert "has not been analyzed yet" in capsys.readouterr().err
+    assert main([*args, "analyze", "--dataset", "synth", "--n-epochs", "30", "--min-cluster-size", "15"]) == 0
+    out = capsys.readouterr()
+    assert "fitted the map on 250 rows" in out.out and "[6/6] done" in out.err
+    assert main([*args, "clusters", "--dataset", "synth", "--truth-field", "group"]) == 0
+    text = capsys.readouterr().out
+    assert "rank cluster" in text and "per-slice check (group)" in text and "g1" in text
+    assert main([*args, "clusters", "--dataset", "synth", "--json"]) == 0
+    import json
+
+    data = json.loads(capsys.readouterr().out)
+    assert data["clusters"][0]["failure_rank"] == 1
+
+
+@pytest.mark.slow
+def test_demo_slices_are_top_failure_clusters(demo_env: object) -> None:
+    store: Store = demo_env.store  # type: ignore[attr-defined]
+    rep = analyze(store, "demo")
+    assert rep.truth_field == "slice" and rep.slices
+    n_fail = rep.n_failure_clusters
+    for s in rep.slices:
+        # every planted slice has a failure cluster among the top ones that is mostly made of it, or
+        # holds it whole
+        assert s["failure_rank"] is not None and s["failure_rank"] <= max(6, n_fail), s
+        assert s["precision"] >= 0.3 and s["recall"] >= 0.5, s
+    tab = store.query("demo", where="status = 'ok'", columns=["x", "y", "cluster"])
+    assert tab["x"].null_count == 0 and tab["cluster"].null_count == 0
