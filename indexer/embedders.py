@@ -110,11 +110,17 @@ class _Base:
     dim = 0
     classes: list[str] | None = None
 
+    def preprocess(self, image: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def embed_batch(self, batch: np.ndarray) -> EmbedOutput:
+        raise NotImplementedError
+
     def embed_images(self, images: Sequence[Any]) -> EmbedOutput:
         if not images:
             return EmbedOutput(np.zeros((0, self.dim), np.float32))
         batch = np.stack([self.preprocess(im) for im in images])
-        return self.embed_batch(batch)  # type: ignore[attr-defined]
+        return self.embed_batch(batch)
 
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
         raise NotSupported(
@@ -269,15 +275,19 @@ class TorchScriptEmbedder(_Base):
         self.seed = seed
         self._model.eval()
         self._digest = file_digest(self.model_file)
-        probe = self._forward(np.zeros((1, self.channels, self.image_size, self.image_size), np.float32))
-        self.dim = int(probe[0].shape[1])
-        self.has_logits = probe[1] is not None
-        if self.has_logits and self.classes and len(self.classes) != probe[1].shape[1]:
-            raise EmbedderError(
-                f"{path}: the model returns {probe[1].shape[1]} logits but {len(self.classes)} class names were given"
-            )
-        if self.has_logits and not self.classes:
-            self.classes = [str(i) for i in range(probe[1].shape[1])]
+        probe_emb, probe_logits = self._forward(
+            np.zeros((1, self.channels, self.image_size, self.image_size), np.float32)
+        )
+        self.dim = int(probe_emb.shape[1])
+        self.has_logits = probe_logits is not None
+        if probe_logits is not None:
+            n_logits = int(probe_logits.shape[1])
+            if self.classes and len(self.classes) != n_logits:
+                raise EmbedderError(
+                    f"{path}: the model returns {n_logits} logits but {len(self.classes)} class names were given"
+                )
+            if not self.classes:
+                self.classes = [str(i) for i in range(n_logits)]
 
     def config(self) -> dict[str, Any]:
         return {

@@ -425,8 +425,9 @@ def _finish(
     vectors: list[Any] = []
     for i, (rec, fp, dec) in enumerate(zip(records, fps, decoded, strict=True)):
         error = dec.error
-        vec = None
-        model_probs = mc = None
+        vec: np.ndarray | None = None
+        model_probs: np.ndarray | None = None
+        mc: np.ndarray | None = None
         if error is None:
             if rec.embedding is not None:
                 vec = np.asarray(rec.embedding, dtype=np.float32).reshape(-1)
