@@ -521,6 +521,7 @@ function recolor() {
   }
   ui.map.setColors(rgba);
   renderLegend(legend);
+  $("#legend").dataset.colorBy = col || !field ? by : "outcome";
 }
 
 function renderLegend(items) {
