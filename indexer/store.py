@@ -225,6 +225,10 @@ def ids_in(ids: Iterable[str]) -> str:
 
 #: rows at which a vector index is worth building; below it exact search is fast enough.
 VECTOR_INDEX_MIN_ROWS = 50_000
+#: IVF partitions probed and the re-rank depth (x k, on the full vectors) of an index search; with
+#: ~sqrt(n) partitions these keep recall@10 >= 0.95 at 1M x 512 (bench/search.py).
+SEARCH_NPROBES = 40
+SEARCH_REFINE_FACTOR = 10
 #: unindexed rows (appended since the index was built) that trigger an optimize().
 REINDEX_UNINDEXED_ROWS = 20_000
 #: columns that get a scalar index (filters on them are common and slow without one).
@@ -663,14 +667,16 @@ class Store:
         where: str | None = None,
         columns: Sequence[str] | None = None,
         exact: bool | None = None,
-        nprobes: int = 40,
-        refine_factor: int = 10,
+        nprobes: int | None = SEARCH_NPROBES,
+        refine_factor: int | None = SEARCH_REFINE_FACTOR,
     ) -> pa.Table:
         """Nearest ok rows to ``vector`` by cosine distance (``_distance`` = 1 - cos), filter applied
         *before* the search so ``k`` results come back whenever ``k`` rows match.
 
         ``exact=None`` picks: exact (flat) search when there is no vector index or the filter leaves
-        few candidates, the IVF index with refine otherwise.
+        at most EXACT_SEARCH_MAX_CANDIDATES rows, the IVF_PQ index with ``nprobes`` partitions and
+        ``refine_factor`` x k re-ranked on the full vectors otherwise (None = LanceDB's default). If
+        the probed partitions hold fewer than ``k`` matching rows, the search is redone exactly.
         """
         tbl = self._samples(dataset)
         clause = "status = 'ok' AND embedding IS NOT NULL"
@@ -679,15 +685,26 @@ class Store:
         vec = np.asarray(vector, dtype=np.float32).reshape(-1)
         if exact is None:
             exact = not self.has_vector_index(dataset) or tbl.count_rows(clause) <= EXACT_SEARCH_MAX_CANDIDATES
-        q = tbl.search(vec, vector_column_name="embedding").metric("cosine").where(clause, prefilter=True)
-        if columns is not None:
-            q = q.select(list(dict.fromkeys(["id", *columns])))
-        q = q.limit(int(k))
-        if exact:
-            q = q.bypass_vector_index()
-        else:
-            q = q.nprobes(int(nprobes)).refine_factor(int(refine_factor))
-        return q.to_arrow()
+
+        def run(flat: bool) -> pa.Table:
+            q = tbl.search(vec, vector_column_name="embedding").distance_type("cosine")
+            q = q.where(clause, prefilter=True)
+            if columns is not None:
+                q = q.select(list(dict.fromkeys(["id", *columns])))
+            q = q.limit(int(k))
+            if flat:
+                q = q.bypass_vector_index()
+            else:
+                if nprobes is not None:
+                    q = q.nprobes(int(nprobes))
+                if refine_factor is not None:
+                    q = q.refine_factor(int(refine_factor))
+            return q.to_arrow()
+
+        result = run(bool(exact))
+        if not exact and result.num_rows < k and tbl.count_rows(clause) > result.num_rows:
+            result = run(True)  # a selective filter left too few rows in the probed partitions
+        return result
 
     # -- indexes --------------------------------------------------------------------------------
 
@@ -695,9 +712,14 @@ class Store:
         tbl = self._samples(dataset)
         return any("embedding" in list(getattr(ix, "columns", [])) for ix in tbl.list_indices())
 
-    def ensure_indexes(self, dataset: str, *, force: bool = False) -> dict[str, Any]:
+    def ensure_indexes(
+        self, dataset: str, *, force: bool = False, vector_index: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Build the vector index once the table is large enough, fold new rows into it when many
-        arrived since, and keep scalar indexes on the common filter columns. Cheap when nothing is due."""
+        arrived since, and keep scalar indexes on the common filter columns. Cheap when nothing is due.
+
+        ``vector_index`` overrides the IVF_PQ parameters (``{}`` = LanceDB's defaults; bench/search.py
+        compares them)."""
         with self.lock(dataset):
             info = self.get_dataset(dataset)
             tbl = self._samples(dataset)
@@ -712,13 +734,11 @@ class Store:
                     sub_vectors = _pick_sub_vectors(info.dim)
                     from lancedb.index import IvfPq
 
-                    tbl.create_index(
-                        "embedding",
-                        config=IvfPq(
-                            distance_type="cosine", num_partitions=partitions, num_sub_vectors=sub_vectors
-                        ),
-                    )
-                    done["vector_index"] = f"built IVF_PQ ({partitions} partitions, {sub_vectors} sub-vectors)"
+                    params: dict[str, Any] = {"num_partitions": partitions, "num_sub_vectors": sub_vectors}
+                    if vector_index is not None:
+                        params = dict(vector_index)
+                    tbl.create_index("embedding", config=IvfPq(distance_type="cosine", **params))
+                    done["vector_index"] = f"built IVF_PQ ({params or 'LanceDB defaults'})"
             else:
                 unindexed = self._unindexed_rows(tbl, "embedding")
                 if unindexed >= REINDEX_UNINDEXED_ROWS or (force and unindexed):

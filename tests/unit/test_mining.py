@@ -312,3 +312,31 @@ def test_index_engine_matches_exact(store: Store) -> None:
     # a filter leaving fewer rows than the budget: all of them, from the index path too
     res = mine(store, "rand", Seeds(ids=seed_ids), budget=30, where="id < 'r0060'", exact=False)
     assert len(res.rows) == 20
+
+
+def test_modes_weight_systematic_failures_over_stray_ones(store: Store) -> None:
+    """Two modes of equal size: one where most labeled rows are wrong (a systematic failure), one where
+    the seeds are rare errors among rows the model gets right. The budget goes to the first."""
+    rng = np.random.default_rng(7)
+    centers = normalize(rng.normal(size=(2, 8)))
+    rows = []
+    for c, (n_wrong, n_right) in enumerate([(20, 4), (6, 40)]):
+        for j in range(n_wrong + n_right + 30):
+            v = normalize(centers[c] + 0.05 * rng.normal(size=8)[None, :])[0].tolist()
+            if j < n_wrong:
+                rows.append(_row(f"m{c}-wrong{j:02d}", v, labeled=True, correct=False, cluster=c))
+            elif j < n_wrong + n_right:
+                rows.append(_row(f"m{c}-ok{j:02d}", v, labeled=True, correct=True, cluster=c))
+            else:
+                rows.append(_row(f"m{c}-pool{j:02d}", v, cluster=c))
+    _dataset(store, rows, "sys", dim=8)
+    seeds = Seeds(ids=[f"m{c}-wrong{j:02d}" for c in (0, 1) for j in range(6)])
+    res = mine(store, "sys", seeds, budget=10)
+    by_cluster = {m["cluster"]: m for m in res.modes}
+    assert by_cluster[0]["size"] == by_cluster[1]["size"] == 6
+    assert by_cluster[0]["weight"] > 3 * by_cluster[1]["weight"]
+    assert sum(r["id"].startswith("m0-") for r in res.rows) >= 8
+    flat = mine(store, "sys", seeds, budget=10, mode_weighting="size")
+    assert sum(r["id"].startswith("m0-") for r in flat.rows) == 5
+    with pytest.raises(MiningError, match="mode_weighting"):
+        mine(store, "sys", seeds, budget=10, mode_weighting="vibes")
