@@ -34,7 +34,8 @@ def coco_document(records: list[Record], ctx: RenderContext, *, use: str = "labe
     COCO as pre-annotations (CVAT)."""
     classes = class_index(ctx.classes, records)
     cat_id = {c: n + 1 for n, c in enumerate(classes)}
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for n, img in enumerate(group_images(records), start=1):
         entry: dict[str, Any] = {
             "id": n,

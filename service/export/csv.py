@@ -47,7 +47,7 @@ def render(records: list[Record], ctx: RenderContext) -> list[str]:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([*BASE_COLUMNS, *(f"meta_{k}" for k in meta_keys)])
     for r in records:
-        bbox = r.bbox or [None, None, None, None]
+        bbox: list[float | None] = list(r.bbox) if r.bbox else [None, None, None, None]
         row = [
             r.id,
             r.image_key,

@@ -293,9 +293,9 @@ def read_coco(data: Mapping[str, Any], report: LabelImportReport, task: str) -> 
                         id=ann.get("edgeminer_id"),
                         image_key=key,
                         image=path,
-                        bbox=tuple(float(v) for v in bbox),
+                        bbox=(float(bbox[0]), float(bbox[1]), float(bbox[2]), float(bbox[3])),
                     )
-                )  # type: ignore[arg-type]
+                )
     return out
 
 
@@ -332,7 +332,8 @@ def read_csv(text: str, report: LabelImportReport) -> list[LabelEntry]:
             continue
         if all(box_cols) and all((row.get(c) or "").strip() for c in box_cols if c):
             try:
-                entry.bbox = tuple(float(row[c]) for c in box_cols if c)  # type: ignore[assignment]
+                x, y, w, h = (float(row[c]) for c in box_cols if c)
+                entry.bbox = (x, y, w, h)
             except ValueError:
                 report.add_unmatched(entry, "bbox_x/bbox_y/bbox_w/bbox_h are not numbers")
                 continue
@@ -521,8 +522,18 @@ def _match_detection(
     iou: float,
 ) -> None:
     cols = ["id", "parent_id", "uri", "bbox"]
+    # rows named by id without their image (a CSV of object ids): labeled directly, nothing inferred
+    loose = [e for e in entries if e.id and not e.image_key and not e.image]
+    ids = list(dict.fromkeys(str(e.id) for e in loose))
+    known = set(store.get_samples(dataset, ids, columns=["id"])["id"].to_pylist()) if ids else set()
     groups: dict[str, list[LabelEntry]] = defaultdict(list)
     for e in entries:
+        if e.id and not e.image_key and not e.image:
+            if e.id in known:
+                _set(updates, e.id, e, report)
+            else:
+                report.add_unmatched(e, f"no row has id {e.id!r}")
+            continue
         groups[str(e.image_key or e.image or "")].append(e)
     index: _UriIndex | None = None
     for key, group in groups.items():

@@ -69,7 +69,7 @@ def answer_coco(doc: Mapping[str, Any], truth: Mapping[str, str]) -> dict[str, A
     """The COCO file after labelers drew a whole-image box of the true class on every image they know."""
     out = json.loads(json.dumps(doc))
     cat_id = {c["name"]: c["id"] for c in out["categories"]}
-    annotations = []
+    annotations: list[dict[str, Any]] = []
     for img in out["images"]:
         label = truth.get(str(img.get("edgeminer_id")))
         if label is None:

@@ -159,3 +159,14 @@ def test_detection_boxes_matched_by_overlap(store: Store, tmp_path: Path) -> Non
     }
     report = import_labels(store, "det", json.dumps(coco).encode())
     assert report.matched == 1 and _rows(store, "det", ["photo-1#0"])["photo-1#0"]["outcome"] == "wrong_class"
+
+
+def test_detection_csv_by_object_id(store: Store, tmp_path: Path) -> None:
+    build_detection(store, tmp_path / "media")
+    report = import_labels(store, "det", b"id,label\nphoto-3#0,cat\nphoto-9#0,dog\n", format="csv", split="val")
+    assert report.matched == 1 and report.false_positives == 0
+    assert report.unmatched == [
+        {"source": "line 3", "id": "photo-9#0", "image": None, "label": "dog", "reason": "no row has id 'photo-9#0'"}
+    ]
+    row = _rows(store, "det", ["photo-3#0"])["photo-3#0"]
+    assert (row["label"], row["outcome"], row["split"], row["correct"]) == ("cat", "wrong_class", "val", False)

@@ -246,7 +246,7 @@ def import_labels(
 
     store.get_dataset(dataset)
     name = file.filename or "labels"
-    fmt = format
+    fmt: str | None = format
     if fmt is None and name.lower().endswith(".csv"):
         fmt = "csv"
     raw = file.file.read()
