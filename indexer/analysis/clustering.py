@@ -87,6 +87,7 @@ class Clusterer:
         self.min_cluster_size_ = mcs
         self.min_samples_ = ms
         self.points_ = pts.astype(np.float32)
+        self.labels_: np.ndarray
         if n < max(mcs, 2):
             # Too few rows for any cluster of the requested size: everything is noise.
             self.labels_ = np.full(n, NOISE, dtype=np.int32)
@@ -139,7 +140,7 @@ class Clusterer:
 # ----------------------------------------------------------------------------------------------
 
 
-def _str_list(values: Sequence[Any] | np.ndarray, n: int) -> list[Any]:
+def _str_list(values: Any, n: int) -> list[Any]:
     if values is None:
         return [None] * n
     return list(values)
@@ -181,7 +182,7 @@ def summarize_clusters(
     labels = np.asarray(labels, dtype=np.int64)
     n = labels.shape[0]
     ids = _str_list(rows.get("id"), n)
-    labeled = np.array([bool(v) for v in _str_list(rows.get("labeled"), n)], dtype=bool)
+    labeled = np.asarray([bool(v) for v in _str_list(rows.get("labeled"), n)], dtype=np.bool_)
     judged, error = _judged(labeled, _str_list(rows.get("correct"), n))
     gt = _str_list(rows.get("label"), n)
     pred = _str_list(rows.get("pred_label"), n)
@@ -227,7 +228,7 @@ def summarize_clusters(
             "noise": cid == NOISE,
             "size": int(idx.size),
             "labeled": int(labeled[idx].sum()),
-            "unlabeled": int((~labeled[idx]).sum()),
+            "unlabeled": int(np.logical_not(labeled[idx]).sum()),
             "judged": n_j,
             "errors": n_e,
             "error_rate": rate,

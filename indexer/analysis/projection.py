@@ -204,9 +204,10 @@ class Projector:
             x = self.pca_.transform(x).astype(np.float32)
         if self.method_ == "pca":
             return ((x - self.small_mean_) @ self.small_components_.T).astype(np.float32)
+        model: Any = self.umap_
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*n_jobs value.*")
-            return np.asarray(self.umap_.transform(x), dtype=np.float32)
+            return np.asarray(model.transform(x), dtype=np.float32)
 
     # -- persistence --------------------------------------------------------------------------
 

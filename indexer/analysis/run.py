@@ -32,7 +32,7 @@ import os
 import pickle
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -294,7 +294,7 @@ def analyze(
     proj_key = p.projection_key(info.dim, info.embedder)
     clus_key = p.clustering_key()
     same_params = (
-        bool(current)
+        current is not None
         and current.get("projection_key") == proj_key
         and (current.get("clustering_key") == clus_key and current.get("min_errors") == p.min_errors)
     )
@@ -561,7 +561,7 @@ def format_clusters(doc: Mapping[str, Any], *, top: int = 15, include_all: bool 
     return "\n".join(lines)
 
 
-def format_slices(slices: list[Mapping[str, Any]], truth_field: str | None) -> str:
+def format_slices(slices: Sequence[Mapping[str, Any]], truth_field: str | None) -> str:
     if not slices:
         return ""
     lines = [

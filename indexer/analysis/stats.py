@@ -216,6 +216,7 @@ def _numeric(
     arr = np.array([p[0] for p in present], dtype=np.float64)
     bks = [p[1] for p in present]
     used_scale = "linear"
+    e: np.ndarray
     if edges is not None:
         e = np.asarray(list(edges), dtype=np.float64)
         if e.ndim != 1 or e.size < 2 or not np.all(np.diff(e) > 0):
@@ -283,7 +284,7 @@ def confusion(table: Any, *, classes: Sequence[str] = (), top_pairs: int = 20) -
     matrix = np.zeros((len(names), len(names)), dtype=np.int64)
     for i in judged:
         matrix[pos[gt[i]], pos[pred[i]]] += 1
-    cells = [
+    cells: list[dict[str, Any]] = [
         {"label": names[a], "pred": names[b], "count": int(matrix[a, b])}
         for a in range(len(names))
         for b in range(len(names))
@@ -298,7 +299,7 @@ def confusion(table: Any, *, classes: Sequence[str] = (), top_pairs: int = 20) -
         pair_count[(p1, p2)] += 1
         if m is not None and not math.isnan(m):
             pair_gap.setdefault((p1, p2), []).append(1.0 - float(m))
-    pairs = [
+    pairs: list[dict[str, Any]] = [
         {
             "first": a,
             "second": b,

@@ -1,0 +1,188 @@
+"""`analyze` wall time and peak memory against plain umap-learn + hdbscan, same data, same run.
+
+    .venv/bin/python bench/analyze.py [--sizes 10000,100000] [--dim 512] [--clusters 100] [--skip-peer]
+
+For each size: seeded clustered vectors (``--clusters`` Gaussian blobs in ``--dim`` dims, 10 classes, a
+tenth of the blobs mispredicted) are written once to a LanceDB store and to a .npy file. Then, each in
+a fresh child process so that peak memory (``ru_maxrss``) is its own:
+
+* ``edgeminer``: ``indexer.analysis.run.analyze`` with default parameters: read the rows from LanceDB,
+  PCA to 50 dims (from 20k rows on), UMAP to 2-D (seeded, so umap-learn runs single-threaded),
+  HDBSCAN (``hdbscan`` package) on the map, cluster summaries, write x / y / cluster back, save state.
+* ``peer``: ``np.load`` the vectors, ``umap.UMAP().fit_transform`` (all defaults: 512 dims, euclidean,
+  unseeded so numba may use every core) and ``hdbscan.HDBSCAN().fit`` (defaults) on the map. No
+  summaries, no store.
+
+Both children first run a tiny UMAP to load numba's compiled functions, not timed. Peak memory includes
+the interpreter, the imports and the loaded data. Ratios are edgeminer / peer (time < 1 = faster,
+memory < 1 = leaner). 1M rows (``--sizes 1000000``) needs about 2 GiB of vectors per copy plus a long
+UMAP run; it is not in the default set on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def make_data(n: int, dim: int, n_clusters: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_clusters, dim)).astype(np.float32)
+    assign = rng.integers(0, n_clusters, size=n)
+    vecs = centres[assign] + 0.35 * rng.normal(size=(n, dim)).astype(np.float32)
+    labels = assign % 10
+    wrong_clusters = np.arange(n_clusters) % 10 == 3  # a tenth of the blobs is mispredicted
+    pred = np.where(wrong_clusters[assign], (labels + 1) % 10, labels)
+    flip = rng.random(n) < 0.03  # and a little noise everywhere
+    pred = np.where(flip, (pred + 2) % 10, pred)
+    labeled = rng.random(n) < 0.5
+    return {"vectors": vecs.astype(np.float32), "labels": labels, "pred": pred, "labeled": labeled}
+
+
+def write_store(root: Path, data: dict[str, np.ndarray]) -> None:
+    import pyarrow as pa
+
+    from indexer.store import Store
+
+    store = Store(root / "db")
+    vecs = data["vectors"]
+    n, dim = vecs.shape
+    store.create_dataset("bench", dim=dim, embedder={"kind": "precomputed"}, classes=[str(i) for i in range(10)])
+    step = 20_000
+    for start in range(0, n, step):
+        sl = slice(start, min(n, start + step))
+        lab = data["labeled"][sl]
+        gt = data["labels"][sl]
+        pr = data["pred"][sl]
+        m = len(gt)
+        store.upsert_samples(
+            "bench",
+            pa.table(
+                {
+                    "id": [f"r{i:08d}" for i in range(sl.start, sl.stop)],
+                    "split": ["train" if v else "unlabeled" for v in lab],
+                    "labeled": pa.array(lab),
+                    "label": [str(g) if v else None for g, v in zip(gt, lab, strict=True)],
+                    "pred_label": [str(p) for p in pr],
+                    "confidence": pa.array(np.full(m, 0.8, dtype=np.float32)),
+                    "correct": [bool(g == p) if v else None for g, p, v in zip(gt, pr, lab, strict=True)],
+                    "status": ["ok"] * m,
+                    "fingerprint": [f"f{i}" for i in range(sl.start, sl.stop)],
+                    "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vecs[sl].reshape(-1)), dim),
+                }
+            ),
+        )
+
+
+def _warm_up() -> None:
+    import umap
+
+    # big enough for umap-learn's nearest-neighbour descent path (>= 4096 rows), seeded and unseeded
+    x = np.random.default_rng(0).normal(size=(5000, 16)).astype(np.float32)
+    umap.UMAP(n_epochs=5, random_state=0).fit_transform(x)
+    umap.UMAP(n_epochs=5).fit_transform(x)
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def child(which: str, root: Path) -> dict[str, float]:
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    _warm_up()
+    start = time.perf_counter()
+    extra: dict[str, float] = {}
+    if which == "edgeminer":
+        from indexer.analysis.run import analyze
+        from indexer.store import Store
+
+        report = analyze(Store(root / "db"), "bench")
+        extra = {"clusters": report.n_clusters, "failure_clusters": report.n_failure_clusters}
+        extra.update({f"t_{k}": v for k, v in report.timings.items()})
+    else:
+        import hdbscan
+        import umap
+
+        x = np.load(root / "vectors.npy")
+        xy = umap.UMAP().fit_transform(x)
+        labels = hdbscan.HDBSCAN().fit(xy).labels_
+        extra = {"clusters": int(labels.max()) + 1}
+    return {"seconds": time.perf_counter() - start, "peak_mib": _peak_mib(), **extra}
+
+
+def run_child(which: str, root: Path) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", which, "--root", str(root)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"{which} child failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="10000,100000", help="comma-separated row counts")
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--clusters", type=int, default=100)
+    ap.add_argument("--skip-peer", action="store_true", help="only edgeminer (e.g. for 1M rows)")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--root", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, Path(args.root))))
+        return
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    print(f"analyze benchmark: {args.dim}-d clustered vectors ({args.clusters} blobs), cpu cores {os.cpu_count()}")
+    print(f"{'rows':>9} {'who':>10} {'seconds':>9} {'peak MiB':>9} {'clusters':>8}  details")
+    rows = []
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix="edgeminer-bench-analyze-") as tmp:
+            root = Path(tmp)
+            data = make_data(n, args.dim, args.clusters)
+            np.save(root / "vectors.npy", data["vectors"])
+            write_store(root, data)
+            del data
+            ours = run_child("edgeminer", root)
+            details = " ".join(f"{k[2:]}={v:.1f}s" for k, v in ours.items() if k.startswith("t_"))
+            print(
+                f"{n:>9} {'edgeminer':>10} {ours['seconds']:>9.1f} {ours['peak_mib']:>9.0f} "
+                f"{int(ours['clusters']):>8}  {details}, failure clusters={int(ours['failure_clusters'])}",
+                flush=True,
+            )
+            peer = None
+            if not args.skip_peer:
+                peer = run_child("peer", root)
+                print(
+                    f"{n:>9} {'peer':>10} {peer['seconds']:>9.1f} {peer['peak_mib']:>9.0f} "
+                    f"{int(peer['clusters']):>8}  umap-learn + hdbscan defaults",
+                    flush=True,
+                )
+                print(
+                    f"{n:>9} {'ratio':>10} {ours['seconds'] / peer['seconds']:>9.2f} "
+                    f"{ours['peak_mib'] / peer['peak_mib']:>9.2f}           edgeminer / peer",
+                    flush=True,
+                )
+            rows.append({"rows": n, "edgeminer": ours, "peer": peer})
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
