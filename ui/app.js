@@ -745,13 +745,16 @@ async function fillGrid(container, ids, opts = {}) {
     if (!row) continue;
     const lab = row.label ?? null;
     const pred = row.pred_label ?? "?";
-    const text = row.labeled ? `${lab ?? "?"} → ${pred}` : `pred ${pred}`;
+    const text = row.labeled ? `${lab ?? "?"} → ${pred}` : t._fixedCaption ? `→ ${pred}` : `pred ${pred}`;
     t.title = `${t.dataset.id}: ${row.labeled ? `label ${lab}, ` : "unlabeled, "}predicted ${pred} (${num(row.confidence, 2)})`;
     const cap = t.querySelector(".cap");
     if (!t._fixedCaption) {
       cap.textContent = text;
       cap.hidden = false;
-    } else cap.textContent = `${text} · ${cap.textContent}`;
+    } else if (!cap.dataset.filled) {
+      cap.textContent = `${text} · d ${cap.textContent}`;
+      cap.dataset.filled = "1";
+    }
   }
 }
 
@@ -1064,6 +1067,7 @@ async function runMine(seeds, label) {
   try {
     const res = await busy(postJSON(dsPath("/mine"), { seeds, budget }));
     setMined(res.items, `similar to ${label}`, res.selection_id);
+    ui.map.focus(indicesOf(state.mined.map((r) => r.id)));
     status.textContent =
       `${res.returned} unlabeled rows found near ${res.seeds} seed${res.seeds === 1 ? "" : "s"} ` +
       `(${res.candidates.toLocaleString()} candidates, ${res.engine} search, ${Math.round(res.took_ms)} ms).`;
@@ -1093,7 +1097,7 @@ function renderMined() {
       tileOptions: (id) => {
         const r = byId.get(id);
         return {
-          caption: r && r.distance !== undefined && r.distance !== null ? `d ${num(r.distance, 2)}` : undefined,
+          caption: r && r.distance !== undefined && r.distance !== null ? num(r.distance, 2) : undefined,
           onDrop: (dropId) => {
             state.mined = state.mined.filter((x) => x.id !== dropId);
             state.minedSelection = null; // the saved selection no longer matches

@@ -84,6 +84,22 @@ def test_map_draws_the_demo_points(demo_server: Any, analyzed_demo: Any, page: A
     items = page.eval_on_selector_all("#legend .item", "xs => xs.map(x => x.innerText.split(/\\s/)[0])")
     assert [str(d) for d in range(10)] == items[:10]
     page.select_option("#color-by", "outcome")
+    # hovering a point shows its thumbnail and labels
+    pid, sx, sy = page.evaluate(
+        """() => { const m = edgeminer.ui.map, p = edgeminer.state.pts;
+                   let i = 0; for (let k = 0; k < p.n; k++) if (p.outcomeNames[p.outcome[k]] === 'wrong_class') { i = k; break; }
+                   const [x, y] = m.toScreen(p.xy[2 * i], p.xy[2 * i + 1]);
+                   return [p.ids[m.pick(x, y)], x, y]; }"""
+    )
+    box = page.locator("#overlay").bounding_box()
+    page.mouse.move(box["x"] + sx, box["y"] + sy)
+    page.wait_for_function(
+        "(() => { const i = document.querySelector('#tooltip img'); return i && i.complete && i.naturalWidth > 0; })()"
+    )
+    page.wait_for_function("!document.querySelector('#tooltip').innerText.includes('…')")
+    tip = page.inner_text("#tooltip")
+    row = store.get_samples("demo", [pid], columns=["id", "label", "pred_label"]).to_pylist()[0]
+    assert pid in tip and f"label\t{row['label']}" in tip.replace("\n", "\t") and row["pred_label"] in tip
     page.screenshot(path=str(artifacts / "map.png"))
     assert_no_js_errors(page)
 
