@@ -171,6 +171,7 @@ PAGE_METRICS = """async () => {
     ready_ms: em.timings.ready,
     points_fetch_ms: em.timings.pointsFetch,
     points_ms: em.timings.points,
+    first_draw_ms: em.timings.firstDraw,
     panels_ms: em.timings.panels,
     drawn: Number(map.canvas.dataset.points),
     lit_pixels: map.litPixels(),
@@ -254,7 +255,9 @@ def main() -> int:
                 f"(runs {r['ready_ms_runs']} ms; budget {BUDGET_S:.0f} s at 100k {verdict}); "
                 f"points {r['points_bytes'] / 1e6:.1f} MB binary vs ~{r['json_peer_bytes_est'] / 1e6:.0f} MB as JSON "
                 f"objects ({r['json_over_binary']}x); drawn {r['drawn']:,}, lit pixels {r['lit_pixels']:,}; "
-                f"frame {r['frame_mean_ms']:.1f} ms mean / {r['frame_max_ms']:.1f} ms worst",
+                f"frame {r['frame_mean_ms']:.1f} ms mean / {r['frame_max_ms']:.1f} ms worst; map drawn at "
+                f"{r['first_draw_ms'] / 1000:.2f} s (points + ids fetched, decoded: "
+                f"{r['points_fetch_ms'] / 1000:.2f} s)",
                 flush=True,
             )
     finally:

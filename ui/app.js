@@ -73,7 +73,7 @@ const OUTCOME_NAMES = {
   false_positive: "false positive",
   false_negative: "false negative",
   unlabeled: "unlabeled",
-  no_prediction: "labeled, no prediction",
+  no_prediction: "labeled, not judged",
 };
 const NULL_COLOR = "#d0d5dd";
 // viridis, 9 stops
@@ -254,8 +254,12 @@ async function openDataset(name) {
   recolor();
   renderSelection();
   window.edgeminer.timings.points = performance.now() - t0;
+  window.edgeminer.timings.firstDraw = performance.now(); // since navigation start
   if (colorField(state.colorBy)) setColorBy(state.colorBy).catch((err) => showError(err, "Coloring"));
-  const results = [...(await side), ...(await Promise.allSettled([loadInsights()]))];
+  // the insights are computed over every row: fetched when their tab is first opened
+  state.insightsLoaded = null;
+  if (!$("#tab-insights").hidden) ensureInsights();
+  const results = await side;
   results.forEach((r) => r.status === "rejected" && showError(r.reason, "Loading a panel"));
   window.edgeminer.timings.panels = performance.now() - t0;
 }
@@ -1256,7 +1260,7 @@ function renderConfusion(body) {
   const tbody = $("#confusion-table tbody");
   tbody.replaceChildren();
   if (!pairs.length) tbody.append(h("tr", {}, h("td", { colspan: 4, class: "muted", text: "No labeled errors." })));
-  for (const p of pairs.slice(0, 12)) {
+  for (const p of pairs.slice(0, 8)) {
     tbody.append(
       h(
         "tr",
@@ -1324,6 +1328,20 @@ async function loadMetaChart(field) {
 function showTab(name) {
   $$(".tabs button").forEach((b) => b.classList.toggle("on", b.dataset.tab === name));
   $$(".panel").forEach((p) => (p.hidden = p.id !== `tab-${name}`));
+  if (name === "insights") ensureInsights();
+}
+
+function ensureInsights() {
+  if (!state.ds || state.insightsLoaded === state.ds) return;
+  state.insightsLoaded = state.ds;
+  $("#insights-status").textContent = "computing the statistics…";
+  busy(loadInsights())
+    .then(() => ($("#insights-status").textContent = ""))
+    .catch((err) => {
+      state.insightsLoaded = null;
+      $("#insights-status").textContent = describeError(err);
+      showError(err, "Loading the insights");
+    });
 }
 
 function toggleSourceFields(form) {

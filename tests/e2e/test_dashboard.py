@@ -87,7 +87,8 @@ def test_map_draws_the_demo_points(demo_server: Any, analyzed_demo: Any, page: A
     # hovering a point shows its thumbnail and labels
     pid, sx, sy = page.evaluate(
         """() => { const m = edgeminer.ui.map, p = edgeminer.state.pts;
-                   let i = 0; for (let k = 0; k < p.n; k++) if (p.outcomeNames[p.outcome[k]] === 'wrong_class') { i = k; break; }
+                   let i = 0;
+                   for (let k = 0; k < p.n; k++) if (p.outcomeNames[p.outcome[k]] === 'wrong_class') { i = k; break; }
                    const [x, y] = m.toScreen(p.xy[2 * i], p.xy[2 * i + 1]);
                    return [p.ids[m.pick(x, y)], x, y]; }"""
     )
@@ -229,7 +230,8 @@ def test_lasso_flag_mine_and_export_to_label_studio(
     dl_info.value.save_as(target)
     tasks = read_label_studio_tasks(target)
     assert sorted(t["data"]["edgeminer_id"] for t in tasks) == sorted(kept)
-    preds = {r["id"]: r["pred_label"] for r in store.get_samples("demo", kept, columns=["id", "pred_label"]).to_pylist()}
+    rows = store.get_samples("demo", kept, columns=["id", "pred_label"]).to_pylist()
+    preds = {r["id"]: r["pred_label"] for r in rows}
     for t in tasks:
         assert t["data"]["image"], t
         result = t["predictions"][0]["result"][0]
@@ -248,3 +250,39 @@ def read_label_studio_tasks(path: Path) -> list[dict[str, Any]]:
             assert any(n.endswith(".xml") for n in zf.namelist()), "the labeling config is missing"
             return json.loads(zf.read(name))  # type: ignore[no-any-return]
     return json.loads(data)  # type: ignore[no-any-return]
+
+
+def test_insights_and_filters_select_the_right_rows(
+    demo_server: Any, analyzed_demo: Any, page: Any, artifacts: Path
+) -> None:
+    store = analyzed_demo.store
+    open_dashboard(page, demo_server.url)
+    page.click(".tabs button[data-tab=insights]")
+    page.wait_for_selector("#chart-labels svg .row")
+    assert page.locator("#chart-labels svg .row").count() == 10
+    page.wait_for_selector("#chart-meta svg .row")
+    meta_rows = page.eval_on_selector_all("#chart-meta svg .row text", "ts => ts.map(t => t.textContent)")
+    assert "inverted" in meta_rows  # the demo's planted slices show up in the metadata chart
+    # click the top confusion pair: the selection is exactly those rows
+    first = page.locator("#confusion-table tbody tr").first
+    label, pred = first.locator("td").nth(0).inner_text(), first.locator("td").nth(1).inner_text()
+    count = int(first.locator("td").nth(2).inner_text())
+    page.screenshot(path=str(artifacts / "insights.png"))
+    first.click()
+    page.wait_for_function("edgeminer.state.selection.source.includes('predicted as')")
+    want = store.count("demo", f"label = '{label}' AND pred_label = '{pred}' AND x IS NOT NULL")
+    assert want == count
+    assert page.evaluate("edgeminer.state.selection.indices.length") == want
+
+    # the filter form: wrong predictions in val
+    page.click(".tabs button[data-tab=selection]")
+    page.select_option("#filters select[name=split]", "val")
+    page.select_option("#filters select[name=outcome]", "wrong")
+    page.click("#filters button[type=submit]")
+    page.wait_for_function("edgeminer.state.selection.source.includes('split eq val')")
+    want = store.count("demo", "split = 'val' AND correct = false AND x IS NOT NULL")
+    assert page.evaluate("edgeminer.state.selection.indices.length") == want > 0
+    # the grid shows them as wrong predictions
+    page.wait_for_selector("#sel-grid .tile")
+    assert page.locator("#sel-grid .tile.wrong").count() == min(want, 48)
+    assert_no_js_errors(page)
