@@ -203,7 +203,8 @@ class Record:
         return self.pred_label if self.pred_label is not None else self.label
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), default=_json_default, separators=(",", ":"))
+        # the fields are flat (scalars, a list, two flat dicts): no need for asdict's deep copy
+        return json.dumps(self.__dict__, default=_json_default, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> Record:
@@ -312,13 +313,14 @@ def unique_file_name(uri: str | None, key: str, taken: set[str]) -> str:
 
 
 def relative_to_roots(uri: str, roots: Sequence[str]) -> str | None:
-    """``uri`` relative to the first root containing it (POSIX separators), else None."""
-    path = local_path(uri).resolve()
+    """``uri`` relative to the first root containing it (POSIX separators), else None. Paths are
+    compared lexically (absolute, normalised), without touching the disk."""
+    path = os.path.abspath(str(local_path(uri)))
     for root in roots:
-        try:
-            return path.relative_to(Path(root).resolve()).as_posix()
-        except ValueError:
+        base = os.path.abspath(root)
+        if path == base or not path.startswith(base.rstrip(os.sep) + os.sep):
             continue
+        return Path(os.path.relpath(path, base)).as_posix()
     return None
 
 

@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 import zipfile
 from collections.abc import Callable, Mapping
@@ -63,6 +64,8 @@ TARGET_MODULES = {
     "csv": "csv",
 }
 MAX_DOC_ERRORS = 1000
+#: seconds between progress writes of the export doc (the chunk files on disk are what resumes)
+PROGRESS_INTERVAL = 0.5
 TAG_BATCH = 2000
 _START_LOCK = threading.Lock()
 
@@ -214,7 +217,7 @@ class _Media:
             return str(uri)
         rel = relative_to_roots(str(uri), self.roots)
         if mode == "relative":
-            return rel if rel is not None else str(local_path(str(uri)).resolve())
+            return rel if rel is not None else os.path.abspath(str(local_path(str(uri))))
         base = str(self.req.media_base_url)
         if "{" in base:  # a template such as https://host/api/v1/datasets/{dataset}/media/{id}
             return base.format(
@@ -270,6 +273,7 @@ def run_export(
     taken: set[str] = set()
     records: list[Record] = []
     resumed = 0
+    last_write = time.monotonic()
 
     def report(item: str, message: str) -> None:
         doc["media_errors"] += 1
@@ -323,7 +327,10 @@ def run_export(
             records.extend(chunk_records)
             doc["chunks_done"] = k + 1
             doc["rows_done"] = min(len(ids), (k + 1) * size)
-            store.put_doc(dataset, EXPORT_KIND, export_id, doc, name=doc.get("name", ""))
+            now = time.monotonic()
+            if now - last_write >= PROGRESS_INTERVAL:  # the doc holds every id: write it now and then
+                last_write = now
+                store.put_doc(dataset, EXPORT_KIND, export_id, doc, name=doc.get("name", ""))
             if progress is not None:
                 progress(doc["rows_done"], len(ids), f"chunk {k + 1}/{n_chunks}")
 
