@@ -37,9 +37,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Stor
     syn = make_synthetic(store, "syn", n_clusters=6, per_cluster=30, error_clusters=(0, 3), seed=1)
     make_synthetic(store, "nomc", with_mc=False, seed=2)
     _ensure_correct(store, syn)
-    settings = Settings(
-        data_dir=str(base / "db"), api_key=KEY, max_budget=500, media_roots=[str(base / "media")]
-    )
+    settings = Settings(data_dir=str(base / "db"), api_key=KEY, max_budget=500, media_roots=[str(base / "media")])
     app = create_app(settings, store=store)
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -87,9 +85,7 @@ def _val_failures(store: Store) -> list[str]:
 def test_mine_returns_budget_unlabeled_neighbours(server, api: httpx.Client) -> None:
     _, store, syn = server
     seeds = _val_failures(store)
-    resp = api.post(
-        "/datasets/syn/mine", json={"seeds": {"ids": seeds}, "budget": 20, "columns": ["split", "group"]}
-    )
+    resp = api.post("/datasets/syn/mine", json={"seeds": {"ids": seeds}, "budget": 20, "columns": ["split", "group"]})
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["returned"] == 20 == len(body["items"]) and body["aggregation"] == "modes"
@@ -175,15 +171,11 @@ def test_writes_need_the_api_key(server) -> None:
 
 
 def test_select_counts_and_errors(server, api: httpx.Client) -> None:
-    resp = api.post(
-        "/datasets/syn/select", json={"strategy": "entropy", "budget": 10, "explore": 0.3, "seed": 4}
-    )
+    resp = api.post("/datasets/syn/select", json={"strategy": "entropy", "budget": 10, "explore": 0.3, "seed": 4})
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["counts"] == {"entropy": 7, "explore": 3} and len(body["items"]) == 10
-    again = api.post(
-        "/datasets/syn/select", json={"strategy": "entropy", "budget": 10, "explore": 0.3, "seed": 4}
-    )
+    again = api.post("/datasets/syn/select", json={"strategy": "entropy", "budget": 10, "explore": 0.3, "seed": 4})
     assert [i["id"] for i in again.json()["items"]] == [i["id"] for i in body["items"]]
     resp = api.post(
         "/datasets/syn/select",
@@ -235,3 +227,67 @@ def test_stream_decisions(server, api: httpx.Client, tmp_path: Path) -> None:
         404,
     )
     _problem(api.get("/datasets/nosuch/stream/decisions"), 404)
+
+
+@pytest.fixture(scope="module")
+def demo_server(demo_env) -> Iterator[tuple[str, Store]]:
+    settings = Settings(data_dir=str(demo_env.data_dir), max_budget=1000)
+    app = create_app(settings, store=demo_env.store)
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert srv.started
+    try:
+        yield f"http://127.0.0.1:{port}/api/v1", demo_env.store
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+
+def _slice_precision(store: Store, ids: list[str]) -> float:
+    slices = store.get_samples("demo", ids, columns=["meta_slice"])["meta_slice"].to_pylist()
+    return float(np.mean([s not in (None, "none") for s in slices]))
+
+
+@pytest.mark.slow
+def test_demo_mining_beats_random_and_least_confidence(demo_server) -> None:
+    base, store = demo_server
+    budget = 150
+    with httpx.Client(base_url=base, timeout=120) as api:
+        resp = api.post("/datasets/demo/mine", json={"seeds": {"failures": True, "split": "val"}, "budget": budget})
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        ids = [i["id"] for i in body["items"]]
+        assert len(ids) == budget and body["aggregation"] == "modes"
+        labeled = store.get_samples("demo", ids, columns=["labeled"])["labeled"].to_pylist()
+        assert not any(labeled)
+        lc = api.post("/datasets/demo/select", json={"strategy": "least_confidence", "budget": budget}).json()
+        rnd = [
+            api.post("/datasets/demo/select", json={"strategy": "random", "budget": budget, "seed": s}).json()
+            for s in range(5)
+        ]
+    p_mine = _slice_precision(store, ids)
+    p_lc = _slice_precision(store, [i["id"] for i in lc["items"]])
+    p_rnd = np.mean([_slice_precision(store, [i["id"] for i in r["items"]]) for r in rnd])
+    assert p_mine > p_lc and p_mine > p_rnd + 0.3, (p_mine, p_lc, p_rnd)
+
+
+@pytest.mark.slow
+def test_demo_stream_embeds_an_uploaded_image_with_the_dataset_model(demo_server) -> None:
+    base, store = demo_server
+    row = store.query("demo", where="meta_slice = 'inverted' AND labeled = false", columns=["uri"], limit=1)
+    data = Path(row["uri"][0].as_py()).read_bytes()
+    payload = {"image_base64": base64.b64encode(data).decode(), "budget": 1, "period": "hour", "confidence_below": 1.0}
+    with httpx.Client(base_url=base, timeout=120) as api:
+        first = api.post("/datasets/demo/stream", json=payload)
+        assert first.status_code == 200, first.text
+        doc = first.json()
+        assert doc["send"] is True and doc["reasons"][0]["reason"] == "low_confidence"
+        stored = store.get_samples("demo", [doc["sample_id"]], columns=["probs", "split", "embedding"]).to_pylist()[0]
+        assert stored["split"] == "unlabeled" and len(stored["probs"]) == 10 and stored["embedding"]
+        second = api.post("/datasets/demo/stream", json={**payload, "id": "another-frame"}).json()
+        assert second["send"] is False and "budget of 1 is spent" in second["why"]
