@@ -64,7 +64,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         if not args.quiet:
             print(f"\r  {done}/{total} rows ({message})", end="", file=sys.stderr, flush=True)
 
-    summary = run_export(store, args.dataset, doc["id"], progress=progress)
+    summary = run_export(store, args.dataset, doc["id"], progress=progress, media_roots=settings.media_roots)
     if not args.quiet:
         print(file=sys.stderr)
     doc = store.get_doc(args.dataset, "export", doc["id"])

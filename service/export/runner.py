@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -193,12 +193,32 @@ def plan_export(
 class _Media:
     """Turns a row's uri into the export's media reference (copying the file when asked)."""
 
-    def __init__(self, req: ExportRequest, out: Path, media_dir: str, roots: list[str], dataset: str):
+    def __init__(
+        self,
+        req: ExportRequest,
+        out: Path,
+        media_dir: str,
+        roots: list[str],
+        dataset: str,
+        readable: list[tuple[str, str]],
+    ):
         self.req = req
         self.out = out
         self.media_dir = media_dir
         self.roots = roots
         self.dataset = dataset
+        self.readable = readable  # (absolute, real) roots files may be copied from
+
+    def _readable_path(self, uri: str) -> str:
+        """The real path of a file the export may copy: under the server's media roots or the
+        dataset's own (the rule the media route applies: an export zip is served too)."""
+        from service.api.routes.media import safe_local_path
+        from service.errors import EdgeminerError
+
+        try:
+            return str(safe_local_path(uri, self.readable))
+        except EdgeminerError as exc:
+            raise ExportError(f"{uri!r} not copied: {exc.detail}") from None
 
     def ref(self, row: Mapping[str, Any], file_name: str) -> str:
         uri = row.get("uri")
@@ -208,8 +228,9 @@ class _Media:
         if mode == "copy":
             dst = self.out / self.media_dir / file_name
             if not dst.exists():  # object rows of one image share the copy
+                src = self._readable_path(str(uri)) if not is_remote(str(uri)) else str(uri)
                 try:
-                    copy_media(str(uri), dst)
+                    copy_media(src, dst)
                 except OSError as exc:
                     raise ExportError(f"copying {uri!r} failed: {exc.strerror or exc}") from None
             return f"{self.media_dir}/{file_name}"
@@ -243,8 +264,10 @@ def run_export(
     progress: Progress | None = None,
     on_error: OnError | None = None,
     check_cancelled: Callable[[], None] | None = None,
+    media_roots: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Write (or finish writing) an export. Chunks already on disk are kept, so a run killed half way
+    """Write (or finish writing) an export. Media is copied only from under ``media_roots`` (the
+    server's) and the dataset's own media roots. Chunks already on disk are kept, so a run killed half way
     resumes where it stopped; rows whose media cannot be referenced or copied are reported (and left
     out of the target files) while the rest exports. Returns a summary dict."""
     doc = _clean(store.get_doc(dataset, EXPORT_KIND, export_id))
@@ -262,7 +285,12 @@ def run_export(
     store.put_doc(dataset, EXPORT_KIND, export_id, doc, name=doc.get("name", ""))
 
     roots = [req.media_root] if req.media_root else list(info.media_roots)
-    media = _Media(req, out, str(getattr(module, "MEDIA_DIR", "images")), roots, dataset)
+    readable = [
+        (os.path.abspath(os.path.expanduser(r)), os.path.realpath(os.path.abspath(os.path.expanduser(r))))
+        for r in dict.fromkeys([*media_roots, *info.media_roots])
+        if r and "://" not in r
+    ]
+    media = _Media(req, out, str(getattr(module, "MEDIA_DIR", "images")), roots, dataset, readable)
     meta_cols = [f"meta_{f}" for f in info.metadata_fields]
     schema_names = set(store.schema(dataset).names)
     columns = [c for c in (*EXPORT_COLUMNS, *meta_cols) if c in schema_names]
@@ -421,7 +449,7 @@ def _zip(folder: Path, dest: Path, *, skip: set[str]) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def job_fn(dataset: str, export_id: str) -> Callable[[Any], dict[str, Any]]:
+def job_fn(dataset: str, export_id: str, media_roots: Sequence[str] = ()) -> Callable[[Any], dict[str, Any]]:
     """The JobRunner function running (or resuming) one export."""
 
     def run(ctx: Any) -> dict[str, Any]:
@@ -433,13 +461,21 @@ def job_fn(dataset: str, export_id: str) -> Callable[[Any], dict[str, Any]]:
             progress=ctx.progress,
             on_error=ctx.error,
             check_cancelled=ctx.check_cancelled,
+            media_roots=media_roots,
         )
 
     return run
 
 
 def start_export(
-    store: Store, jobs: Any, dataset: str, req: ExportRequest, *, data_dir: str, force: bool = False
+    store: Store,
+    jobs: Any,
+    dataset: str,
+    req: ExportRequest,
+    *,
+    data_dir: str,
+    force: bool = False,
+    media_roots: Sequence[str] = (),
 ) -> tuple[dict[str, Any], bool]:
     """Plan the export and make sure a job is working on it. Returns (view, started): the same
     request while its job runs (or after it finished) returns the same export and job, started False;
@@ -455,7 +491,7 @@ def start_export(
             return export_view(store, jobs, doc), False
         params = {"export_id": doc["id"], "target": req.target, "rows": doc["count"]}
         extra = {"resumed_from": job["id"]} if job is not None else {}
-        job = jobs.submit(dataset, JOB_KIND, params, job_fn(dataset, doc["id"]), **extra)
+        job = jobs.submit(dataset, JOB_KIND, params, job_fn(dataset, doc["id"], media_roots), **extra)
         doc = _clean(store.get_doc(dataset, EXPORT_KIND, doc["id"]))
         if doc["status"] != "done":
             doc.update(job_id=job["id"], status="queued" if doc["status"] != "running" else doc["status"])
@@ -463,7 +499,7 @@ def start_export(
         return export_view(store, jobs, doc), True
 
 
-def resume_interrupted(store: Store, jobs: Any) -> list[dict[str, Any]]:
+def resume_interrupted(store: Store, jobs: Any, *, media_roots: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Restart the export jobs a dead server left unfinished (called when the server starts)."""
 
     def factory(old: Mapping[str, Any]) -> Callable[[Any], dict[str, Any]] | None:
@@ -476,7 +512,7 @@ def resume_interrupted(store: Store, jobs: Any) -> list[dict[str, Any]]:
             return None
         if doc.get("status") == "done" or doc.get("job_id") not in (None, old.get("id")):
             return None  # finished, or already picked up by a newer job
-        return job_fn(str(old["dataset"]), str(export_id))
+        return job_fn(str(old["dataset"]), str(export_id), media_roots)
 
     return list(jobs.resume([JOB_KIND], factory))
 

@@ -89,7 +89,7 @@ def test_media_copy_failure_is_per_row(store: Store, tmp_path: Path, cls: Any) -
     assert summary["rows_exported"] == len(cls.ids) - 1 and summary["media_errors"] == 1
     saved = store.get_doc("cls", "export", doc["id"])
     (err,) = saved["errors"]
-    assert err["id"] == gone and "does not exist" in err["message"]
+    assert err["id"] == gone and "no longer exists" in err["message"]
     tasks = json.loads((Path(doc["path"]) / "tasks.json").read_text())
     assert [t["data"]["edgeminer_id"] for t in tasks] == [i for i in cls.ids if i != gone]
     copied = sorted(p.name for p in (Path(doc["path"]) / "images").iterdir())
@@ -152,3 +152,30 @@ def test_url_and_relative_media(store: Store, tmp_path: Path, cls: Any) -> None:
     run_export(store, "cls", doc["id"])
     text = (Path(doc["path"]) / "samples.csv").read_text()
     assert ",media/b/pic00.png," in text and ",elsewhere.png," in text
+
+
+def test_copy_only_from_media_roots(store: Store, tmp_path: Path, cls: Any) -> None:
+    secret = tmp_path / "private" / "secret.png"
+    secret.parent.mkdir()
+    secret.write_bytes(b"not for export")
+    link = cls.root / "a" / "link.png"
+    link.symlink_to(secret)
+    a, b, c = cls.ids[:3]
+    store.update_columns(
+        "cls",
+        pa.table({"id": [a, b], "uri": [str(secret), str(cls.root / "a" / ".." / ".." / "private" / "secret.png")]}),
+    )
+    store.update_columns("cls", pa.table({"id": [c], "uri": [str(link)]}))
+    doc, _ = _plan(store, tmp_path, target="csv", ids=[a, b, c, cls.ids[3]], media="copy")
+    summary = run_export(store, "cls", doc["id"])
+    assert summary["rows_exported"] == 1 and summary["media_errors"] == 3
+    errors = {e["id"]: e["message"] for e in store.get_doc("cls", "export", doc["id"])["errors"]}
+    assert "outside the media roots" in errors[a] and "contains '..'" in errors[b]
+    assert "symlink" in errors[c]
+    copied = [p.read_bytes() for p in (Path(doc["path"]) / "images").iterdir()]
+    assert b"not for export" not in copied and len(copied) == 1
+    # the server's own media roots (settings.media_roots) allow more
+    doc, _ = plan_export(
+        store, "cls", ExportRequest(target="csv", ids=[a], media="copy"), data_dir=str(tmp_path / "db"), force=True
+    )
+    assert run_export(store, "cls", doc["id"], media_roots=[str(secret.parent)])["rows_exported"] == 1

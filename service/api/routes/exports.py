@@ -38,7 +38,8 @@ async def _resume_exports(app: FastAPI) -> AsyncIterator[None]:
         from service.export.runner import resume_interrupted
 
         try:
-            resumed = resume_interrupted(store, jobs)
+            settings = getattr(app.state, "settings", None)
+            resumed = resume_interrupted(store, jobs, media_roots=settings.media_roots if settings else ())
             if resumed:
                 log.warning("resumed %d interrupted export job(s)", len(resumed))
         except Exception:  # noqa: BLE001 - a failed resume must not keep the server from starting
@@ -168,7 +169,9 @@ def create_export(
     if data["media"] == "url" and not data["media_base_url"]:
         data["media_base_url"] = settings.media_base_url or _default_base_url(request, store.get_dataset(dataset).task)
     req = ExportRequest.from_dict(data)
-    view, started = start_export(store, jobs, dataset, req, data_dir=settings.data_dir, force=body.force)
+    view, started = start_export(
+        store, jobs, dataset, req, data_dir=settings.data_dir, force=body.force, media_roots=settings.media_roots
+    )
     if not started:
         response.status_code = status.HTTP_200_OK
     return view
