@@ -124,6 +124,25 @@ def child(which: str, root: Path) -> dict[str, float]:
     return {"seconds": time.perf_counter() - start, "peak_mib": _peak_mib(), **extra}
 
 
+def pca_sweep(sizes: list[int], dim: int, n_clusters: int) -> None:
+    """Where PCA-50 before UMAP pays: the projection's fit time with pca off and on, same data."""
+    import warnings
+
+    from indexer.analysis.projection import Projector
+
+    warnings.filterwarnings("ignore")
+    _warm_up()
+    print(f"{'rows':>9} {'pca off s':>10} {'pca on s':>9} {'on/off':>7}")
+    for n in sizes:
+        x = make_data(n, dim, n_clusters)["vectors"]
+        took = {}
+        for mode in ("off", "on"):
+            start = time.perf_counter()
+            Projector(pca=mode).fit(x)
+            took[mode] = time.perf_counter() - start
+        print(f"{n:>9} {took['off']:>10.1f} {took['on']:>9.1f} {took['on'] / took['off']:>7.2f}", flush=True)
+
+
 def run_child(which: str, root: Path) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, __file__, "--child", which, "--root", str(root)],
@@ -143,9 +162,13 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--clusters", type=int, default=100)
     ap.add_argument("--skip-peer", action="store_true", help="only edgeminer (e.g. for 1M rows)")
+    ap.add_argument("--pca-sweep", default=None, help="sizes at which to time the projection with and without PCA")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--root", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.pca_sweep:
+        pca_sweep([int(s) for s in args.pca_sweep.split(",")], args.dim, args.clusters)
+        return
     if args.child:
         print(json.dumps(child(args.child, Path(args.root))))
         return
