@@ -180,14 +180,18 @@ function mediaURL(id, size = "thumb") {
   return `${dsPath(`/media/${encodeURIComponent(id)}`)}?size=${size}`;
 }
 
-function setImage(img, id, size = "thumb") {
+function setImage(img, id, size = "thumb", onFail = null) {
+  const fail = () => {
+    if (onFail) return onFail();
+    img.alt = "image unavailable";
+    img.title = `could not load the image of ${id}`;
+  };
   if (!state.readsNeedKey) {
-    img.src = mediaURL(id, size);
     img.onerror = () => {
       img.onerror = null;
-      img.alt = "image unavailable";
-      img.title = `could not load the image of ${id}`;
+      fail();
     };
+    img.src = mediaURL(id, size);
     return;
   }
   request(mediaURL(id, size))
@@ -195,9 +199,7 @@ function setImage(img, id, size = "thumb") {
     .then((b) => {
       img.src = URL.createObjectURL(b);
     })
-    .catch(() => {
-      img.alt = "image unavailable";
-    });
+    .catch(fail);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -633,10 +635,20 @@ async function showDetail(id) {
   try {
     const row = await getJSON(dsPath(`/samples/${encodeURIComponent(id)}`));
     const isObject = !!row.parent_id && Array.isArray(row.bbox);
-    // object rows: show the parent image with the box drawn on it
-    setImage(img, isObject ? row.parent_id : id, "full");
+    const note = h("p", { class: "muted" });
+    img.onload = null;
     if (isObject) {
+      // object rows: the parent image with the box drawn on it, when the parent is a row too;
+      // otherwise the object's own crop (the media route cuts it out by the box)
       img.onload = () => drawBox(img, row);
+      setImage(img, row.parent_id, "full", () => {
+        img.onload = null;
+        $("#detail-box").replaceChildren();
+        note.textContent = "Showing the object's crop: its full image is not a row of this dataset.";
+        setImage(img, id, "full");
+      });
+    } else {
+      setImage(img, id, "full");
     }
     const kv = h("div", { class: "kv" });
     const add = (k, v) => kv.append(h("span", { class: "muted", text: k }), h("span", { text: v ?? "–" }));
@@ -656,7 +668,7 @@ async function showDetail(id) {
     }
     if (row.tags && row.tags.length) add("tags", row.tags.join(", "));
     if (row.uri) add("file", row.uri);
-    const parts = [h("h3", { text: `Sample ${row.id}` }), kv];
+    const parts = [h("h3", { text: `Sample ${row.id}` }), kv, note];
     const classes = (state.info && state.info.classes) || [];
     if (Array.isArray(row.probs) && row.probs.length) {
       const order = row.probs.map((p, k) => [p, k]).sort((a, b) => b[0] - a[0]).slice(0, 8);
