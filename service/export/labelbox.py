@@ -1,7 +1,9 @@
 """Labelbox: ``data_rows.json`` (``row_data`` + ``global_key`` per image, for
 ``dataset.create_data_rows``), ``prelabels.ndjson`` (model-assisted labeling import: one line per
 prediction, boxes in pixels as top / left / height / width, rows referenced by global key) and
-``ontology.json`` (one rectangle tool per class, or a radio classification named ``label``).
+``ontology.json`` (one rectangle tool per class, or a radio classification named ``label``). The
+lines are what the Labelbox SDK's ``NDJsonConverter.serialize`` writes for the same annotations
+(the tests compare them).
 
 Global keys are ``<dataset>/<image key>`` so they stay unique across datasets in one organisation.
 """
@@ -57,11 +59,14 @@ def prelabel(rec: Record, gkey: str, ctx: RenderContext) -> dict[str, Any] | Non
     }
     if ctx.task == "detection":
         x, y, w, h = record_box(rec)
-        line.update({"name": name, "bbox": {"top": y, "left": x, "height": h, "width": w}})
+        line.update({"name": name, "classifications": [], "bbox": {"top": y, "left": x, "height": h, "width": w}})
+        if rec.confidence is not None:
+            line["confidence"] = rec.confidence
     else:
-        line.update({"name": CLASSIFICATION_NAME, "answer": {"name": name}})
-    if rec.confidence is not None:
-        line["confidence"] = rec.confidence
+        answer: dict[str, Any] = {"name": name}
+        if rec.confidence is not None:
+            answer["confidence"] = rec.confidence  # a radio answer carries its own confidence
+        line.update({"name": CLASSIFICATION_NAME, "answer": answer})
     return line
 
 

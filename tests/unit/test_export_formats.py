@@ -1,8 +1,8 @@
-"""Every export target, read back with the tool's own library where it installs here: pycocotools
-(COCO + loadRes), datumaro (CVAT XML, COCO, YOLO), label-studio-sdk (LabelInterface validates the
-predictions; its converter turns answered tasks into COCO). Labelbox and SageMaker have no library in
-this environment: their documented fields are checked one by one. Boxes must survive every encoding
-to within a pixel."""
+"""Every export target, read back with the tool's own library: pycocotools (COCO + loadRes),
+datumaro (CVAT XML, COCO, YOLO), label-studio-sdk (LabelInterface validates the predictions; its
+converter turns answered tasks into COCO), the Labelbox SDK (its NDJSON serialiser writes the same
+pre-label lines). SageMaker's manifest has no validating library: its documented fields are checked
+one by one. Boxes must survive every encoding to within a pixel."""
 
 from __future__ import annotations
 
@@ -276,7 +276,43 @@ def test_label_studio_classification_tasks(store: Store, tmp_path: Path, cls: An
     assert li.validate_prediction(bad, return_errors=True)
 
 
-# -- Labelbox / SageMaker (no library here: documented fields, one by one) ---------------------------
+# -- Labelbox (the SDK serialises the same annotations: lines must agree) ---------------------------
+
+
+def _labelbox_sdk_lines(lines: list[dict[str, Any]], task: str) -> list[dict[str, Any]]:
+    """The NDJSON the Labelbox SDK itself writes for the annotations our lines describe."""
+    lb_types = pytest.importorskip("labelbox.types")
+    from labelbox.data.serialization import NDJsonConverter
+
+    labels = []
+    for line in lines:
+        if task == "detection":
+            b = line["bbox"]
+            ann: Any = lb_types.ObjectAnnotation(
+                name=line["name"],
+                confidence=line.get("confidence"),
+                value=lb_types.Rectangle(
+                    start=lb_types.Point(x=b["left"], y=b["top"]),
+                    end=lb_types.Point(x=b["left"] + b["width"], y=b["top"] + b["height"]),
+                ),
+            )
+        else:
+            answer = lb_types.ClassificationAnswer(name=line["answer"]["name"], confidence=line["answer"]["confidence"])
+            ann = lb_types.ClassificationAnnotation(name=line["name"], value=lb_types.Radio(answer=answer))
+        labels.append(lb_types.Label(data={"global_key": line["dataRow"]["globalKey"]}, annotations=[ann]))
+    return [dict(x) for x in NDJsonConverter.serialize(labels)]
+
+
+def _same_lines(sdk: list[dict[str, Any]], ours: list[dict[str, Any]]) -> None:
+    """Equal but for the random uuids (and float noise of the SDK's corner -> size arithmetic)."""
+    assert len(sdk) == len(ours)
+    for a, b in zip(sdk, ours, strict=True):
+        assert set(a) - {"uuid"} == set(b) - {"uuid"}
+        for key in set(a) - {"uuid", "bbox"}:
+            assert a[key] == b[key], key
+        if "bbox" in a:
+            assert a["bbox"].keys() == b["bbox"].keys()
+            assert all(a["bbox"][k] == pytest.approx(b["bbox"][k], abs=1e-6) for k in a["bbox"])
 
 
 def test_labelbox_data_rows_and_prelabels(store: Store, tmp_path: Path, det: Any) -> None:
@@ -299,6 +335,8 @@ def test_labelbox_data_rows_and_prelabels(store: Store, tmp_path: Path, det: Any
     _match_all(_true_boxes(det), got)
     onto = json.loads((out / "ontology.json").read_text())
     assert [t["name"] for t in onto["tools"]] == CLASSES and {t["tool"] for t in onto["tools"]} == {"rectangle"}
+    sdk = _labelbox_sdk_lines(lines, "detection")
+    _same_lines(sdk, lines)
 
 
 def test_labelbox_classification_answers(store: Store, tmp_path: Path, cls: Any) -> None:
@@ -309,6 +347,11 @@ def test_labelbox_classification_answers(store: Store, tmp_path: Path, cls: Any)
         assert line["answer"]["name"] == cls.rows[line["dataRow"]["globalKey"].split("/", 1)[1]]["pred_label"]
     onto = json.loads((out / "ontology.json").read_text())
     assert [o["value"] for o in onto["classifications"][0]["options"]] == CLASSES
+    sdk = _labelbox_sdk_lines(lines, "classification")
+    _same_lines(sdk, lines)
+
+
+# -- SageMaker (no library for the manifest here: documented fields, one by one) ---------------------
 
 
 def test_sagemaker_manifest(store: Store, tmp_path: Path, det: Any, cls: Any) -> None:
