@@ -89,7 +89,7 @@ def test_map_draws_the_demo_points(demo_server: Any, analyzed_demo: Any, page: A
         """() => { const m = edgeminer.ui.map, p = edgeminer.state.pts;
                    let i = 0;
                    for (let k = 0; k < p.n; k++) if (p.outcomeNames[p.outcome[k]] === 'wrong_class') { i = k; break; }
-                   const [x, y] = m.toScreen(p.xy[2 * i], p.xy[2 * i + 1]);
+                   const [x, y] = m.toScreen(p.xy[2 * i], p.xy[2 * i + 1]).map(Math.round);
                    return [p.ids[m.pick(x, y)], x, y]; }"""
     )
     box = page.locator("#overlay").bounding_box()
