@@ -247,12 +247,12 @@ class Projector:
         if not hasattr(self, "embedding_"):
             raise RuntimeError("Projector is not fitted: nothing to save")
         state = dict(self.__dict__)
-        return pickle.dumps({"format": 1, "state": state}, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps({"format": 2, "state": state}, protocol=pickle.HIGHEST_PROTOCOL)
 
     @classmethod
     def loads(cls, data: bytes) -> Projector:
         payload = pickle.loads(data)  # noqa: S301 - our own file under the data directory
-        if not isinstance(payload, dict) or payload.get("format") != 1:
+        if not isinstance(payload, dict) or payload.get("format") != 2:  # 1: kept the UMAP object
             raise ValueError("unknown projection state format: run analyze with --refit")
         obj = cls.__new__(cls)
         obj.__dict__.update(payload["state"])

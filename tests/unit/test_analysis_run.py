@@ -173,3 +173,13 @@ def test_demo_slices_are_top_failure_clusters(demo_env: object) -> None:
         assert s["precision"] >= 0.3 and s["recall"] >= 0.5, s
     tab = store.query("demo", where="status = 'ok'", columns=["x", "y", "cluster"])
     assert tab["x"].null_count == 0 and tab["cluster"].null_count == 0
+
+
+def test_unreadable_state_means_refit(store: Store) -> None:
+    syn = _synth(store)
+    analyze(store, "synth", FAST)
+    doc = load_analysis(store, "synth") or {}
+    (Path(store.uri) / doc["state"]["file"]).write_bytes(b"not a pickle")
+    store.upsert_samples("synth", _new_rows(syn, near_cluster=0, n=3))
+    rep = analyze(store, "synth", FAST)
+    assert rep.mode == "fit" and rep.fitted == 253
