@@ -103,6 +103,12 @@ def stop_server(server: Server) -> None:
 
 
 @pytest.fixture(scope="session")
+def browser_ok() -> None:
+    """Listed first by the server fixtures: without a browser, skip before building the demo."""
+    require_browser()
+
+
+@pytest.fixture(scope="session")
 def analyzed_demo(demo_env):  # type: ignore[no-untyped-def]
     """The demo with its analysis done (the map needs x, y and clusters)."""
     from indexer.analysis.run import analyze, load_analysis
@@ -113,8 +119,7 @@ def analyzed_demo(demo_env):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def demo_server(analyzed_demo, tmp_path_factory) -> Iterator[Server]:  # type: ignore[no-untyped-def]
-    require_browser()
+def demo_server(browser_ok, analyzed_demo, tmp_path_factory) -> Iterator[Server]:  # type: ignore[no-untyped-def]
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     server = start_server(analyzed_demo.data_dir, log, media_roots=(analyzed_demo.demo_dir,))
     try:

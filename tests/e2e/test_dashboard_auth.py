@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Server, require_browser, start_server, stop_server
+from conftest import Server, start_server, stop_server
 
 pytestmark = pytest.mark.e2e
 
@@ -19,8 +19,9 @@ KEY = "e2e-" + uuid.uuid4().hex
 
 
 @pytest.fixture(scope="module")
-def keyed_server(analyzed_demo: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    require_browser()
+def keyed_server(
+    browser_ok: None, analyzed_demo: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("serve-key") / "serve.log"
     server = start_server(analyzed_demo.data_dir, log, api_key=KEY, media_roots=(analyzed_demo.demo_dir,))
     try:
