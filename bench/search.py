@@ -110,6 +110,8 @@ def run_size(store: Store, n: int, args: argparse.Namespace) -> list[dict[str, A
     ours, peer = f"bench{n}", f"bench{n}-default"
     build(store, ours, vecs, buckets, None)
     build(store, peer, vecs, buckets, {})
+    if args.build_only:
+        return []
     rng = np.random.default_rng(args.seed + 1)
     picks = rng.choice(n, size=args.queries, replace=False)
     queries = normalize(
@@ -209,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--crossover", action="store_true", help="also time exact vs index by candidate count")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    p.add_argument("--build-only", action="store_true", help="build (and cache) the tables, measure nothing")
     args = p.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     store = Store(Path(args.cache) / f"d{args.dim}-c{args.clusters}-s{args.seed}")

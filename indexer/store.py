@@ -225,10 +225,10 @@ def ids_in(ids: Iterable[str]) -> str:
 
 #: rows at which a vector index is worth building; below it exact search is fast enough.
 VECTOR_INDEX_MIN_ROWS = 50_000
-#: IVF partitions probed and the re-rank depth (x k, on the full vectors) of an index search; with
-#: ~sqrt(n) partitions these keep recall@10 >= 0.95 at 1M x 512 (bench/search.py).
+#: IVF partitions probed without a filter (divided by the filter's selectivity with one) and the
+#: re-rank depth (x k, on the full vectors) of an index search (bench/search.py).
 SEARCH_NPROBES = 40
-SEARCH_REFINE_FACTOR = 10
+SEARCH_REFINE_FACTOR = 20
 #: unindexed rows (appended since the index was built) that trigger an optimize().
 REINDEX_UNINDEXED_ROWS = 20_000
 #: columns that get a scalar index (filters on them are common and slow without one).
@@ -667,44 +667,93 @@ class Store:
         where: str | None = None,
         columns: Sequence[str] | None = None,
         exact: bool | None = None,
-        nprobes: int | None = SEARCH_NPROBES,
+        nprobes: int | None = None,
         refine_factor: int | None = SEARCH_REFINE_FACTOR,
+        candidates: int | None = None,
+        lancedb_defaults: bool = False,
     ) -> pa.Table:
         """Nearest ok rows to ``vector`` by cosine distance (``_distance`` = 1 - cos), filter applied
         *before* the search so ``k`` results come back whenever ``k`` rows match.
 
-        ``exact=None`` picks: exact (flat) search when there is no vector index or the filter leaves
-        at most EXACT_SEARCH_MAX_CANDIDATES rows, the IVF_PQ index with ``nprobes`` partitions and
-        ``refine_factor`` x k re-ranked on the full vectors otherwise (None = LanceDB's default). If
-        the probed partitions hold fewer than ``k`` matching rows, the search is redone exactly.
+        ``exact=None`` picks: exact search when there is no vector index or the filter leaves at most
+        EXACT_SEARCH_MAX_CANDIDATES rows (their vectors are read and ranked in numpy: LanceDB's flat
+        search scans every vector whatever the filter), else the IVF_PQ index, prefiltered, probing
+        ``nprobes`` partitions (default: SEARCH_NPROBES / the filter's selectivity, so a selective
+        filter still sees enough matching rows) and re-ranking ``refine_factor`` x k on the full
+        vectors. If the probed partitions hold fewer than ``k`` matching rows, the search is redone
+        exactly. ``candidates``: the filter's row count when the caller knows it (saves a count).
+        ``lancedb_defaults``: the index with LanceDB's default query settings (a benchmark peer).
+
+        Rows with status 'ok' carry an embedding (error rows have none), so the filter does not test
+        ``embedding IS NOT NULL``: that test reads every vector.
         """
         tbl = self._samples(dataset)
-        clause = "status = 'ok' AND embedding IS NOT NULL"
+        clause = "status = 'ok'"
         if where:
             clause = f"({where}) AND {clause}"
         vec = np.asarray(vector, dtype=np.float32).reshape(-1)
+        k = int(k)
+        if exact is None or (not exact and nprobes is None and not lancedb_defaults):
+            if candidates is None:
+                candidates = int(tbl.count_rows(clause))
         if exact is None:
-            exact = not self.has_vector_index(dataset) or tbl.count_rows(clause) <= EXACT_SEARCH_MAX_CANDIDATES
-
-        def run(flat: bool) -> pa.Table:
-            q = tbl.search(vec, vector_column_name="embedding").distance_type("cosine")
-            q = q.where(clause, prefilter=True)
-            if columns is not None:
-                q = q.select(list(dict.fromkeys(["id", *columns])))
-            q = q.limit(int(k))
-            if flat:
-                q = q.bypass_vector_index()
-            else:
-                if nprobes is not None:
-                    q = q.nprobes(int(nprobes))
-                if refine_factor is not None:
-                    q = q.refine_factor(int(refine_factor))
-            return q.to_arrow()
-
-        result = run(bool(exact))
-        if not exact and result.num_rows < k and tbl.count_rows(clause) > result.num_rows:
-            result = run(True)  # a selective filter left too few rows in the probed partitions
+            exact = not self.has_vector_index(dataset) or (candidates or 0) <= EXACT_SEARCH_MAX_CANDIDATES
+        cols = None if columns is None else list(dict.fromkeys(["id", *columns]))
+        if exact:
+            return self._exact_search(dataset, tbl, vec, k, clause, cols)
+        q = tbl.search(vec, vector_column_name="embedding").distance_type("cosine")
+        q = q.where(clause, prefilter=True).limit(k)
+        if cols is not None:
+            q = q.select(cols)
+        if not lancedb_defaults:
+            if nprobes is None:
+                total = max(1, int(tbl.count_rows()))
+                share = max(1e-6, (candidates or total) / total)
+                nprobes = min(4096, max(SEARCH_NPROBES, math.ceil(SEARCH_NPROBES / share)))
+            q = q.nprobes(int(nprobes))
+            if refine_factor is not None:
+                q = q.refine_factor(int(refine_factor))
+        result = q.to_arrow()
+        if result.num_rows < k and int(tbl.count_rows(clause)) > result.num_rows:
+            return self._exact_search(dataset, tbl, vec, k, clause, cols)  # too few rows in the probed partitions
         return result
+
+    def _exact_search(
+        self, dataset: str, tbl: Any, vec: np.ndarray, k: int, clause: str, cols: list[str] | None
+    ) -> pa.Table:
+        """Brute force over the rows matching ``clause``: read their vectors (in batches), rank in numpy."""
+        info = self.get_dataset(dataset)
+        norm = float(np.linalg.norm(vec)) or 1.0
+        q = vec / norm
+        best_d = np.zeros(0, np.float32)
+        best_rows: pa.Table | None = None
+        want = list(tbl.schema.names) if cols is None else list(dict.fromkeys([*cols, "embedding"]))
+        scan = tbl.search().where(clause).select(want).limit(max(1, int(tbl.count_rows(clause))))
+        for batch in scan.to_batches(EXACT_BATCH_ROWS):
+            part = pa.Table.from_batches([batch])
+            emb = part.column("embedding")
+            valid = pc.is_valid(emb)
+            if not pc.all(valid).as_py():
+                part = part.filter(valid)
+                emb = part.column("embedding")
+            if part.num_rows == 0:
+                continue
+            m = embeddings_to_numpy(emb, info.dim)
+            norms = np.linalg.norm(m, axis=1)
+            d = 1.0 - (m @ q) / np.maximum(norms, 1e-12)
+            if len(d) > k:
+                top = np.argpartition(d, k - 1)[:k]
+                part, d = part.take(pa.array(top, pa.int64())), d[top]
+            merged = part if best_rows is None else pa.concat_tables([best_rows, part.select(best_rows.column_names)])
+            dist = np.concatenate([best_d, d.astype(np.float32)])
+            order = np.argsort(dist, kind="stable")[:k]
+            best_rows, best_d = merged.take(pa.array(order, pa.int64())), dist[order]
+        names = want if cols is None else cols
+        if best_rows is None:
+            best_rows = pa.schema([tbl.schema.field(c) for c in names]).empty_table()
+        elif cols is not None and "embedding" not in cols:
+            best_rows = best_rows.drop_columns(["embedding"])
+        return best_rows.append_column("_distance", pa.array(best_d, pa.float32()))
 
     # -- indexes --------------------------------------------------------------------------------
 
@@ -825,7 +874,9 @@ class Store:
 
 
 #: a filter leaving at most this many candidates is searched exactly (measured in bench/search.py).
-EXACT_SEARCH_MAX_CANDIDATES = 20_000
+EXACT_SEARCH_MAX_CANDIDATES = 2_000
+#: rows per batch when the exact search reads candidate vectors.
+EXACT_BATCH_ROWS = 65_536
 
 
 def _pick_sub_vectors(dim: int) -> int:

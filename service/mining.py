@@ -42,8 +42,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 
-from indexer.store import EXACT_SEARCH_MAX_CANDIDATES, Store, ids_in, sql_quote
+from indexer.store import EXACT_SEARCH_MAX_CANDIDATES, Store, embeddings_to_numpy, ids_in, sql_quote
 
 AGGREGATIONS = ("modes", "round_robin", "min_distance", "mean", "reciprocal_rank")
 DEFAULT_AGGREGATION = "modes"
@@ -321,7 +322,7 @@ def candidate_where(
 ) -> str:
     """The candidate clause: unlabeled (unless include_labeled), the caller's filter (already built
     by service/filters.py), not exported (unless include_exported), not a seed, ok rows."""
-    parts = ["status = 'ok'", "embedding IS NOT NULL"]
+    parts = ["status = 'ok'"]  # ok rows carry an embedding; testing it would read every vector
     if not include_labeled:
         parts.append("(labeled = false OR labeled IS NULL)")
     if not include_exported:
@@ -354,9 +355,11 @@ class NeighbourSearch:
 
     def _load(self) -> tuple[np.ndarray, np.ndarray]:
         if self._ids is None or self._vecs is None:
-            ids, vecs = self.store.vectors(self.dataset, where=self.where)
-            self._ids = np.asarray(ids, dtype=object)
-            self._vecs = normalize(vecs)
+            dim = self.store.get_dataset(self.dataset).dim
+            table = self.store.query(self.dataset, where=self.where, columns=["id", "embedding"])
+            table = table.filter(pc.is_valid(table["embedding"]))
+            self._ids = np.asarray(table["id"].to_pylist(), dtype=object)
+            self._vecs = normalize(embeddings_to_numpy(table["embedding"], dim))
         return self._ids, self._vecs
 
     def ranked(self, queries: np.ndarray, depth: int) -> list[tuple[list[str], np.ndarray]]:
@@ -382,7 +385,8 @@ class NeighbourSearch:
         out = []
         for q in queries:
             table = self.store.search(
-                self.dataset, q, k=depth, where=self.where, columns=["id"], exact=self.exact
+                self.dataset, q, k=depth, where=self.where, columns=["id"], exact=self.exact,
+                candidates=self.n_candidates,
             )
             out.append((table["id"].to_pylist(), np.asarray(table["_distance"].to_numpy(), np.float32)))
         return out
@@ -497,7 +501,7 @@ def mode_weights(
             out.append(size * (wrong / judged if judged else 1.0))
         return out
     # judged rows near each seed, the other seeds included (they are failures there too), itself not
-    judged = NeighbourSearch(store, dataset, "status = 'ok' AND embedding IS NOT NULL AND correct IS NOT NULL")
+    judged = NeighbourSearch(store, dataset, "status = 'ok' AND correct IS NOT NULL")
     if judged.n_candidates == 0:
         return sizes
     lists = judged.ranked(resolved.vectors, LOCAL_ERROR_K + 1)

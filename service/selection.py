@@ -92,8 +92,6 @@ def select(
     _check(strategy, budget, explore, per_class_cap)
     version = store.version(dataset)
     clause = candidate_where(where, include_labeled=include_labeled, include_exported=include_exported)
-    # selection does not need an embedding: drop that part of the candidate clause
-    clause = clause.replace("embedding IS NOT NULL AND ", "")
     score_col = None if strategy == "random" else strategy
     cols = ["id", "pred_label"] + ([score_col] if score_col else [])
     table = store.query(dataset, where=clause, columns=cols)

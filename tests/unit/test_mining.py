@@ -340,3 +340,25 @@ def test_modes_weight_systematic_failures_over_stray_ones(store: Store) -> None:
     assert sum(r["id"].startswith("m0-") for r in flat.rows) == 5
     with pytest.raises(MiningError, match="mode_weighting"):
         mine(store, "sys", seeds, budget=10, mode_weighting="vibes")
+
+
+def test_store_search_exact_and_index_paths(store: Store) -> None:
+    all_ids, vecs = _random_dataset(store, n=1200, dim=16, seed=11)
+    q = normalize(np.random.default_rng(2).normal(size=(1, 16)))[0]
+    mask = np.asarray([i.endswith(("1", "2", "3")) for i in all_ids])
+    d = 1 - vecs @ q
+    d[~mask] = np.inf
+    truth = [all_ids[j] for j in np.argsort(d)[:10]]
+    where = "id LIKE '%1' OR id LIKE '%2' OR id LIKE '%3'"
+    got = store.search("rand", q, k=10, where=where, columns=["split"])
+    assert got["id"].to_pylist() == truth and got.column_names == ["id", "split", "_distance"]
+    assert np.allclose(got["_distance"].to_numpy(), np.sort(d)[:10], atol=1e-5)
+    full = store.search("rand", q, k=3, exact=True)
+    assert "embedding" in full.column_names and "split" in full.column_names and full.num_rows == 3
+    assert store.search("rand", q, k=5, where="id = 'none'", columns=["split"]).num_rows == 0
+    store.ensure_indexes("rand", force=True)
+    approx = store.search("rand", q, k=10, where=where, columns=["split"], exact=False)
+    assert len(set(approx["id"].to_pylist()) & set(truth)) >= 9
+    # a filter the probed partitions cannot fill: redone exactly, k rows still come back
+    few = store.search("rand", q, k=10, where="id < 'r0012'", exact=False, nprobes=1)
+    assert few.num_rows == 10
