@@ -197,7 +197,9 @@ function setImage(img, id, size = "thumb", onFail = null) {
   request(mediaURL(id, size))
     .then((r) => r.blob())
     .then((b) => {
-      img.src = URL.createObjectURL(b);
+      const url = URL.createObjectURL(b);
+      img.addEventListener("load", () => URL.revokeObjectURL(url), { once: true });
+      img.src = url;
     })
     .catch(fail);
 }
@@ -207,15 +209,14 @@ function setImage(img, id, size = "thumb", onFail = null) {
 // ---------------------------------------------------------------------------------------------
 
 async function loadDatasets() {
-  let list;
+  // /health needs no key and says whether reads do: then images are fetched with the key too
   try {
-    list = await getJSON(`${API}/datasets`);
+    const health = await getJSON(`${API}/health`);
+    state.readsNeedKey = health.auth === "reads_and_writes";
   } catch (err) {
-    if (err instanceof ApiError && err.status === 401) state.readsNeedKey = true;
-    throw err;
+    state.readsNeedKey = false;
   }
-  if (apiKey()) state.readsNeedKey = true;
-  state.datasets = Array.isArray(list) ? list : list.datasets || list.items || [];
+  state.datasets = await getJSON(`${API}/datasets`);
   const sel = $("#dataset");
   sel.replaceChildren(...state.datasets.map((d) => h("option", { value: d.name, text: d.name })));
   if (!state.datasets.length) {

@@ -103,3 +103,30 @@ def test_key_is_asked_once_and_errors_are_shown(
     assert detail in toast.inner_text()
     assert detail in page.inner_text("#mine-status")
     page.screenshot(path=str(artifacts / "api-error.png"))
+
+
+def test_reads_behind_the_key_ask_at_load_and_images_still_show(
+    browser_ok: None, analyzed_demo: Any, page: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EDGEMINER_API_KEY_FOR_READS", "true")
+    server = start_server(
+        analyzed_demo.data_dir, tmp_path / "serve.log", api_key=KEY, media_roots=(analyzed_demo.demo_dir,)
+    )
+    try:
+        assert httpx.get(server.api("/datasets"), timeout=10).status_code == 401
+        page.goto(f"{server.url}/?dataset=demo")
+        page.wait_for_selector("#key-dialog[open]")
+        page.fill("#key-form input[name=key]", KEY)
+        page.click("#key-form button[value=ok]")
+        page.wait_for_function("window.edgeminer && window.edgeminer.ready", timeout=60_000)
+        assert page.evaluate("edgeminer.state.pts.n") > 1000
+        # thumbnails are fetched with the header (an <img src> could not send it) and do load
+        page.locator("#cluster-table tbody tr").first.click()
+        page.wait_for_selector("#cluster-worst .tile img")
+        page.wait_for_function(
+            "[...document.querySelectorAll('#cluster-worst .tile img')].every(i => i.complete && i.naturalWidth > 0)",
+            timeout=30_000,
+        )
+        assert page.eval_on_selector("#cluster-worst .tile img", "i => i.src.startsWith('blob:')")
+    finally:
+        stop_server(server)
