@@ -36,6 +36,7 @@ import functools
 import io
 import json
 import math
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -319,19 +320,49 @@ def candidate_where(
     include_labeled: bool = False,
     include_exported: bool = False,
     exclude_ids: Sequence[str] = (),
+    exported_ids: Sequence[str] | None = None,
 ) -> str:
     """The candidate clause: unlabeled (unless include_labeled), the caller's filter (already built
-    by service/filters.py), not exported (unless include_exported), not a seed, ok rows."""
+    by service/filters.py), not exported (unless include_exported), not a seed, ok rows.
+
+    ``exported_ids`` (the rows whose ``exported`` list is non-empty, see :func:`exported_ids`) turns
+    the "not exported" test into an id exclusion that the id index answers; without it the clause
+    tests the list column, which reads it for every row."""
     parts = ["status = 'ok'"]  # ok rows carry an embedding; testing it would read every vector
     if not include_labeled:
         parts.append("(labeled = false OR labeled IS NULL)")
+    excluded = list(exclude_ids)
     if not include_exported:
-        parts.append("(exported IS NULL OR array_length(exported) = 0)")
+        if exported_ids is None or len(exported_ids) > MAX_EXCLUDED_IDS:
+            parts.append("(exported IS NULL OR array_length(exported) = 0)")
+        else:
+            excluded.extend(exported_ids)
     if where:
         parts.append(f"({where})")
-    if exclude_ids:
-        parts.append(f"NOT ({ids_in(exclude_ids)})")
+    if excluded:
+        parts.append(f"NOT ({ids_in(dict.fromkeys(excluded))})")
     return " AND ".join(parts)
+
+
+#: most ids an exclusion list may hold before the clause tests the exported column instead.
+MAX_EXCLUDED_IDS = 20_000
+_EXPORTED_CACHE: dict[tuple[str, str, int], list[str]] = {}
+_EXPORTED_LOCK = threading.Lock()
+
+
+def exported_ids(store: Store, dataset: str) -> list[str]:
+    """Ids of rows already exported (non-empty ``exported``), cached per table version."""
+    key = (store.uri, dataset, store.version(dataset))
+    with _EXPORTED_LOCK:
+        hit = _EXPORTED_CACHE.get(key)
+    if hit is not None:
+        return hit
+    ids = store.query(dataset, where="array_length(exported) > 0", columns=["id"])["id"].to_pylist()
+    with _EXPORTED_LOCK:
+        if len(_EXPORTED_CACHE) > 64:
+            _EXPORTED_CACHE.clear()
+        _EXPORTED_CACHE[key] = ids
+    return ids
 
 
 class NeighbourSearch:
@@ -609,7 +640,11 @@ def mine(
     version = store.version(dataset)
     row_seed_ids = [i for i in resolved.ids if not i.startswith(("text:", "image:"))]
     clause = candidate_where(
-        where, include_labeled=include_labeled, include_exported=include_exported, exclude_ids=row_seed_ids
+        where,
+        include_labeled=include_labeled,
+        include_exported=include_exported,
+        exclude_ids=row_seed_ids,
+        exported_ids=None if include_exported else exported_ids(store, dataset),
     )
     engine = NeighbourSearch(store, dataset, clause, exact=exact)
     target = min(budget, engine.n_candidates)

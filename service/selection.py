@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from indexer.store import Store
-from service.mining import MiningError, candidate_where
+from service.mining import MiningError, candidate_where, exported_ids
 
 STRATEGIES = ("least_confidence", "margin", "ratio", "entropy", "mc_variance", "bald", "random")
 _MC_HINT = "it needs MC-dropout passes at ingest (--mc-passes with a torchscript model that has dropout)"
@@ -91,7 +91,12 @@ def select(
     fails with a message saying how to get it."""
     _check(strategy, budget, explore, per_class_cap)
     version = store.version(dataset)
-    clause = candidate_where(where, include_labeled=include_labeled, include_exported=include_exported)
+    clause = candidate_where(
+        where,
+        include_labeled=include_labeled,
+        include_exported=include_exported,
+        exported_ids=None if include_exported else exported_ids(store, dataset),
+    )
     score_col = None if strategy == "random" else strategy
     cols = ["id", "pred_label"] + ([score_col] if score_col else [])
     table = store.query(dataset, where=clause, columns=cols)
