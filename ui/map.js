@@ -92,6 +92,9 @@ export class PointMap {
     this.mode = "pan";
     this.frames = 0;
     this.lastFrameMs = 0;
+    this.lod = 1; // share of the points drawn while the view moves (see _adaptLod)
+    this.interacting = false;
+    this.drawnLast = 0;
     this.onHover = null; // (index | -1, clientX, clientY) => void
     this.onSelect = null; // (Uint32Array indices, kind) => void
     this.onClickPoint = null; // (index) => void
@@ -358,13 +361,39 @@ export class PointMap {
   requestDraw() {
     if (this._pending) return;
     this._pending = true;
-    requestAnimationFrame(() => {
+    requestAnimationFrame((ts) => {
       this._pending = false;
+      if (this.interacting) this._adaptLod(ts);
+      this._lastTs = ts;
       this.draw();
     });
   }
 
-  draw() {
+  /**
+   * Level of detail while panning / zooming: when frames come slower than ~25 fps (software GL, a
+   * weak GPU, a million points) only a share of the points is drawn until the motion stops; the full
+   * set is drawn 200 ms later. Highlighted points are always drawn. Rows are in id order, which is
+   * unrelated to map position, so a prefix is an even sample of the map.
+   */
+  _adaptLod(ts) {
+    const dt = this._lastTs ? ts - this._lastTs : 0;
+    if (dt <= 0 || dt > 500) return; // first frame of a gesture: nothing measured yet
+    if (dt > 40) this.lod = Math.max(0.05, this.lod * 0.6);
+    else if (dt < 22) this.lod = Math.min(1, this.lod * 1.25);
+  }
+
+  _interacted() {
+    this.interacting = true;
+    clearTimeout(this._idleTimer);
+    this._idleTimer = setTimeout(() => {
+      this.interacting = false;
+      this._lastTs = 0;
+      this.requestDraw();
+    }, 200);
+  }
+
+  /** Draw now; `full` ignores the level of detail (every point, even mid-gesture). */
+  draw(full = false) {
     const t0 = performance.now();
     const gl = this.gl;
     gl.viewport(0, 0, this.canvas.width, this.canvas.height);
@@ -384,7 +413,9 @@ export class PointMap {
       gl.uniform1f(this.loc.size, size * dpr);
       gl.uniform1f(this.loc.dim, this.hiCount ? 1 : 0);
       gl.uniform1f(this.loc.ring, 0);
-      gl.drawArrays(gl.POINTS, 0, this.n);
+      const count = !full && this.interacting && this.lod < 1 ? Math.max(Math.min(this.n, 20000), Math.floor(this.n * this.lod)) : this.n;
+      gl.drawArrays(gl.POINTS, 0, count);
+      this.drawnLast = count;
       if (this.hiCount) {
         gl.uniform1f(this.loc.dim, 0);
         gl.uniform1f(this.loc.ring, 1);
@@ -402,7 +433,7 @@ export class PointMap {
 
   /** Draw now and count pixels that differ from the background (for tests and the bench). */
   litPixels() {
-    this.draw();
+    this.draw(true);
     const gl = this.gl;
     const w = this.canvas.width;
     const h = this.canvas.height;
@@ -442,6 +473,7 @@ export class PointMap {
         v.cx = x - (px - this.cssW / 2) / v.scale;
         v.cy = y + (py - this.cssH / 2) / v.scale;
         this._userMoved = true;
+        this._interacted();
         this.requestDraw();
       },
       { passive: false }
@@ -469,6 +501,7 @@ export class PointMap {
         this.view.cx -= (p[0] - d.last[0]) / this.view.scale;
         this.view.cy += (p[1] - d.last[1]) / this.view.scale;
         this._userMoved = true;
+        this._interacted();
         this.requestDraw();
       } else {
         d.path.push(p);

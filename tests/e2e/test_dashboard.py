@@ -102,6 +102,15 @@ def test_map_draws_the_demo_points(demo_server: Any, analyzed_demo: Any, page: A
     row = store.get_samples("demo", [pid], columns=["id", "label", "pred_label"]).to_pylist()[0]
     assert pid in tip and f"label\t{row['label']}" in tip.replace("\n", "\t") and row["pred_label"] in tip
     page.screenshot(path=str(artifacts / "map.png"))
+    # a drag in pan mode moves the view by the drag; once the motion stops every point is drawn again
+    cx0, scale = page.evaluate("[edgeminer.ui.map.view.cx, edgeminer.ui.map.view.scale]")
+    page.mouse.move(box["x"] + 300, box["y"] + 300)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 400, box["y"] + 300, steps=10)
+    page.mouse.up()
+    cx1 = page.evaluate("edgeminer.ui.map.view.cx")
+    assert cx1 == pytest.approx(cx0 - 100 / scale, abs=1.5 / scale)
+    page.wait_for_function(f"!edgeminer.ui.map.interacting && edgeminer.ui.map.drawnLast === {placed}")
     assert_no_js_errors(page)
 
 
