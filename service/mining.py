@@ -416,10 +416,14 @@ class NeighbourSearch:
         out = []
         for q in queries:
             table = self.store.search(
-                self.dataset, q, k=depth, where=self.where, columns=["id"], exact=self.exact,
+                self.dataset, q, k=depth, where=self.where, columns=["id", "embedding"], exact=self.exact,
                 candidates=self.n_candidates,
             )
-            out.append((table["id"].to_pylist(), np.asarray(table["_distance"].to_numpy(), np.float32)))
+            ids = table["id"].to_pylist()
+            if table.num_rows:
+                vecs = normalize(embeddings_to_numpy(table["embedding"], len(q)))
+                self._vec_cache.update(zip(ids, vecs, strict=True))
+            out.append((ids, np.asarray(table["_distance"].to_numpy(), np.float32)))
         return out
 
     def vectors_of(self, ids: Sequence[str]) -> np.ndarray:
