@@ -667,6 +667,7 @@ async function showDetail(id) {
   info.replaceChildren(h("p", { class: "muted", text: "loading…" }));
   const img = $("#detail-img");
   img.removeAttribute("src");
+  img.classList.remove("crop");
   $("#detail-box").replaceChildren();
   if (!dlg.open) dlg.showModal();
   try {
@@ -681,7 +682,8 @@ async function showDetail(id) {
       setImage(img, row.parent_id, "full", () => {
         img.onload = null;
         $("#detail-box").replaceChildren();
-        note.textContent = "Showing the object's crop: its full image is not a row of this dataset.";
+        note.textContent = "The image shows the object's box, cut out of its image.";
+        img.classList.add("crop");
         setImage(img, id, "full");
       });
     } else {
@@ -691,10 +693,10 @@ async function showDetail(id) {
     const add = (k, v) => kv.append(h("span", { class: "muted", text: k }), h("span", { text: v ?? "–" }));
     add("id", row.id);
     add("split", row.split);
-    add("ground truth", row.label ?? (row.labeled ? "–" : "unlabeled"));
+    add("ground truth", row.label ?? (row.outcome === "false_positive" ? "nothing there (false positive)" : row.labeled ? "–" : "unlabeled"));
     add("prediction", row.pred_label);
     add("outcome", OUTCOME_NAMES[row.outcome] || row.outcome || (row.labeled ? "–" : "unlabeled"));
-    add("cluster", row.cluster === null || row.cluster === undefined ? "–" : String(row.cluster));
+    add("cluster", row.cluster === null || row.cluster === undefined ? "–" : row.cluster === -1 ? "noise" : String(row.cluster));
     for (const s of scoreFields()) if (row[s] !== null && row[s] !== undefined) add(s.replace("_", " "), num(row[s]));
     if (row.bbox) add("box", row.bbox.map((v) => Math.round(v)).join(", "));
     for (const [k, v] of Object.entries(row)) {

@@ -353,8 +353,9 @@ export class PointMap {
     if (!this.bounds) return 3;
     const { minX, minY, maxX, maxY } = this.bounds;
     const zoom = this.view.scale / Math.min(this.cssW / (maxX - minX), this.cssH / (maxY - minY));
-    const base = Math.sqrt((this.cssW * this.cssH) / Math.max(this.n, 1)) * 0.55;
-    const size = Math.max(1.5, Math.min(6, base)) * Math.pow(Math.max(zoom, 0.2), 0.35);
+    const n = this.n;
+    const base = Math.sqrt((this.cssW * this.cssH) / Math.max(n, 1)) * 0.55;
+    const size = Math.max(1.5, Math.min(n < 2000 ? 7 : 6, base)) * Math.pow(Math.max(zoom, 0.2), 0.35);
     return Math.min(size, 14);
   }
 
