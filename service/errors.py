@@ -328,7 +328,13 @@ def install_handlers(app: Any) -> None:
 
     async def on_http(request: Any, exc: Exception) -> Any:
         assert isinstance(exc, StarletteHTTPException)
-        titles = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized", 413: "Payload too large"}
+        titles = {
+            400: "Bad request",
+            401: "Unauthorized",
+            404: "Not found",
+            405: "Method not allowed",
+            413: "Payload too large",
+        }
         err = EdgeminerError(str(exc.detail), title=titles.get(exc.status_code, "HTTP error"))
         err.status = exc.status_code
         err.slug = err.title.lower().replace(" ", "-")

@@ -106,7 +106,49 @@ def create_app(settings: Settings | None = None, *, store: Any = None, jobs: Any
         app.include_router(router, prefix=API_PREFIX, dependencies=deps)
 
     _mount_ui(app, settings)
+    _document_problems(app)
     return app
+
+
+def _document_problems(app: FastAPI) -> None:
+    """Make the OpenAPI schema say what the server sends: every 4xx/5xx response (FastAPI's automatic
+    422 included) is ``application/problem+json`` with the Problem schema."""
+    from fastapi.openapi.utils import get_openapi
+
+    from service.api.models import Problem
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        for path, path_item in schema.get("paths", {}).items():
+            for operation in path_item.values():
+                if not isinstance(operation, dict) or "responses" not in operation:
+                    continue
+                responses = operation["responses"]
+                # a body that cannot be parsed (problem+json from us) or a request the HTTP server
+                # itself refuses, e.g. a request line over its size limit (text/plain from uvicorn)
+                responses.setdefault("400", {"description": "Bad request: malformed or oversized request"})
+                if "{" in path:  # an unknown dataset / sample / job...
+                    responses.setdefault("404", {"description": "Not found"})
+                if operation.get("security"):  # behind the API-key guard
+                    responses.setdefault("401", {"description": "Missing or wrong X-API-Key"})
+                for code, response in operation["responses"].items():
+                    if str(code)[0] in "45":
+                        response["content"] = dict(problem)
+                        if str(code) == "400":
+                            response["content"]["text/plain"] = {"schema": {"type": "string"}}
+                        if str(code) == "422":
+                            response["description"] = "Validation failed"
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _mount_ui(app: FastAPI, settings: Settings) -> None:
