@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
-from conftest import CHROMIUM, CHROMIUM_ARGS, start_server, stop_server  # noqa: E402
+from e2e_support import CHROMIUM, CHROMIUM_ARGS, start_server, stop_server  # noqa: E402
 
 from indexer.store import Store  # noqa: E402
 

@@ -2,104 +2,16 @@
 
 Without /usr/bin/chromium the browser tests skip, unless the environment variable CI is set: then a
 missing browser is a failure (CI must run them). Never `playwright install`: `make browser` installs
-Debian's package.
+Debian's package. The helpers live in e2e_support.py.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = os.environ.get("EDGEMINER_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
-
-
-def require_browser() -> None:
-    if Path(CHROMIUM).is_file():
-        return
-    message = f"{CHROMIUM} is missing: install Debian's chromium (`make browser` or `apt-get install -y chromium`)"
-    if _in_ci():
-        pytest.fail(message + " (CI is set, so browser tests may not skip)")
-    pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    url: str
-    data_dir: Path
-    api_key: str | None
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def api(self, path: str) -> str:
-        return f"{self.url}/api/v1{path}"
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
-def start_server(
-    data_dir: Path, log: Path, *, api_key: str | None = None, media_roots: tuple[Path, ...] = ()
-) -> Server:
-    """`edgeminer serve` in a subprocess on a free port; returns once /api/v1/health answers."""
-    port = free_port()
-    script = Path(sys.executable).with_name("edgeminer")
-    exe = [str(script)] if script.is_file() else [sys.executable, "-m", "service.cli"]
-    cmd = [*exe, "--data-dir", str(data_dir), "serve", "--port", str(port)]
-    cmd += ["--host", "127.0.0.1"]
-    if api_key:
-        cmd += ["--api-key", api_key]
-    for root in media_roots:
-        cmd += ["--media-root", str(root)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("EDGEMINER_API_KEY", None)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    out = log.open("wb")
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
-    server = Server(f"http://127.0.0.1:{port}", data_dir, api_key, proc, log)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"edgeminer serve exited with {proc.returncode}:\n{server.log_text()}")
-        try:
-            if httpx.get(server.api("/health"), timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    stop_server(server)
-    raise RuntimeError(f"edgeminer serve did not answer within 90 s:\n{server.log_text()}")
-
-
-def stop_server(server: Server) -> None:
-    if server.proc.poll() is None:
-        server.proc.terminate()
-        try:
-            server.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait(timeout=10)
+from e2e_support import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Server, require_browser, start_server, stop_server
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Server, start_server, stop_server
+from e2e_support import Server, start_server, stop_server
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import require_browser, start_server, stop_server
+from e2e_support import require_browser, start_server, stop_server
 from PIL import Image, ImageDraw
 
 from indexer.store import Store

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import require_browser, start_server, stop_server
+from e2e_support import require_browser, start_server, stop_server
 from factories import make_synthetic
 
 from indexer.store import Store
