@@ -1206,7 +1206,7 @@ async function startExport(e) {
   e.preventDefault();
   const f = $("#export-form").elements;
   const target = f.format.value;
-  const body = { target, media: "url" };
+  const body = { target, media: f.media.value };
   let what;
   if (f.source.value === "issue") {
     if (!f.issue.value) return toast("There is no issue to export yet: flag a selection first.", "error");
@@ -1377,7 +1377,10 @@ async function loadMetaChart(field) {
 // ---------------------------------------------------------------------------------------------
 
 function showTab(name) {
-  $$(".tabs button").forEach((b) => b.classList.toggle("on", b.dataset.tab === name));
+  $$(".tabs button").forEach((b) => {
+    b.classList.toggle("on", b.dataset.tab === name);
+    b.setAttribute("aria-selected", String(b.dataset.tab === name));
+  });
   $$(".panel").forEach((p) => (p.hidden = p.id !== `tab-${name}`));
   if (name === "insights") ensureInsights();
 }
@@ -1475,11 +1478,11 @@ function wire() {
     showMinedOnMap();
     ui.map.focus(indicesOf(state.mined.map((r) => r.id)));
   });
-  $("#mine-flag").addEventListener("click", async () => {
-    const name = prompt("Name of the issue for these results:", state.minedLabel);
-    if (!name) return;
+  $("#mine-flag-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const name = e.target.elements.name.value.trim();
     try {
-      await flagIssue(name, state.mined.map((r) => r.id));
+      if (await flagIssue(name, state.mined.map((r) => r.id))) e.target.reset();
     } catch (err) {
       showError(err, "Flagging");
     }

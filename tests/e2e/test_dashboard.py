@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
 
 from indexer.analysis.run import load_analysis
 
@@ -242,9 +243,15 @@ def test_lasso_flag_mine_and_export_to_label_studio(
     rows = store.get_samples("demo", kept, columns=["id", "pred_label"]).to_pylist()
     preds = {r["id"]: r["pred_label"] for r in rows}
     for t in tasks:
-        assert t["data"]["image"], t
         result = t["predictions"][0]["result"][0]
         assert result["value"]["choices"] == [preds[t["data"]["edgeminer_id"]]]
+    # images are linked to this server's media route (the form's default), and the links work
+    for t in tasks[:3]:
+        url = t["data"]["image"]
+        assert url.startswith(demo_server.url), url
+        resp = httpx.get(url, timeout=10)
+        assert resp.status_code == 200
+        assert Image.open(io.BytesIO(resp.content)).size[0] > 0
     page.screenshot(path=str(artifacts / "export.png"))
     assert_no_js_errors(page)
 
