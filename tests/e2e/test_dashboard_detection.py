@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 from e2e_support import require_browser, start_server, stop_server
+from factories import make_synthetic
 from PIL import Image, ImageDraw
 
 from indexer.store import Store
@@ -97,5 +98,20 @@ def test_object_rows_show_detection_outcomes_and_their_box(page: Any, tmp_path: 
         assert "false positive" in info and fp["pred_label"] in info
         assert ", ".join(str(int(v)) for v in fp["bbox"]) in info
         page.screenshot(path=str(artifacts / "detection-detail.png"))
+
+        # switching datasets swaps the map, the legend and the panels
+        page.keyboard.press("Escape")
+        make_synthetic(store, "other", n_clusters=2, per_cluster=5)  # not analyzed: no map yet
+        page.reload()
+        page.wait_for_function("window.edgeminer && window.edgeminer.ready", timeout=60_000)
+        assert page.eval_on_selector_all("#dataset option", "os => os.map(o => o.value)") == ["boxes", "other"]
+        page.select_option("#dataset", "other")
+        page.wait_for_function("edgeminer.state.ds === 'other' && edgeminer.state.pts.n === 0")
+        page.wait_for_selector("#map-message:not([hidden])")
+        assert "analyze" in page.inner_text("#map-message")
+        assert "dataset=other" in page.url
+        page.select_option("#dataset", "boxes")
+        page.wait_for_function(f"edgeminer.state.ds === 'boxes' && edgeminer.state.pts.n === {len(rows)}")
+        assert page.is_hidden("#map-message")
     finally:
         stop_server(server)
