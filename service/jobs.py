@@ -25,6 +25,7 @@ of that dict are lifted to the job document.
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import logging
 import os
@@ -324,7 +325,7 @@ class JobRunner:
         kind: str | None = None,
         status: str | None = None,
         limit: int | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> builtins.list[dict[str, Any]]:
         """Jobs newest first (live copies for this runner's jobs, stored docs for the rest)."""
         if dataset is not None:
             self.store.get_dataset(dataset)
@@ -379,9 +380,9 @@ class JobRunner:
 
     # -- restarts -----------------------------------------------------------------------------
 
-    def mark_interrupted(self) -> list[dict[str, Any]]:
+    def mark_interrupted(self) -> builtins.list[dict[str, Any]]:
         """Mark jobs a dead process left queued/running as failed; returns the docs it changed."""
-        changed = []
+        changed: builtins.list[dict[str, Any]] = []
         try:
             datasets = [d.name for d in self.store.list_datasets()]
         except StoreError:
@@ -407,7 +408,9 @@ class JobRunner:
                 log.warning("job %s (%s on %s) was interrupted by a restart", doc["id"], doc.get("kind"), name)
         return changed
 
-    def interrupted(self, kinds: Iterable[str] | None = None, dataset: str | None = None) -> list[dict[str, Any]]:
+    def interrupted(
+        self, kinds: Iterable[str] | None = None, dataset: str | None = None
+    ) -> builtins.list[dict[str, Any]]:
         """Jobs failed by a restart that nobody resumed yet, oldest first."""
         wanted = set(kinds) if kinds is not None else None
         docs = [
@@ -419,10 +422,10 @@ class JobRunner:
 
     def resume(
         self, kinds: Iterable[str], fn_factory: Callable[[dict[str, Any]], JobFn | None]
-    ) -> list[dict[str, Any]]:
+    ) -> builtins.list[dict[str, Any]]:
         """Resubmit interrupted jobs of ``kinds``: ``fn_factory(old_doc)`` returns the function to run
         (or None to leave that job failed). The new job has the old params and ``resumed_from``."""
-        started = []
+        started: builtins.list[dict[str, Any]] = []
         for old in self.interrupted(kinds):
             fn = fn_factory(old)
             if fn is None:

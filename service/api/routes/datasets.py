@@ -185,7 +185,7 @@ def start_ingest(dataset: str, body: IngestRequest, store: StoreDep, jobs: JobsD
             batch_size=body.batch_size,
             workers=body.workers,
             progress=False,
-            on_progress=lambda done, total, message="": ctx.progress(done, total, message),
+            on_progress=ctx.progress,
             run_id=ctx.job_id,
         )
         result = report.as_dict()
