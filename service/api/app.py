@@ -125,7 +125,7 @@ def _document_problems(app: FastAPI) -> None:
         components["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
         problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
         for path, path_item in schema.get("paths", {}).items():
-            for operation in path_item.values():
+            for method, operation in path_item.items():
                 if not isinstance(operation, dict) or "responses" not in operation:
                     continue
                 responses = operation["responses"]
@@ -136,6 +136,8 @@ def _document_problems(app: FastAPI) -> None:
                     responses.setdefault("404", {"description": "Not found"})
                 if operation.get("security"):  # behind the API-key guard
                     responses.setdefault("401", {"description": "Missing or wrong X-API-Key"})
+                    if method.upper() not in ("GET", "HEAD", "OPTIONS"):
+                        responses.setdefault("403", {"description": "Cross-site request refused"})
                 for code, response in operation["responses"].items():
                     if str(code)[0] in "45":
                         response["content"] = dict(problem)

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import hmac
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
 from indexer.store import Store
-from service.errors import ServiceUnavailable, Unauthorized
+from service.errors import Forbidden, ServiceUnavailable, Unauthorized
 from service.jobs import JobRunner
 from service.settings import Settings
 
@@ -77,9 +78,7 @@ def _check(settings: Settings, given: str | None, *, write: bool) -> None:
     raise Unauthorized(f"the {API_KEY_HEADER} header does not match this server's API key")
 
 
-def require_write(
-    settings: SettingsDep, key: Annotated[str | None, Security(_api_key_scheme)] = None
-) -> None:
+def require_write(settings: SettingsDep, key: Annotated[str | None, Security(_api_key_scheme)] = None) -> None:
     _check(settings, key, write=True)
 
 
@@ -90,8 +89,28 @@ def require_read(settings: SettingsDep, key: Annotated[str | None, Security(_api
 def api_guard(
     request: Request, settings: SettingsDep, key: Annotated[str | None, Security(_api_key_scheme)] = None
 ) -> None:
-    """Router-wide check: writes (any method but GET/HEAD/OPTIONS) need the key, reads when configured."""
-    _check(settings, key, write=request.method.upper() not in READ_METHODS)
+    """Router-wide check: writes (any method but GET/HEAD/OPTIONS) need the key, reads when configured;
+    a write a browser sends from another site (its ``Origin`` is neither this server nor a configured
+    CORS origin) is refused even without a key, so a web page cannot drive a local server (CSRF)."""
+    write = request.method.upper() not in READ_METHODS
+    if write:
+        check_origin(request, settings)
+    _check(settings, key, write=write)
+
+
+def check_origin(request: Request, settings: Settings) -> None:
+    origin = request.headers.get("origin")
+    if not origin:
+        return  # not a browser's cross-site request (curl, SDKs, same-origin GET-initiated fetches)
+    if origin in settings.cors_origins or "*" in settings.cors_origins:
+        return
+    netloc = urlsplit(origin).netloc if origin != "null" else ""
+    if netloc and netloc == request.headers.get("host", ""):
+        return
+    raise Forbidden(
+        f"cross-site request from {origin} refused; add that origin to EDGEMINER_CORS_ORIGINS to allow it",
+        origin=origin,
+    )
 
 
 WriteAuth = Annotated[None, Depends(require_write)]

@@ -83,6 +83,21 @@ def test_api_key_on_a_live_server(live_server: Callable[..., str], api_settings:
         assert http.get("/api/v1/datasets/cars").status_code == 200
 
 
+def test_cross_site_writes_are_refused(live_server: Callable[..., str], api_settings: Settings) -> None:
+    base = live_server(api_settings, cors_origins=["https://app.example"])
+    host = base.removeprefix("http://")
+    with httpx.Client(base_url=base, timeout=30) as http:
+        evil = http.post("/api/v1/datasets", json=NEW, headers={"Origin": "https://evil.example"})
+        assert evil.status_code == 403 and "cross-site" in evil.json()["detail"]
+        assert http.post("/api/v1/datasets", json=NEW, headers={"Origin": "null"}).status_code == 403
+        assert http.get("/api/v1/datasets", headers={"Origin": "https://evil.example"}).json() == []
+        same = http.post("/api/v1/datasets", json=NEW, headers={"Origin": f"http://{host}"})
+        assert same.status_code == 201  # the dashboard served by this server
+        allowed = http.post("/api/v1/datasets", json={**NEW, "name": "vans"}, headers={"Origin": "https://app.example"})
+        assert allowed.status_code == 201
+        assert http.post("/api/v1/datasets", json={**NEW, "name": "bikes"}).status_code == 201  # no Origin: curl
+
+
 def test_api_key_for_reads(make_client: Callable[..., TestClient], api_settings: Settings) -> None:
     client = make_client(api_settings, api_key="k", api_key_for_reads=True)
     assert client.get("/api/v1/datasets").status_code == 401

@@ -143,3 +143,16 @@ def test_shell_health_openapi_ui(
     assert with_ui.get("/app.js").text == "console.log(1)"
     is_problem(with_ui.get("/api/v1/nope"), 404)
     assert with_ui.get("/../../etc/passwd").status_code == 404
+
+
+def test_dependencies_can_be_swapped(api_settings: Settings, tmp_path: Path) -> None:
+    from service.api.deps import get_settings, get_store
+
+    other = st.Store(tmp_path / "other")
+    other.create_dataset("elsewhere", dim=2, embedder={"kind": "precomputed"})
+    app = create_app(api_settings)
+    app.dependency_overrides[get_store] = lambda: other
+    app.dependency_overrides[get_settings] = lambda: api_settings.model_copy(update={"api_key": "k"})
+    with TestClient(app) as client:
+        assert [d["name"] for d in client.get("/api/v1/datasets").json()] == ["elsewhere"]
+        assert client.post("/api/v1/datasets", json={"name": "x", "dim": 2}).status_code == 401
