@@ -161,10 +161,21 @@ def demo_round_trip(args: argparse.Namespace, settings: Settings, store: Any) ->
     if not truth_path.is_file():
         print(f"label round trip skipped: {truth_path} is missing (rebuild the demo with --force)")
         return
+    from indexer.store import DocNotFound
+
+    try:  # once per demo dataset: re-running `edgeminer demo` must not label another batch each time
+        done = store.get_doc(DEMO_DATASET, "roundtrip", "demo")
+        print(done["describe"])
+        print("(label round trip already ran on this dataset; `edgeminer demo --force` rebuilds it from scratch)")
+        return
+    except DocNotFound:
+        pass
     rt = run_round_trip(
         store, DEMO_DATASET, data_dir=settings.data_dir, truth=read_truth(truth_path), budget=DEMO_BUDGET
     )
-    print(rt.describe())
+    text = rt.describe()
+    store.put_doc(DEMO_DATASET, "roundtrip", "demo", {"describe": text})
+    print(text)
 
 
 cli.EXTRA_COMMANDS.append(register)
