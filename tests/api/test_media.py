@@ -187,3 +187,44 @@ def test_dataset_media_roots_count_too(
     assert image_of(get(client, "x", "full")).size == (20, 10)
     no_roots = make_client(api_settings, media_roots=[])
     assert image_of(get(no_roots, "x", "full")).size == (20, 10)  # the dataset's own root suffices
+
+
+@pytest.mark.parametrize(
+    "url,ok",
+    [
+        ("http://93.184.216.34/x.png", True),
+        ("https://[2606:4700:4700::1111]/x.png", True),
+        ("http://127.0.0.1/x.png", False),
+        ("http://0.0.0.0/x.png", False),
+        ("http://[::1]/x.png", False),
+        ("http://[::ffff:127.0.0.1]/x.png", False),
+        ("http://192.168.1.10/x.png", False),
+        ("http://172.16.0.1/x.png", False),
+        ("http://100.64.0.1/x.png", False),
+        ("http://169.254.169.254/latest/meta-data", False),
+        ("http://[fe80::1]/x.png", False),
+        ("http://224.0.0.1/x.png", False),
+        ("http://localhost/x.png", False),
+        ("ftp://93.184.216.34/x.png", False),
+        ("http:///x.png", False),
+    ],
+)
+def test_only_public_addresses_are_fetched(url: str, ok: bool) -> None:
+    from service.api.routes.media import check_public_url
+    from service.errors import MediaOutsideRoots
+
+    if ok:
+        check_public_url(url)  # IP literals: no DNS needed
+    else:
+        with pytest.raises(MediaOutsideRoots):
+            check_public_url(url)
+
+
+def test_a_changed_file_gets_a_new_thumbnail(env: Any, make_png: Callable[..., Path]) -> None:
+    client, media, _, settings = env
+    first = get(client, "rel")
+    assert first.headers["x-cache"] == "miss" and get(client, "rel").headers["x-cache"] == "hit"
+    make_png(media / "sub" / "b.png", size=(80, 20), color=(1, 2, 3))
+    os.utime(media / "sub" / "b.png", ns=(1, 10**18))
+    changed = get(client, "rel")
+    assert changed.headers["x-cache"] == "miss" and image_of(changed).size == (80, 20)
