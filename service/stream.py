@@ -129,17 +129,25 @@ class StreamSample:
     model_version: str | None = None
 
 
+def _array(values: Any, field: str) -> np.ndarray:
+    try:
+        return np.asarray(values, dtype=np.float32)
+    except (ValueError, TypeError) as exc:
+        raise StreamError(f"{field} must be a list of numbers (a rectangular one for mc_probs): {exc}") from exc
+
+
 def _sent_in_period(store: Store, dataset: str, start: str) -> int:
     docs = store.list_docs(dataset, "decision")
     return sum(1 for d in docs if d.get("send") and d.get("period_start") == start)
 
 
 def _resolve_uri(uri: str, roots: Sequence[str]) -> Path:
-    path = Path(uri).expanduser()
     try:
-        real = path.resolve(strict=True)
-    except (OSError, RuntimeError) as exc:
+        real = Path(uri).expanduser().resolve(strict=True)
+    except (OSError, RuntimeError, ValueError) as exc:
         raise StreamError(f"uri {uri!r} does not exist on the server; upload the image instead") from exc
+    if not real.is_file():
+        raise StreamError(f"uri {uri!r} is not a file; point it at an image file")
     for root in roots:
         try:
             real.relative_to(Path(root).resolve())
@@ -183,10 +191,14 @@ def decide(
         path = _resolve_uri(sample.uri, roots)
         uri = str(path)
         data = path.read_bytes()
-    probs = None if sample.probs is None else np.asarray(sample.probs, dtype=np.float32).reshape(1, -1)
-    mc = None if sample.mc_probs is None else np.asarray(sample.mc_probs, dtype=np.float32)
+    probs = None if sample.probs is None else _array(sample.probs, "probs").reshape(1, -1)
+    mc = None if sample.mc_probs is None else _array(sample.mc_probs, "mc_probs")
+    if mc is not None and (mc.ndim != 2 or probs is None or mc.shape[1] != probs.shape[1]):
+        raise StreamError("mc_probs must be a list of passes, each as long as probs (shape T x classes)")
     if sample.embedding is not None:
-        vec = np.asarray(sample.embedding, dtype=np.float32).reshape(1, -1)
+        vec = _array(sample.embedding, "embedding").reshape(1, -1)
+        if not np.isfinite(vec).all() or not np.any(vec):
+            raise StreamError("embedding must be finite numbers, not all zero")
         content = vec.tobytes()
     else:
         assert data is not None
