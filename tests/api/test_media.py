@@ -228,3 +228,42 @@ def test_a_changed_file_gets_a_new_thumbnail(env: Any, make_png: Callable[..., P
     os.utime(media / "sub" / "b.png", ns=(1, 10**18))
     changed = get(client, "rel")
     assert changed.headers["x-cache"] == "miss" and image_of(changed).size == (80, 20)
+
+
+def test_fetches_go_to_the_checked_address(make_png: Callable[..., Path], tmp_path: Path) -> None:
+    """The URL is rewritten to the address that passed the check; the server still sees its host name."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import httpx
+
+    from service.api.routes.media import pinned_request
+
+    png = make_png(tmp_path / "remote.png", size=(12, 9)).read_bytes()
+    hosts: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server API
+            hosts.append(self.headers["Host"])
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.end_headers()
+            self.wfile.write(png)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        url, headers, extensions = pinned_request(f"http://images.example.test:{port}/a/b.png?x=1", "127.0.0.1")
+        assert url == f"http://127.0.0.1:{port}/a/b.png?x=1" and extensions == {"sni_hostname": "images.example.test"}
+        with httpx.Client(trust_env=False) as client:
+            resp = client.get(url, headers=headers, extensions=extensions)
+        assert resp.content == png and hosts == [f"images.example.test:{port}"]
+        assert pinned_request("https://h.example/x", "2001:db8::1")[0] == "https://[2001:db8::1]/x"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -9,7 +9,8 @@ character of a file name. The request's id is only ever a database key, never pa
 cache file name is a hash.
 
 http(s) uris are fetched only when ``settings.allow_url_fetch``, and never from a host that resolves
-to a loopback, private, link-local, reserved or multicast address (each redirect is checked again);
+to a loopback, private, link-local, reserved or multicast address (each redirect is checked again, and
+the connection goes to the checked address, so DNS rebinding cannot swap it);
 other schemes (s3://...) are not served.
 
 Object rows (detection data) are cropped from their image by ``bbox`` [x, y, w, h]; a row without a
@@ -99,8 +100,8 @@ def safe_local_path(uri: str, roots: list[tuple[str, str]]) -> Path:
     raise MediaNotFound("the image file of this row no longer exists under the media roots")
 
 
-def check_public_url(url: str) -> None:
-    """Refuse URLs whose host resolves to a non-public address (SSRF guard)."""
+def check_public_url(url: str) -> list[str]:
+    """Refuse URLs whose host resolves to a non-public address (SSRF guard); returns the addresses."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise MediaOutsideRoots(f"only http(s) URLs with a host are fetched, not {parts.scheme or 'this'!r}")
@@ -109,21 +110,41 @@ def check_public_url(url: str) -> None:
         infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError, ValueError) as exc:
         raise MediaNotFound(f"the image host cannot be resolved ({exc})") from None
+    addresses = []
     for info in infos:
         address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
         mapped = getattr(address, "ipv4_mapped", None)
         for a in (address, mapped) if mapped else (address,):
             if not a.is_global or a.is_multicast or a.is_loopback or a.is_link_local or a.is_private:
                 raise MediaOutsideRoots("the image URL points at a private, loopback or link-local address")
+        addresses.append(str(address))
+    if not addresses:
+        raise MediaNotFound("the image host has no address")
+    return list(dict.fromkeys(addresses))
+
+
+def pinned_request(url: str, address: str) -> tuple[str, dict[str, str], dict[str, str]]:
+    """The URL rewritten to the checked address (so a second DNS answer cannot point elsewhere: DNS
+    rebinding), with the Host header and the TLS server name of the original host."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    literal = f"[{address}]" if ":" in address else address
+    netloc = literal if parts.port is None else f"{literal}:{parts.port}"
+    pinned = parts._replace(netloc=netloc).geturl()
+    host_header = host if parts.port is None else f"{host}:{parts.port}"
+    if ":" in host:
+        host_header = f"[{host}]" if parts.port is None else f"[{host}]:{parts.port}"
+    return pinned, {"Host": host_header}, {"sni_hostname": host}
 
 
 def fetch_url(url: str) -> bytes:
     import httpx
 
     for _ in range(MAX_REDIRECTS + 1):
-        check_public_url(url)
-        with httpx.Client(timeout=10.0, follow_redirects=False) as client:
-            with client.stream("GET", url) as resp:
+        address = check_public_url(url)[0]
+        pinned, headers, extensions = pinned_request(url, address)
+        with httpx.Client(timeout=10.0, follow_redirects=False, trust_env=False) as client:
+            with client.stream("GET", pinned, headers=headers, extensions=extensions) as resp:
                 if resp.is_redirect and resp.headers.get("location"):
                     url = urljoin(url, resp.headers["location"])
                     continue
