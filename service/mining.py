@@ -210,9 +210,9 @@ def embed_image(embedder: Any, data: bytes, *, what: str = "uploaded image") -> 
     from PIL import Image, UnidentifiedImageError
 
     try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-        img = img.convert("RGB")
+        opened = Image.open(io.BytesIO(data))
+        opened.load()
+        img = opened.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise MiningError(f"{what} is not a readable image ({exc}); send a PNG or JPEG file") from exc
     out = embedder.embed_images([img])
@@ -531,9 +531,9 @@ def mode_weights(
             if c is None:
                 out.append(size)
                 continue
-            judged = store.count(dataset, f"cluster = {c} AND correct IS NOT NULL")
-            wrong = store.count(dataset, f"cluster = {c} AND correct = false")
-            out.append(size * (wrong / judged if judged else 1.0))
+            n_judged = store.count(dataset, f"cluster = {c} AND correct IS NOT NULL")
+            n_wrong = store.count(dataset, f"cluster = {c} AND correct = false")
+            out.append(size * (n_wrong / n_judged if n_judged else 1.0))
         return out
     # judged rows near each seed, the other seeds included (they are failures there too), itself not
     judged = NeighbourSearch(store, dataset, "status = 'ok' AND correct IS NOT NULL")

@@ -248,9 +248,9 @@ def decide(
         "fingerprint": hashlib.sha1(content + probs.tobytes()).hexdigest(),
         **scores,
     }
-    for key, value in (sample.metadata or {}).items():
-        if key in info.metadata_fields:
-            row[f"meta_{key}"] = value
+    for name, value in (sample.metadata or {}).items():
+        if name in info.metadata_fields:
+            row[f"meta_{name}"] = value
     store.upsert_samples(dataset, [row])
 
     reasons: list[dict[str, Any]] = []
@@ -331,9 +331,9 @@ def _embed(embedder: Any, data: bytes) -> Any:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-        img = img.convert("RGB")
+        opened = Image.open(io.BytesIO(data))
+        opened.load()
+        img = opened.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise StreamError(f"the image is not readable ({exc}); send a PNG or JPEG file") from exc
     return embedder.embed_images([img])
