@@ -18,7 +18,8 @@ pick up where it stopped (an export) is restarted with ``runner.resume(kinds, fn
 
 The function gets a :class:`JobContext`: ``ctx.progress(done, total, message)``, ``ctx.error(item,
 message)`` for an item that failed (the rest of the batch carries on), ``ctx.count(name, n)``,
-``ctx.cancelled`` (a cooperative flag set by ``runner.cancel``). Whatever dict it returns becomes
+``ctx.cancelled`` (a cooperative flag set by ``runner.cancel``), ``ctx.store`` (the store, except that
+a library writing a ``run`` doc under the job's own id leaves it to the runner). Whatever dict it returns becomes
 ``result``; the keys ``counts``, ``errors``, ``error_count``, ``version_read`` and ``version_written``
 of that dict are lifted to the job document.
 """
@@ -94,6 +95,24 @@ class _Job:
     done: threading.Event = field(default_factory=threading.Event)
 
 
+class JobStoreView:
+    """The store as a job function sees it: everything passes through, except that library code
+    recording its own ``run`` document under the job's id (``ingest(..., run_id=ctx.job_id)``) defers to
+    the runner, which owns that document (and keeps the fields a restart needs: pid, host, runner)."""
+
+    def __init__(self, store: Store, job_id: str):
+        self._store = store
+        self._job_id = job_id
+
+    def put_doc(self, dataset: str, kind: str, doc_id: str, doc: Mapping[str, Any], *, name: str = "") -> None:
+        if kind == RUN_KIND and doc_id == self._job_id:
+            return
+        self._store.put_doc(dataset, kind, doc_id, doc, name=name)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
 class JobContext:
     """What a job function sees: its id, dataset, params, the store, and the progress reporters."""
 
@@ -104,7 +123,7 @@ class JobContext:
         self.dataset: str = job.doc["dataset"]
         self.kind: str = job.doc["kind"]
         self.params: dict[str, Any] = dict(job.doc.get("params") or {})
-        self.store = runner.store
+        self.store: Any = JobStoreView(runner.store, self.job_id)
         self._last_write = 0.0
 
     @property

@@ -230,3 +230,20 @@ def test_jobs_of_a_killed_process_are_marked_failed_and_can_resume(store: Store,
     again = JobRunner(store)
     assert again.marked_at_start == []  # nothing left active
     again.close()
+
+
+def test_library_run_docs_under_the_job_id_leave_the_job_doc_alone(runner: JobRunner, store: Store) -> None:
+    seen: dict[str, Any] = {}
+
+    def fn(ctx: Any) -> None:
+        # what indexer.pipeline.ingest(..., run_id=ctx.job_id) does from inside a job
+        ctx.store.put_doc("a", "run", ctx.job_id, {"kind": "ingest", "status": "running"})
+        ctx.store.put_doc("a", "export", "e1", {"status": "running"})  # other docs pass through
+        seen["stored"] = store.get_doc("a", "run", ctx.job_id)
+        seen["version"] = ctx.store.version("a")  # everything else is the store itself
+
+    doc = runner.wait(runner.submit("a", "ingest", {}, fn)["id"], timeout=10)
+    assert doc["status"] == "succeeded"
+    assert seen["stored"]["pid"] == os.getpid() and seen["stored"]["runner"] == runner.runner_id
+    assert seen["stored"]["dataset"] == "a" and seen["version"] == store.version("a")
+    assert store.get_doc("a", "export", "e1")["status"] == "running"

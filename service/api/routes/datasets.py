@@ -178,7 +178,7 @@ def start_ingest(dataset: str, body: IngestRequest, store: StoreDep, jobs: JobsD
 
     def run(ctx: Any) -> dict[str, Any]:
         report = ingest(
-            store,
+            ctx.store,  # the runner keeps the job's run doc (pid, host: restart marking)
             dataset,
             source,
             embedder,
