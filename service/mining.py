@@ -54,9 +54,14 @@ DEFAULT_K = 10
 #: most seeds a selector (cluster, confusion cell, failures) may produce.
 MAX_SEEDS = 5000
 RRF_K = 60.0
-#: at most this many query vectors on the exact path are searched one by one in LanceDB (flat) instead
-#: of loading every candidate vector into memory once.
+#: at most this many query vectors on the exact path are searched one by one instead of loading every
+#: candidate vector into memory once.
 FEW_QUERIES = 2
+#: candidate rows whose vectors cost about one index query to read (~8 us a row vs ~20 ms a query,
+#: bench/search.py at 100k and 1M): with n seeds, up to n times this many candidates are ranked exactly.
+MATRIX_ROWS_PER_QUERY = 2500
+#: most candidate vectors loaded into memory for an exact multi-seed search (~0.5 GB at 512 dims).
+MATRIX_MAX_ROWS = 250_000
 
 # ----------------------------------------------------------------------------------------------
 # Errors (the API maps them into service/errors.py's tree)
@@ -370,13 +375,17 @@ class NeighbourSearch:
     searched exactly in numpy (one matrix product for all queries); large ones go through
     ``Store.search`` (vector index, prefilter, refine), re-queried deeper when asked."""
 
-    def __init__(self, store: Store, dataset: str, where: str, *, exact: bool | None = None):
+    def __init__(
+        self, store: Store, dataset: str, where: str, *, exact: bool | None = None, n_queries: int = 1
+    ):
         self.store = store
         self.dataset = dataset
         self.where = where
         self.n_candidates = store.count(dataset, where)
         if exact is None:
-            exact = self.n_candidates <= EXACT_SEARCH_MAX_CANDIDATES or not store.has_vector_index(dataset)
+            # many seeds: reading the candidates' vectors once beats one index query per seed
+            small = min(MATRIX_MAX_ROWS, max(EXACT_SEARCH_MAX_CANDIDATES, n_queries * MATRIX_ROWS_PER_QUERY))
+            exact = self.n_candidates <= small or not store.has_vector_index(dataset)
         self.exact = bool(exact)
         self.engine = "exact" if self.exact else "index"
         self._ids: np.ndarray | None = None
@@ -536,7 +545,7 @@ def mode_weights(
             out.append(size * (n_wrong / n_judged if n_judged else 1.0))
         return out
     # judged rows near each seed, the other seeds included (they are failures there too), itself not
-    judged = NeighbourSearch(store, dataset, "status = 'ok' AND correct IS NOT NULL")
+    judged = NeighbourSearch(store, dataset, "status = 'ok' AND correct IS NOT NULL", n_queries=len(resolved.ids))
     if judged.n_candidates == 0:
         return sizes
     lists = judged.ranked(resolved.vectors, LOCAL_ERROR_K + 1)
@@ -650,7 +659,7 @@ def mine(
         exclude_ids=row_seed_ids,
         exported_ids=None if include_exported else exported_ids(store, dataset),
     )
-    engine = NeighbourSearch(store, dataset, clause, exact=exact)
+    engine = NeighbourSearch(store, dataset, clause, exact=exact, n_queries=len(resolved.ids))
     target = min(budget, engine.n_candidates)
     groups: list[list[int]] = []
     shares: list[int] = []
