@@ -110,7 +110,7 @@ def list_samples(
         str | None,
         Query(
             description='JSON list of filters, e.g. [{"field": "split", "op": "eq", "value": "val"}]',
-            max_length=20_000,
+            max_length=64_000,
         ),
     ] = None,
     sort: Annotated[str | None, Query(description="column to sort on; '-col' for descending", max_length=500)] = None,
