@@ -105,7 +105,7 @@ export async function request(path, { method = "GET", body, query, accept, signa
       throw new ApiError(0, "Network error", `could not reach the server (${err.message}); is it running?`, url);
     }
     if (resp.ok) return resp;
-    if (resp.status === 401 || (resp.status === 403 && !key)) {
+    if (resp.status === 401) {
       const problem = await problemOf(resp, url);
       const newKey = await askForKey(
         key ? `The API key was not accepted (${problem.detail || problem.title}).` : "This server needs an API key."
@@ -142,16 +142,17 @@ export async function getBinary(path, opts = {}) {
   return { buffer: await resp.arrayBuffer(), headers: resp.headers };
 }
 
-/** Wait for a job to finish, reporting progress; resolves with the job doc, rejects on failure. */
+/** Wait for a job (GET /api/v1/jobs/{id}: queued, running, succeeded, failed, cancelled) to finish,
+ * reporting progress; resolves with the job, rejects with the job's error in words. */
 export async function waitForJob(jobPath, onProgress, { interval = 400, signal } = {}) {
   for (;;) {
     const job = await getJSON(jobPath, { signal });
     if (onProgress) onProgress(job);
     const status = job.status;
-    if (status === "succeeded" || status === "done" || status === "completed" || status === "ok") return job;
-    if (status === "failed" || status === "error" || status === "cancelled") {
-      const why = job.error || job.detail || job.message || "no reason recorded";
-      throw new ApiError(500, `Job ${job.id || ""} ${status}`, why, jobPath);
+    if (status === "succeeded") return job;
+    if (status === "failed" || status === "cancelled") {
+      const why = job.error || (job.interrupted ? "the server stopped while it ran" : "no reason recorded");
+      throw new ApiError(0, `Job ${job.id} ${status}`, why, jobPath);
     }
     await new Promise((r) => setTimeout(r, interval));
   }

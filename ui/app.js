@@ -916,10 +916,8 @@ async function fetchIds(filters) {
     const page = await getJSON(dsPath("/samples"), {
       query: { filters: JSON.stringify(filters), columns: "id", sort: "id", limit, offset },
     });
-    const items = page.items || page.rows || [];
-    for (const r of items) ids.push(r.id);
-    const total = page.total ?? null;
-    if (items.length < limit || (total !== null && ids.length >= total)) break;
+    for (const r of page.items) ids.push(r.id);
+    if (page.items.length < limit || ids.length >= page.total) break;
   }
   return ids;
 }
