@@ -49,6 +49,7 @@ ACTIVE = ("queued", "running")
 FINISHED = ("succeeded", "failed", "cancelled")
 INTERRUPTED = "interrupted by a restart"
 MAX_STORED_ERRORS = 200
+MAX_JOBS_IN_MEMORY = 500
 
 JobFn = Callable[["JobContext"], "Mapping[str, Any] | None"]
 
@@ -300,6 +301,14 @@ class JobRunner:
                         pass
             self._persist(job)
             job.done.set()
+            self._forget_old()
+
+    def _forget_old(self) -> None:
+        """Keep at most ``MAX_JOBS_IN_MEMORY`` finished jobs in memory (the store keeps them all)."""
+        with self._lock:
+            finished = [j for j, job in self._jobs.items() if job.done.is_set()]
+            for job_id in finished[: max(0, len(finished) - MAX_JOBS_IN_MEMORY)]:
+                del self._jobs[job_id]
 
     def _persist(self, job: _Job) -> None:
         with self._lock:

@@ -247,3 +247,14 @@ def test_library_run_docs_under_the_job_id_leave_the_job_doc_alone(runner: JobRu
     assert seen["stored"]["pid"] == os.getpid() and seen["stored"]["runner"] == runner.runner_id
     assert seen["stored"]["dataset"] == "a" and seen["version"] == store.version("a")
     assert store.get_doc("a", "export", "e1")["status"] == "running"
+
+
+def test_finished_jobs_leave_memory_but_stay_readable(runner: JobRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    import service.jobs as jobs_module
+
+    monkeypatch.setattr(jobs_module, "MAX_JOBS_IN_MEMORY", 2)
+    ids = [runner.submit("a", "t", {"n": n}, lambda ctx: None)["id"] for n in range(5)]
+    for job_id in ids:
+        runner.wait(job_id, timeout=10)
+    assert len(runner._jobs) <= 3
+    assert [runner.get(i)["params"]["n"] for i in ids] == [0, 1, 2, 3, 4]  # from the store
