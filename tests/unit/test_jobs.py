@@ -38,12 +38,18 @@ def runner(store: Store) -> Any:
 def test_jobs_of_one_dataset_run_in_order_one_at_a_time(runner: JobRunner) -> None:
     log: list[tuple[str, str]] = []
     lock = threading.Lock()
+    b_running = threading.Event()
+    overlap: list[bool] = []
 
     def job(name: str) -> Any:
         def fn(ctx: Any) -> dict[str, Any]:
             with lock:
                 log.append(("start", name))
-            time.sleep(0.15)
+            if name == "b0":
+                b_running.set()
+            if name == "a2":  # a's last job sees b running: datasets do not wait for each other
+                overlap.append(b_running.wait(10))
+            time.sleep(0.1)
             with lock:
                 log.append(("end", name))
             return {"name": name}
@@ -58,7 +64,7 @@ def test_jobs_of_one_dataset_run_in_order_one_at_a_time(runner: JobRunner) -> No
     a_events = [e for e in log if e[1].startswith("a")]
     assert a_events == [("start", "a0"), ("end", "a0"), ("start", "a1"), ("end", "a1"), ("start", "a2"), ("end", "a2")]
     # b ran alongside a (different dataset): it started before a's last job ended
-    assert log.index(("start", "b0")) < log.index(("end", "a2"))
+    assert overlap == [True] and log.index(("start", "b0")) < log.index(("end", "a2"))
     assert results[0]["result"] == {"name": "a0"} and results[0]["params"] == {"n": 0}
 
 
@@ -76,11 +82,12 @@ def test_status_progress_counts_and_versions_are_persisted(runner: JobRunner, st
 
     doc = runner.submit("a", "ingest", {"source": "x"}, fn)
     deadline = time.monotonic() + 10
-    while store.get_doc("a", "run", doc["id"]).get("status") != "running":
+    while runner.get(doc["id"])["progress"]["done"] != 1:  # the job is inside fn, at the gate
         assert time.monotonic() < deadline
         time.sleep(0.02)
     live = runner.get(doc["id"])
-    assert live["status"] == "running" and live["progress"]["done"] == 1 and live["progress"]["total"] == 4
+    assert live["status"] == "running" and live["progress"]["total"] == 4 and live["progress"]["message"] == "first"
+    assert store.get_doc("a", "run", doc["id"])["status"] == "running"
     gate.set()
     done = runner.wait(doc["id"], timeout=10)
     stored = store.get_doc("a", "run", doc["id"])
