@@ -41,14 +41,17 @@ def make_data(n: int, dim: int, n_clusters: int, seed: int = 0) -> dict[str, np.
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(n_clusters, dim)).astype(np.float32)
     assign = rng.integers(0, n_clusters, size=n)
-    vecs = centres[assign] + 0.35 * rng.normal(size=(n, dim)).astype(np.float32)
+    vecs = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, 50_000):  # float32 chunks: 1M x 512 needs 2 GiB, not 4 GiB of float64 noise
+        sl = slice(start, min(n, start + 50_000))
+        vecs[sl] = centres[assign[sl]] + 0.35 * rng.standard_normal(size=(sl.stop - sl.start, dim), dtype=np.float32)
     labels = assign % 10
     wrong_clusters = np.arange(n_clusters) % 10 == 3  # a tenth of the blobs is mispredicted
     pred = np.where(wrong_clusters[assign], (labels + 1) % 10, labels)
     flip = rng.random(n) < 0.03  # and a little noise everywhere
     pred = np.where(flip, (pred + 2) % 10, pred)
     labeled = rng.random(n) < 0.5
-    return {"vectors": vecs.astype(np.float32), "labels": labels, "pred": pred, "labeled": labeled}
+    return {"vectors": vecs, "labels": labels, "pred": pred, "labeled": labeled}
 
 
 def write_store(root: Path, data: dict[str, np.ndarray]) -> None:

@@ -545,7 +545,10 @@ def format_clusters(doc: Mapping[str, Any], *, top: int = 15, include_all: bool 
     if not clusters:
         lines.append("no failure clusters (no cluster has more errors than the dataset's rate suggests)")
         return "\n".join(lines)
-    head = f"{'rank':>4} {'cluster':>7} {'size':>6} {'unlab':>6} {'errors':>6} {'err%':>5} {'lift':>5}  main confusion"
+    head = (
+        f"{'rank':>4} {'cluster':>7} {'size':>6} {'unlab':>6} {'errors':>6} {'err%':>5} {'lift':>5}  "
+        f"{'main confusion':<22} common trait"
+    )
     lines.append(head)
     for c in clusters[:top]:
         conf = c["top_confusions"][0] if c["top_confusions"] else None
@@ -554,11 +557,23 @@ def format_clusters(doc: Mapping[str, Any], *, top: int = 15, include_all: bool 
         rank = "-" if c["failure_rank"] is None else str(c["failure_rank"])
         lines.append(
             f"{rank:>4} {c['id']:>7} {c['size']:>6} {c['unlabeled']:>6} {c['errors']:>6} "
-            f"{_pct(c['error_rate']):>5} {lift:>5}  {conf_txt}"
+            f"{_pct(c['error_rate']):>5} {lift:>5}  {conf_txt:<22} {_trait(c)}"
         )
     if len(clusters) > top:
         lines.append(f"... {len(clusters) - top} more (--top N or --json)")
     return "\n".join(lines)
+
+
+def _trait(cluster: Mapping[str, Any]) -> str:
+    """The metadata value most over-represented in the cluster (held by at least half of it)."""
+    best, best_lift = "-", 1.5
+    for name, m in (cluster.get("metadata") or {}).items():
+        if not m or "value" not in m or m["share"] < 0.5:
+            continue
+        lift = m["share"] / max(m["dataset_share"], 1e-9)
+        if lift > best_lift:
+            best, best_lift = f"{name}={m['value']} {m['share']:.0%} (dataset {m['dataset_share']:.0%})", lift
+    return best
 
 
 def format_slices(slices: Sequence[Mapping[str, Any]], truth_field: str | None) -> str:
