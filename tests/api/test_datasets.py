@@ -176,6 +176,12 @@ def test_ingest_job_from_a_manifest(api_client: TestClient, make_png: Callable[.
     assert again["status"] == "succeeded" and again["counts"]["skipped"] == 13  # idempotent: nothing rewritten
     jobs = api_client.get("/api/v1/jobs", params={"dataset": "cars", "kind": "ingest"}).json()
     assert [j["id"] for j in jobs] == [again["id"], job["id"]]
+    assert not {"pid", "host", "runner"} & set(jobs[0])  # process bookkeeping stays server-side
+
+    settings = api_client.app.state.settings  # type: ignore[attr-defined]
+    assert (settings.thumbnail_cache / "cars").is_dir()
+    assert api_client.delete("/api/v1/datasets/cars").status_code == 204
+    assert not (settings.thumbnail_cache / "cars").exists()  # its thumbnails go with it
 
 
 @pytest.mark.parametrize(

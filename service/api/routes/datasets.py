@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from typing import Any
 
 import pyarrow.compute as pc
@@ -19,6 +20,7 @@ from service.api.models import (
     VersionPublic,
     problems,
 )
+from service.api.routes.jobs import public_job
 from service.errors import Conflict
 from service.filters import field_types
 
@@ -110,7 +112,7 @@ def get_dataset(dataset: str, store: StoreDep) -> DatasetDetail:
 
 
 @router.delete("/datasets/{dataset}", status_code=status.HTTP_204_NO_CONTENT, responses=problems(401, 404, 409))
-def delete_dataset(dataset: str, store: StoreDep, jobs: JobsDep) -> Response:
+def delete_dataset(dataset: str, store: StoreDep, jobs: JobsDep, settings: SettingsDep) -> Response:
     store.get_dataset(dataset)
     active = [j for j in jobs.list(dataset=dataset) if j.get("status") in ("queued", "running")]
     live = [j for j in active if not _orphan(j)]
@@ -121,6 +123,7 @@ def delete_dataset(dataset: str, store: StoreDep, jobs: JobsDep) -> Response:
             jobs=[j["id"] for j in live],
         )
     store.drop_dataset(dataset)
+    shutil.rmtree(settings.thumbnail_cache / dataset, ignore_errors=True)  # its thumbnails and crops
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -210,4 +213,4 @@ def start_ingest(dataset: str, body: IngestRequest, store: StoreDep, jobs: JobsD
         }
 
     params = body.model_dump(mode="json", exclude_none=True)
-    return jobs.submit(dataset, "ingest", params, run)
+    return public_job(jobs.submit(dataset, "ingest", params, run))

@@ -15,6 +15,13 @@ from service.api.models import JobPublic, problems
 
 router = APIRouter(tags=["jobs"])
 
+#: bookkeeping fields of a job doc (which process runs it) that clients have no use for.
+PRIVATE_FIELDS = ("pid", "host", "runner")
+
+
+def public_job(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k not in PRIVATE_FIELDS}
+
 
 @router.get("/jobs", response_model=list[JobPublic], responses=problems(401, 404))
 def list_jobs(
@@ -24,15 +31,15 @@ def list_jobs(
     status: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
-    return jobs.list(dataset=dataset, kind=kind, status=status, limit=limit)
+    return [public_job(d) for d in jobs.list(dataset=dataset, kind=kind, status=status, limit=limit)]
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic, responses=problems(401, 404))
 def get_job(job_id: str, jobs: JobsDep) -> dict[str, Any]:
-    return jobs.get(job_id)
+    return public_job(jobs.get(job_id))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobPublic, responses=problems(401, 404))
 def cancel_job(job_id: str, jobs: JobsDep) -> dict[str, Any]:
     """Cancel a queued job; a running one is asked to stop at its next check (it may finish first)."""
-    return jobs.cancel(job_id)
+    return public_job(jobs.cancel(job_id))
