@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -231,6 +232,9 @@ def ingest(
         "params": {"source": str(getattr(source, "path", "")), "batch_size": batch_size, "workers": workers},
         "version_read": report.version_read,
         "started_at": now_utc().isoformat(),
+        # who owns it: a run left "running" by a killed process is recognised as interrupted
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
     }
     store.put_doc(dataset, "run", run_id, run_doc)
 

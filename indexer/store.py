@@ -553,7 +553,12 @@ class Store:
             info = self.get_dataset(dataset)
             tbl = self._samples(dataset)
             schema = tbl.schema
-            table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(list(rows))
+            if isinstance(rows, pa.Table):
+                table = rows
+            else:  # rows may differ in their keys: take the union (from_pylist reads the first row's)
+                rows = list(rows)
+                keys = list(dict.fromkeys(k for r in rows for k in r))
+                table = pa.Table.from_pydict({k: [r.get(k) for r in rows] for k in keys})
             if table.num_rows == 0:
                 return UpsertResult(version=int(tbl.version))
             table = conform(table, schema, info.dim)
