@@ -1113,14 +1113,22 @@ async function flagIssue(name, ids) {
 // ---------------------------------------------------------------------------------------------
 
 async function runMine(seeds, label) {
-  const budget = Number($("#mine-form").elements.budget.value) || 50;
+  const form = $("#mine-form").elements;
+  const budget = Number(form.budget.value) || 50;
+  const includeExported = form.include_exported.checked;
   const status = $("#mine-status");
   status.textContent = `Searching the unlabeled pool near ${label}…`;
   showTab("mine");
   try {
-    const res = await busy(postJSON(dsPath("/mine"), { seeds, budget }));
+    const res = await busy(postJSON(dsPath("/mine"), { seeds, budget, include_exported: includeExported }));
     setMined(res.items, `similar to ${label}`, res.selection_id);
     ui.map.focus(indicesOf(state.mined.map((r) => r.id)));
+    if (!res.returned) {
+      status.textContent =
+        `No unlabeled row left to find near ${label}: every candidate is labeled` +
+        (includeExported ? "." : " or already exported (tick “include rows already exported” to see those).");
+      return;
+    }
     status.textContent =
       `${res.returned} unlabeled rows found near ${res.seeds} seed${res.seeds === 1 ? "" : "s"} ` +
       `(${res.candidates.toLocaleString()} candidates, ${res.engine} search, ${Math.round(res.took_ms)} ms).`;
@@ -1177,6 +1185,7 @@ async function runSelect(e) {
     strategy: f.strategy.value,
     budget: Number(f.budget.value) || 100,
     explore: Number(f.explore.value) || 0,
+    include_exported: f.include_exported.checked,
   };
   $("#select-status").textContent = "Choosing rows…";
   try {

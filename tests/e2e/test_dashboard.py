@@ -209,6 +209,8 @@ def test_lasso_flag_mine_and_export_to_label_studio(
     page.click(".tabs button[data-tab=mine]")
     page.select_option("#mine-form select[name=source]", "selection")
     page.fill("#mine-form input[name=budget]", "30")
+    # other tests of the session may have exported demo rows: count them as candidates too
+    page.check("#mine-form input[name=include_exported]")
     page.click("#mine-form button[type=submit]")
     page.wait_for_selector("#mine-grid .tile", timeout=60_000)
     page.wait_for_function(
@@ -233,7 +235,9 @@ def test_lasso_flag_mine_and_export_to_label_studio(
     assert page.input_value("#export-form select[name=source]") == "mined"
     page.select_option("#export-form select[name=format]", "label_studio")
     page.click("#export-form button[type=submit]")
-    link = page.wait_for_selector("#export-jobs a.download", timeout=120_000)
+    page.wait_for_selector("#export-jobs a.download, #export-jobs .job.failed", timeout=120_000)
+    assert page.locator("#export-jobs .job.failed").count() == 0, page.inner_text("#export-jobs")
+    link = page.wait_for_selector("#export-jobs a.download")
     with page.expect_download() as dl_info:
         link.click()
     target = tmp_path / (dl_info.value.suggested_filename or "export")
