@@ -195,10 +195,7 @@ def summarize_clusters(
     meta: dict[str, list[Any]] = {f: _str_list(rows.get("meta_" + f), n) for f in meta_fields}
     emb = None
     if embeddings is not None and len(embeddings) == n and n:
-        emb = np.asarray(embeddings, dtype=np.float32)
-        norms = np.linalg.norm(emb, axis=1, keepdims=True)
-        norms[norms == 0] = 1
-        emb = emb / norms
+        emb = np.asarray(embeddings, dtype=np.float32)  # normalised per cluster (no full-size copy)
 
     total_judged = int(judged.sum())
     total_errors = int(error.sum())
@@ -278,6 +275,9 @@ def _typical(idx: np.ndarray, emb: np.ndarray | None, xs: np.ndarray, ys: np.nda
         return idx
     if emb is not None:
         sub = emb[idx]
+        norms = np.linalg.norm(sub, axis=1, keepdims=True)
+        norms[norms == 0] = 1
+        sub = sub / norms
         centre = sub.mean(axis=0)
         norm = float(np.linalg.norm(centre)) or 1.0
         dist = -(sub @ (centre / norm))

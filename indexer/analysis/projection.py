@@ -46,6 +46,9 @@ MIN_UMAP_ROWS = 16
 #: ``pca="auto"`` applies PCA from this many rows on (see the module docstring for the measurement).
 PCA_MIN_ROWS = 20_000
 PCA_CHOICES = ("auto", "on", "off")
+#: PCA is fitted on at most this many rows (a seeded sample), then applied to all in chunks.
+PCA_FIT_ROWS = 100_000
+PCA_CHUNK_ROWS = 50_000
 METRICS = ("cosine", "euclidean")
 
 Progress = Callable[[str], None]
@@ -155,7 +158,15 @@ class Projector:
             if progress:
                 progress(f"PCA {d} -> {self.pca_components} dims on {n} rows")
             self.pca_ = PCA(n_components=int(self.pca_components), random_state=self.seed, svd_solver="randomized")
-            x = self.pca_.fit_transform(x).astype(np.float32)
+            # Fit on a seeded sample (the leading directions of 100k rows are those of all of them), then
+            # project in chunks: at 1M x 512 this avoids PCA's full-size centred copies (GiBs).
+            rng = np.random.default_rng(self.seed)
+            sample = np.sort(rng.choice(n, size=PCA_FIT_ROWS, replace=False)) if n > PCA_FIT_ROWS else slice(None)
+            self.pca_.fit(x[sample])
+            reduced = np.empty((n, int(self.pca_components)), dtype=np.float32)
+            for start in range(0, n, PCA_CHUNK_ROWS):
+                reduced[start : start + PCA_CHUNK_ROWS] = self.pca_.transform(x[start : start + PCA_CHUNK_ROWS])
+            x = reduced
         if n < MIN_UMAP_ROWS:
             self.method_ = "pca"
             self._fit_small(x)

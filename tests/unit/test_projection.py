@@ -113,3 +113,16 @@ def test_bad_input_and_params() -> None:
 def test_normalize_rows_keeps_zero_rows() -> None:
     out = normalize_rows(np.array([[3.0, 4.0], [0.0, 0.0]]))
     assert np.allclose(out, [[0.6, 0.8], [0.0, 0.0]])
+
+
+def test_pca_fitted_on_a_sample_and_applied_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from indexer.analysis import projection
+
+    monkeypatch.setattr(projection, "PCA_FIT_ROWS", 50)
+    monkeypatch.setattr(projection, "PCA_CHUNK_ROWS", 32)
+    x, truth = _clustered(n_per=40)
+    p = Projector(pca="on", pca_components=8, n_neighbors=10, n_epochs=20).fit(x)
+    assert p.train_.shape == (120, 8)
+    # every row went through the same PCA: the chunks match a one-shot transform
+    assert np.allclose(p.train_, p.pca_.transform(normalize_rows(x)), atol=1e-5)
+    assert (_nearest_centre(p.embedding_, p.embedding_, truth) == truth).mean() > 0.95
