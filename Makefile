@@ -47,6 +47,7 @@ bench: install
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/analyze.py
 	$(BIN)/python bench/search.py
+	$(BIN)/python bench/dashboard.py
 
 serve: install
 	$(BIN)/edgeminer --data-dir $(DATA_DIR) serve --port $(PORT)
