@@ -35,16 +35,35 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from indexer.store import EXACT_SEARCH_MAX_CANDIDATES, SEARCH_NPROBES, SEARCH_REFINE_FACTOR, Store  # noqa: E402
+from indexer.store import (
+    EXACT_SEARCH_MAX_CANDIDATES,
+    SEARCH_NPROBES,
+    SEARCH_PROBE_MATCHES,
+    SEARCH_REFINE_FACTOR,
+    Store,
+)  # noqa: E402
 from service.mining import ResolvedSeeds, mine, normalize  # noqa: E402
 
 SELECTIVITY = (1, 10, 50)  # percent of rows the filter keeps
 K = 10
 
 
-def make_vectors(n: int, dim: int, clusters: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def make_vectors(
+    n: int, dim: int, clusters: int, seed: int, structure: str = "hierarchical"
+) -> tuple[np.ndarray, np.ndarray]:
+    """``flat``: ``clusters`` random centres (near-orthogonal in high dimension, so beyond a row's own
+    cluster every other row is at distance ~1: its "nearest" neighbours there are ties broken by noise).
+    ``hierarchical`` (default, closer to real embeddings): clusters/10 super-centres, 10 sub-centres
+    around each, rows around the sub-centres, so neighbourhoods are nested as in real image data."""
     rng = np.random.default_rng(seed)
-    centers = normalize(rng.normal(size=(clusters, dim)).astype(np.float32))
+    if structure == "flat":
+        centers = normalize(rng.normal(size=(clusters, dim)).astype(np.float32))
+    else:
+        supers = normalize(rng.normal(size=(max(1, clusters // 10), dim)).astype(np.float32))
+        parent = np.arange(clusters) % len(supers)
+        centers = normalize(
+            supers[parent] + rng.normal(scale=0.8 / np.sqrt(dim), size=(clusters, dim)).astype(np.float32)
+        )
     vecs = np.empty((n, dim), np.float32)
     buckets = rng.integers(0, 100, size=n).astype(np.int64)
     step = 50_000
@@ -56,17 +75,13 @@ def make_vectors(n: int, dim: int, clusters: int, seed: int) -> tuple[np.ndarray
     return vecs, buckets
 
 
-def build(
-    store: Store, name: str, vecs: np.ndarray, buckets: np.ndarray, index: dict[str, Any] | None
-) -> None:
+def build(store: Store, name: str, vecs: np.ndarray, buckets: np.ndarray, index: dict[str, Any] | None) -> None:
     n, dim = vecs.shape
     if store.has_dataset(name) and store.count(name) == n and store.has_vector_index(name):
         return
     if store.has_dataset(name):
         store.drop_dataset(name)
-    store.create_dataset(
-        name, dim=dim, embedder={"kind": "precomputed", "dim": dim}, metadata_fields={"bucket": "int"}
-    )
+    store.create_dataset(name, dim=dim, embedder={"kind": "precomputed", "dim": dim}, metadata_fields={"bucket": "int"})
     t0 = time.perf_counter()
     step = 50_000
     for start in range(0, n, step):
@@ -80,9 +95,7 @@ def build(
                 "status": ["ok"] * m,
                 "fingerprint": ids,
                 "meta_bucket": buckets[start : start + m],
-                "embedding": pa.FixedSizeListArray.from_arrays(
-                    pa.array(vecs[start : start + m].reshape(-1)), dim
-                ),
+                "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vecs[start : start + m].reshape(-1)), dim),
             }
         )
         store.upsert_samples(name, table)
@@ -106,7 +119,7 @@ def numpy_exact(vecs: np.ndarray, buckets: np.ndarray, q: np.ndarray, limit: int
 def run_size(store: Store, n: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     dim = args.dim
     print(f"\n== {n:,} x {dim} ==", flush=True)
-    vecs, buckets = make_vectors(n, dim, args.clusters, args.seed)
+    vecs, buckets = make_vectors(n, dim, args.clusters, args.seed, args.structure)
     ours, peer = f"bench{n}", f"bench{n}-default"
     build(store, ours, vecs, buckets, None)
     build(store, peer, vecs, buckets, {})
@@ -114,9 +127,7 @@ def run_size(store: Store, n: int, args: argparse.Namespace) -> list[dict[str, A
         return []
     rng = np.random.default_rng(args.seed + 1)
     picks = rng.choice(n, size=args.queries, replace=False)
-    queries = normalize(
-        vecs[picks] + rng.normal(scale=0.3 / np.sqrt(dim), size=(args.queries, dim)).astype(np.float32)
-    )
+    queries = normalize(vecs[picks] + rng.normal(scale=0.3 / np.sqrt(dim), size=(args.queries, dim)).astype(np.float32))
     rows = []
     for sel in SELECTIVITY:
         where = f"meta_bucket < {sel}"
@@ -136,9 +147,7 @@ def run_size(store: Store, n: int, args: argparse.Namespace) -> list[dict[str, A
             r_em.append(len(truth_ids & {r["id"] for r in res.rows}) / K)
 
             t0 = time.perf_counter()
-            got = store.search(
-                peer, q, k=K, where=where, columns=["id"], exact=False, nprobes=None, refine_factor=None
-            )
+            got = store.search(peer, q, k=K, where=where, columns=["id"], exact=False, nprobes=None, refine_factor=None)
             t_ld.append(time.perf_counter() - t0)
             r_ld.append(len(truth_ids & set(got["id"].to_pylist())) / K)
         row = {
@@ -211,13 +220,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--crossover", action="store_true", help="also time exact vs index by candidate count")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    p.add_argument("--structure", choices=["hierarchical", "flat"], default="hierarchical", help="see make_vectors")
     p.add_argument("--build-only", action="store_true", help="build (and cache) the tables, measure nothing")
     args = p.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    store = Store(Path(args.cache) / f"d{args.dim}-c{args.clusters}-s{args.seed}")
+    suffix = "" if args.structure == "flat" else f"-{args.structure}"
+    store = Store(Path(args.cache) / f"d{args.dim}-c{args.clusters}-s{args.seed}{suffix}")
     print(
         f"edgeminer search bench: k={K}, {args.queries} queries per cell, exact up to "
-        f"{EXACT_SEARCH_MAX_CANDIDATES:,} candidates, index nprobes={SEARCH_NPROBES} refine={SEARCH_REFINE_FACTOR}"
+        f"{EXACT_SEARCH_MAX_CANDIDATES:,} candidates, index: nprobes >= {SEARCH_NPROBES} (probed partitions hold "
+        f"~{SEARCH_PROBE_MATCHES} matching rows), refine x{SEARCH_REFINE_FACTOR}"
     )
     rows = []
     for n in sizes:

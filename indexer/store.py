@@ -225,9 +225,11 @@ def ids_in(ids: Iterable[str]) -> str:
 
 #: rows at which a vector index is worth building; below it exact search is fast enough.
 VECTOR_INDEX_MIN_ROWS = 50_000
-#: IVF partitions probed without a filter (divided by the filter's selectivity with one) and the
-#: re-rank depth (x k, on the full vectors) of an index search (bench/search.py).
-SEARCH_NPROBES = 40
+#: fewest IVF partitions an index search probes, and the matching rows it wants the probed partitions
+#: to hold (a selective filter probes more partitions, see probes_for); the re-rank depth (x k, on the
+#: full vectors). Measured in bench/search.py: recall@10 >= 0.995 at 1M x 512, 1% to 50% filters.
+SEARCH_NPROBES = 20
+SEARCH_PROBE_MATCHES = 500
 SEARCH_REFINE_FACTOR = 20
 #: unindexed rows (appended since the index was built) that trigger an optimize().
 REINDEX_UNINDEXED_ROWS = 20_000
@@ -683,11 +685,12 @@ class Store:
         ``exact=None`` picks: exact search when there is no vector index or the filter leaves at most
         EXACT_SEARCH_MAX_CANDIDATES rows (their vectors are read and ranked in numpy: LanceDB's flat
         search scans every vector whatever the filter), else the IVF_PQ index, prefiltered, probing
-        ``nprobes`` partitions (default: SEARCH_NPROBES / the filter's selectivity, so a selective
-        filter still sees enough matching rows) and re-ranking ``refine_factor`` x k on the full
-        vectors. If the probed partitions hold fewer than ``k`` matching rows, the search is redone
-        exactly. ``candidates``: the filter's row count when the caller knows it (saves a count).
-        ``lancedb_defaults``: the index with LanceDB's default query settings (a benchmark peer).
+        ``nprobes`` partitions (default :func:`probes_for`: enough that the probed partitions hold
+        about SEARCH_PROBE_MATCHES matching rows, so a selective filter still finds its rows) and
+        re-ranking ``refine_factor`` x k on the full vectors. If the probed partitions hold fewer than
+        ``k`` matching rows, the search is redone exactly. ``candidates``: the filter's row count when
+        the caller knows it (saves a count). ``lancedb_defaults``: the index with LanceDB's default
+        query settings (a benchmark peer).
 
         Rows with status 'ok' carry an embedding (error rows have none), so the filter does not test
         ``embedding IS NOT NULL``: that test reads every vector.
@@ -712,9 +715,7 @@ class Store:
             q = q.select(cols)
         if not lancedb_defaults:
             if nprobes is None:
-                total = max(1, int(tbl.count_rows()))
-                share = max(1e-6, (candidates or total) / total)
-                nprobes = min(4096, max(SEARCH_NPROBES, math.ceil(SEARCH_NPROBES / share)))
+                nprobes = probes_for(int(tbl.count_rows()), candidates)
             q = q.nprobes(int(nprobes))
             if refine_factor is not None:
                 q = q.refine_factor(int(refine_factor))
@@ -784,7 +785,7 @@ class Store:
             if ("embedding",) not in indexed_cols:
                 if n_vectors >= VECTOR_INDEX_MIN_ROWS or (force and n_vectors >= 256):
                     # ~sqrt(n) partitions, but at least 256 rows each (k-means needs them to train)
-                    partitions = max(1, min(4096, int(math.sqrt(n_vectors)), n_vectors // 256))
+                    partitions = index_partitions(n_vectors)
                     sub_vectors = _pick_sub_vectors(info.dim)
                     from lancedb.index import IvfPq
 
@@ -882,6 +883,21 @@ class Store:
 EXACT_SEARCH_MAX_CANDIDATES = 2_000
 #: rows per batch when the exact search reads candidate vectors.
 EXACT_BATCH_ROWS = 65_536
+
+
+def index_partitions(n_rows: int) -> int:
+    """IVF partitions ensure_indexes builds for ``n_rows`` vectors: ~sqrt(n), at least 256 rows each."""
+    return max(1, min(4096, int(math.sqrt(n_rows)), n_rows // 256))
+
+
+def probes_for(n_rows: int, candidates: int | None) -> int:
+    """Partitions to probe so that, with the filter's matches spread evenly, the probed partitions hold
+    about SEARCH_PROBE_MATCHES matching rows; at least SEARCH_NPROBES, at most all of them."""
+    parts = index_partitions(n_rows)
+    if not candidates or n_rows <= 0:
+        return min(parts, SEARCH_NPROBES)
+    per_partition = candidates / parts
+    return int(min(parts, max(SEARCH_NPROBES, math.ceil(SEARCH_PROBE_MATCHES / max(per_partition, 1e-9)))))
 
 
 def _pick_sub_vectors(dim: int) -> int:

@@ -351,13 +351,32 @@ def candidate_where(
 
 #: most ids an exclusion list may hold before the clause tests the exported column instead.
 MAX_EXCLUDED_IDS = 20_000
-_EXPORTED_CACHE: dict[tuple[str, str, int], list[str]] = {}
+_EXPORTED_CACHE: dict[tuple[str, str, str, int], list[str]] = {}
 _EXPORTED_LOCK = threading.Lock()
+
+
+_COUNT_CACHE: dict[tuple[str, str, str, int, str], int] = {}
+
+
+def cached_count(store: Store, dataset: str, where: str) -> int:
+    """Rows matching ``where``, remembered per table version (a count costs a filter pass over the
+    table: ~15 ms at 1M rows; the dashboard and repeated mines ask the same question again)."""
+    key = (store.uri, dataset, store.get_dataset(dataset).created_at, store.version(dataset), where)
+    with _EXPORTED_LOCK:
+        hit = _COUNT_CACHE.get(key)
+    if hit is not None:
+        return hit
+    n = store.count(dataset, where)
+    with _EXPORTED_LOCK:
+        if len(_COUNT_CACHE) > 1024:
+            _COUNT_CACHE.clear()
+        _COUNT_CACHE[key] = n
+    return n
 
 
 def exported_ids(store: Store, dataset: str) -> list[str]:
     """Ids of rows already exported (non-empty ``exported``), cached per table version."""
-    key = (store.uri, dataset, store.version(dataset))
+    key = (store.uri, dataset, store.get_dataset(dataset).created_at, store.version(dataset))
     with _EXPORTED_LOCK:
         hit = _EXPORTED_CACHE.get(key)
     if hit is not None:
@@ -381,7 +400,7 @@ class NeighbourSearch:
         self.store = store
         self.dataset = dataset
         self.where = where
-        self.n_candidates = store.count(dataset, where)
+        self.n_candidates = cached_count(store, dataset, where)
         if exact is None:
             # many seeds: reading the candidates' vectors once beats one index query per seed
             small = min(MATRIX_MAX_ROWS, max(EXACT_SEARCH_MAX_CANDIDATES, n_queries * MATRIX_ROWS_PER_QUERY))
@@ -651,12 +670,11 @@ def mine(
     else:
         resolved = resolve_seeds(store, dataset, seeds, embedder=embedder, device=device)
     version = store.version(dataset)
-    row_seed_ids = [i for i in resolved.ids if not i.startswith(("text:", "image:"))]
     clause = candidate_where(
         where,
         include_labeled=include_labeled,
         include_exported=include_exported,
-        exclude_ids=row_seed_ids,
+        exclude_ids=_seeds_among_candidates(store, dataset, resolved, include_labeled),
         exported_ids=None if include_exported else exported_ids(store, dataset),
     )
     engine = NeighbourSearch(store, dataset, clause, exact=exact, n_queries=len(resolved.ids))
@@ -725,6 +743,22 @@ def mine(
         version=version,
         took_ms=(time.perf_counter() - t0) * 1000,
     )
+
+
+def _seeds_among_candidates(
+    store: Store, dataset: str, resolved: ResolvedSeeds, include_labeled: bool
+) -> list[str]:
+    """Seed rows that would otherwise be candidates (unlabeled seeds, or any with include_labeled):
+    only these need excluding, and an id exclusion costs the filter on every search."""
+    row_ids = [i for i in resolved.ids if not i.startswith(("text:", "image:"))]
+    if not row_ids:
+        return []
+    table = store.get_samples(dataset, row_ids, columns=["id", "labeled"])
+    return [
+        i
+        for i, lab in zip(table["id"].to_pylist(), table["labeled"].to_pylist(), strict=True)
+        if include_labeled or not lab
+    ]
 
 
 def _mode_cluster(resolved: ResolvedSeeds, group: list[int]) -> int | None:
