@@ -78,6 +78,7 @@ def make_vectors(
 def build(store: Store, name: str, vecs: np.ndarray, buckets: np.ndarray, index: dict[str, Any] | None) -> None:
     n, dim = vecs.shape
     if store.has_dataset(name) and store.count(name) == n and store.has_vector_index(name):
+        store.ensure_indexes(name)  # scalar indexes added since the table was cached
         return
     if store.has_dataset(name):
         store.drop_dataset(name)

@@ -802,10 +802,15 @@ class Store:
                 else:
                     done["vector_index"] = "up to date"
             if n >= 1000 or force:
-                for col, kind in SCALAR_INDEXES.items():
-                    if (col,) not in indexed_cols:
-                        from lancedb.index import Bitmap, BTree
+                from lancedb.index import Bitmap, BTree
 
+                wanted = dict(SCALAR_INDEXES)
+                # metadata columns are what people filter on ("weather = rain", "area between"): a
+                # prefiltered vector search over 1M rows takes ~8 ms with a BTREE on the column, ~18 without
+                for fname, ftype in info.metadata_fields.items():
+                    wanted.setdefault(META_PREFIX + fname, "BITMAP" if ftype == "bool" else "BTREE")
+                for col, kind in wanted.items():
+                    if (col,) not in indexed_cols and col in tbl.schema.names:
                         tbl.create_index(col, config=BTree() if kind == "BTREE" else Bitmap())
                         done["scalar_indexes"].append(col)
             return done

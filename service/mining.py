@@ -444,14 +444,10 @@ class NeighbourSearch:
         out = []
         for q in queries:
             table = self.store.search(
-                self.dataset, q, k=depth, where=self.where, columns=["id", "embedding"], exact=self.exact,
+                self.dataset, q, k=depth, where=self.where, columns=["id"], exact=self.exact,
                 candidates=self.n_candidates,
             )
-            ids = table["id"].to_pylist()
-            if table.num_rows:
-                vecs = normalize(embeddings_to_numpy(table["embedding"], len(q)))
-                self._vec_cache.update(zip(ids, vecs, strict=True))
-            out.append((ids, np.asarray(table["_distance"].to_numpy(), np.float32)))
+            out.append((table["id"].to_pylist(), np.asarray(table["_distance"].to_numpy(), np.float32)))
         return out
 
     def vectors_of(self, ids: Sequence[str]) -> np.ndarray:
@@ -897,8 +893,12 @@ def _result_rows(
     order = fill.order
     if not order:
         return []
-    vecs = engine.vectors_of(order)
-    dist = 1.0 - vecs @ resolved.vectors.T  # (results, seeds)
+    single = dict(zip(*lists[0], strict=True)) if len(resolved.ids) == 1 and lists else {}
+    if single and all(i in single for i in order):
+        dist = np.asarray([[single[i]] for i in order], np.float32)  # one seed: the search's distances
+    else:
+        vecs = engine.vectors_of(order)
+        dist = 1.0 - vecs @ resolved.vectors.T  # (results, seeds)
     found_by: dict[str, list[int]] = {}
     for n, (ids, _) in enumerate(lists):
         for i in ids[:k]:
