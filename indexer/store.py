@@ -884,8 +884,9 @@ class Store:
             tbl.optimize(cleanup_older_than=dt.timedelta(days=7))
 
 
-#: a filter leaving at most this many candidates is searched exactly (measured in bench/search.py).
-EXACT_SEARCH_MAX_CANDIDATES = 2_000
+#: a filter leaving at most this many candidates is searched exactly: reading and ranking their vectors
+#: costs about one index search at ~1,000 rows (bench/search.py --crossover, 100k and 1M x 512).
+EXACT_SEARCH_MAX_CANDIDATES = 1_000
 #: rows per batch when the exact search reads candidate vectors.
 EXACT_BATCH_ROWS = 65_536
 

@@ -57,9 +57,10 @@ RRF_K = 60.0
 #: at most this many query vectors on the exact path are searched one by one instead of loading every
 #: candidate vector into memory once.
 FEW_QUERIES = 2
-#: candidate rows whose vectors cost about one index query to read (~8 us a row vs ~20 ms a query,
-#: bench/search.py at 100k and 1M): with n seeds, up to n times this many candidates are ranked exactly.
-MATRIX_ROWS_PER_QUERY = 2500
+#: candidate rows whose vectors cost about one index query to read (~11 us a row vs 11-25 ms a query,
+#: bench/search.py --crossover at 100k and 1M): with n seeds, up to n times this many candidates are
+#: ranked exactly in memory.
+MATRIX_ROWS_PER_QUERY = 2000
 #: most candidate vectors loaded into memory for an exact multi-seed search (~0.5 GB at 512 dims).
 MATRIX_MAX_ROWS = 250_000
 
@@ -403,7 +404,9 @@ class NeighbourSearch:
         self.n_candidates = cached_count(store, dataset, where)
         if exact is None:
             # many seeds: reading the candidates' vectors once beats one index query per seed
-            small = min(MATRIX_MAX_ROWS, max(EXACT_SEARCH_MAX_CANDIDATES, n_queries * MATRIX_ROWS_PER_QUERY))
+            small = EXACT_SEARCH_MAX_CANDIDATES
+            if n_queries > FEW_QUERIES:
+                small = min(MATRIX_MAX_ROWS, max(small, n_queries * MATRIX_ROWS_PER_QUERY))
             exact = self.n_candidates <= small or not store.has_vector_index(dataset)
         self.exact = bool(exact)
         self.engine = "exact" if self.exact else "index"
