@@ -362,3 +362,14 @@ def test_store_search_exact_and_index_paths(store: Store) -> None:
     # a filter the probed partitions cannot fill: redone exactly, k rows still come back
     few = store.search("rand", q, k=10, where="id < 'r0012'", exact=False, nprobes=1)
     assert few.num_rows == 10
+
+
+def test_probes_grow_with_filter_selectivity() -> None:
+    from indexer.store import SEARCH_NPROBES, index_partitions, probes_for
+
+    assert index_partitions(1_000_000) == 1000 and index_partitions(100_000) == 316 and index_partitions(300) == 1
+    assert probes_for(1_000_000, None) == SEARCH_NPROBES
+    assert probes_for(1_000_000, 500_000) == SEARCH_NPROBES  # plenty of matches in every partition
+    assert probes_for(1_000_000, 10_000) == 50  # 10 matches a partition: 50 partitions hold ~500
+    assert probes_for(1_000_000, 100) == 1000  # a needle: every partition
+    assert probes_for(300, 10) == 1
