@@ -108,7 +108,8 @@ def make_synthetic(
         classes=list(classes),
         metadata_fields={"group": "string", "brightness": "float"},
     )
-    table = pa.Table.from_pylist(rows)
+    keys = list(dict.fromkeys(k for r in rows for k in r))  # unlabeled rows have no `correct`/`outcome`
+    table = pa.Table.from_pydict({k: [r.get(k) for r in rows] for k in keys})
     table = table.append_column("embedding", pa.array([v.tolist() for v in vecs], pa.list_(pa.float32(), dim)))
     store.upsert_samples(name, table)
     return Synthetic(name, list(classes), ids, cluster_of, list(error_clusters), np.stack(vecs), labeled_map)
