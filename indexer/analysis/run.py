@@ -343,8 +343,8 @@ def analyze(
     n = table.num_rows
     if n == 0:
         raise ValueError(f"dataset {dataset!r} has no rows with an embedding: ingest images first")
-    emb = embeddings_to_numpy(table.column("embedding"), info.dim)
-    table = table.drop_columns(["embedding"])
+    emb = _vectors(table.column("embedding"), info.dim)
+    table = table.drop_columns(["embedding"])  # the Arrow copy of the vectors is freed here
     ids = table.column("id").to_pylist()
     xs_old = _float_col(table, "x")
     ys_old = _float_col(table, "y")
@@ -468,6 +468,18 @@ def analyze(
     if record_run:
         _record_run(store, dataset, report, started_at)
     return report
+
+
+def _vectors(column: pa.ChunkedArray, dim: int) -> np.ndarray:
+    """(n, dim) float32 filled chunk by chunk: no combined Arrow copy of every vector at once."""
+    out = np.empty((len(column), dim), dtype=np.float32)
+    pos = 0
+    for chunk in column.chunks:
+        m = len(chunk)
+        if m:
+            out[pos : pos + m] = embeddings_to_numpy(chunk, dim)
+        pos += m
+    return out
 
 
 def _float_col(table: pa.Table, name: str) -> np.ndarray:
