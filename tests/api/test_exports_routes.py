@@ -174,12 +174,12 @@ def _wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> No
 def test_killed_server_resumes_the_export(tmp_path: Path) -> None:
     data_dir = str(tmp_path / "db")
     store = Store(data_dir)
-    n = 240
+    n = 600  # 300 chunks: far more than the poll below can miss on a fast, quiet machine
     cls = build_classification(store, tmp_path / "media", n=n)
     log = tmp_path / "server.log"
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    body = {"target": "coco", "ids": cls.ids, "media": "copy", "chunk_size": 4}
+    body = {"target": "coco", "ids": cls.ids, "media": "copy", "chunk_size": 2}
     proc = _serve(data_dir, port, log)
     try:
         _wait_up(url, proc)

@@ -230,9 +230,10 @@ def test_stream_decisions(server, api: httpx.Client, tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def demo_server(demo_env) -> Iterator[tuple[str, Store]]:
-    settings = Settings(data_dir=str(demo_env.data_dir), max_budget=1000)
-    app = create_app(settings, store=demo_env.store)
+def demo_server(demo_env, tmp_path_factory) -> Iterator[tuple[str, Store]]:
+    demo = demo_env.copy(tmp_path_factory.mktemp("demo-mining"))  # the stream tests add rows
+    settings = Settings(data_dir=str(demo.data_dir), max_budget=1000)
+    app = create_app(settings, store=demo.store)
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -242,7 +243,7 @@ def demo_server(demo_env) -> Iterator[tuple[str, Store]]:
         time.sleep(0.05)
     assert srv.started
     try:
-        yield f"http://127.0.0.1:{port}/api/v1", demo_env.store
+        yield f"http://127.0.0.1:{port}/api/v1", demo.store
     finally:
         srv.should_exit = True
         thread.join(timeout=10)

@@ -21,13 +21,14 @@ def browser_ok() -> None:
 
 
 @pytest.fixture(scope="session")
-def analyzed_demo(demo_env):  # type: ignore[no-untyped-def]
-    """The demo with its analysis done (the map needs x, y and clusters)."""
+def analyzed_demo(demo_env, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """A private copy of the analyzed demo (the browser tests flag issues and export)."""
     from indexer.analysis.run import analyze, load_analysis
 
-    if load_analysis(demo_env.store, "demo") is None:
-        analyze(demo_env.store, "demo")
-    return demo_env
+    demo = demo_env.copy(tmp_path_factory.mktemp("demo-e2e"))
+    if load_analysis(demo.store, "demo") is None:
+        analyze(demo.store, "demo")
+    return demo
 
 
 @pytest.fixture(scope="session")
