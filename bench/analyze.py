@@ -25,7 +25,11 @@ Measured on this machine (2 cores shared with other jobs, load 5-7; 100 true blo
         10000       peer      24.7       667      114   ratio time 1.25, memory 1.50
        100000  edgeminer      61.2      2064      100
        100000       peer     123.9      1358      206   ratio time 0.49, memory 1.52
-      1000000  edgeminer     879.8     10389      100   (peer skipped: UMAP on raw 512-d at 1M)
+      1000000  edgeminer     766.6     10495      100   (peer skipped: UMAP on raw 512-d at 1M)
+
+At 1M rows, three runs gave 767-934 s and a 10.2-10.3 GiB peak whether PCA was fitted on all rows or on
+a 100k sample and whether the vectors were read in one piece or chunk by chunk, so the peak is elsewhere
+(UMAP's neighbour graph or LanceDB's scan; not profiled yet).
 
 edgeminer's extra memory is LanceDB / Arrow reading the rows and the summaries; its UMAP runs seeded
 (single-threaded) yet is faster at 100k thanks to PCA-50. The peer's default ``min_cluster_size=5``
