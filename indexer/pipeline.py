@@ -49,6 +49,16 @@ class IngestReport:
     errors: list[dict[str, str]] = field(default_factory=list)  # first 100: id, uri, error
     index: dict[str, Any] = field(default_factory=dict)
 
+    def counts(self) -> dict[str, int]:
+        return {
+            "total": self.total,
+            "ok": self.ok_rows,
+            "errors": self.error_rows,
+            "skipped": self.skipped,
+            "inserted": self.inserted,
+            "updated": self.updated,
+        }
+
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
@@ -281,7 +291,7 @@ def ingest(
         run_doc.update(
             status="failed",
             error=f"{type(exc).__name__}: {exc}" if not isinstance(exc, KeyboardInterrupt) else "interrupted",
-            counts=_counts(report),
+            counts=report.counts(),
             version_written=store.version(dataset),
             finished_at=now_utc().isoformat(),
         )
@@ -297,7 +307,7 @@ def ingest(
     report.seconds = time.perf_counter() - started
     run_doc.update(
         status="succeeded",
-        counts=_counts(report),
+        counts=report.counts(),
         errors=report.errors[:20],
         version_written=report.version_written,
         finished_at=now_utc().isoformat(),
@@ -305,17 +315,6 @@ def ingest(
     )
     store.put_doc(dataset, "run", run_id, run_doc)
     return report
-
-
-def _counts(report: IngestReport) -> dict[str, int]:
-    return {
-        "total": report.total,
-        "ok": report.ok_rows,
-        "errors": report.error_rows,
-        "skipped": report.skipped,
-        "inserted": report.inserted,
-        "updated": report.updated,
-    }
 
 
 def _model_version(cfg: dict[str, Any]) -> str:

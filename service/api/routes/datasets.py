@@ -196,14 +196,7 @@ def start_ingest(dataset: str, body: IngestRequest, store: StoreDep, jobs: JobsD
             {"item": e.get("id", ""), "message": f"{e.get('uri', '')}: {e.get('error', '')}"} for e in report.errors
         ]
         return {
-            "counts": {
-                "total": report.total,
-                "ok": report.ok_rows,
-                "errors": report.error_rows,
-                "skipped": report.skipped,
-                "inserted": report.inserted,
-                "updated": report.updated,
-            },
+            "counts": report.counts(),
             "errors": errors,
             "error_count": report.error_rows,
             "version_read": report.version_read,
