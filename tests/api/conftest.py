@@ -8,9 +8,6 @@ server on 127.0.0.1 (a free port bound before the server starts, served from a t
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -18,6 +15,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from servers import LiveServer
 
 from service.api.app import create_app
 from service.settings import Settings
@@ -53,37 +51,6 @@ def make_client() -> Iterator[Callable[..., TestClient]]:
 @pytest.fixture
 def api_client(make_client: Callable[..., TestClient], api_settings: Settings) -> TestClient:
     return make_client(api_settings)
-
-
-class LiveServer:
-    """uvicorn serving ``app`` from a daemon thread on an already-bound 127.0.0.1 socket."""
-
-    def __init__(self, app: Any):
-        import uvicorn
-
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # accepted connections inherit it; without it every response waits ~40 ms (Nagle + delayed ACK)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def start(self, timeout: float = 20.0) -> None:
-        self.thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        self.sock.close()
 
 
 @pytest.fixture

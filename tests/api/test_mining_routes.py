@@ -4,30 +4,21 @@ from __future__ import annotations
 
 import base64
 import io
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from factories import make_synthetic
 from PIL import Image
+from servers import LiveServer
 
 from indexer.store import Store
 from service.api.app import create_app
 from service.settings import Settings
 
 KEY = "s3cret-key"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -38,20 +29,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Stor
     make_synthetic(store, "nomc", with_mc=False, seed=2)
     _ensure_correct(store, syn)
     settings = Settings(data_dir=str(base / "db"), api_key=KEY, max_budget=500, media_roots=[str(base / "media")])
-    app = create_app(settings, store=store)
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "server did not start"
+    srv = LiveServer(create_app(settings, store=store))
+    srv.start()
     try:
-        yield f"http://127.0.0.1:{port}/api/v1", store, syn
+        yield f"{srv.url}/api/v1", store, syn
     finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
+        srv.stop()
 
 
 @pytest.fixture
@@ -233,20 +216,12 @@ def test_stream_decisions(server, api: httpx.Client, tmp_path: Path) -> None:
 def demo_server(demo_env, tmp_path_factory) -> Iterator[tuple[str, Store]]:
     demo = demo_env.copy(tmp_path_factory.mktemp("demo-mining"))  # the stream tests add rows
     settings = Settings(data_dir=str(demo.data_dir), max_budget=1000)
-    app = create_app(settings, store=demo.store)
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert srv.started
+    srv = LiveServer(create_app(settings, store=demo.store))
+    srv.start()
     try:
-        yield f"http://127.0.0.1:{port}/api/v1", demo.store
+        yield f"{srv.url}/api/v1", demo.store
     finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
+        srv.stop()
 
 
 def _slice_precision(store: Store, ids: list[str]) -> float:
