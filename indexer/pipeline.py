@@ -107,6 +107,20 @@ def load_image(uri: str) -> Any:
         raise ImageLoadError(f"unreadable or truncated image: {exc}") from None
 
 
+def decode_image_bytes(data: bytes) -> Any:
+    """An uploaded image (bytes) fully decoded to RGB; ImageLoadError carries Pillow's reason."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        opened = Image.open(io.BytesIO(data))
+        opened.load()
+        return opened.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ImageLoadError(str(exc)) from exc
+
+
 def _file_stat(uri: str) -> str:
     path = uri[7:] if uri.startswith("file://") else uri
     try:

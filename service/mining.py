@@ -33,7 +33,6 @@ and its distance to the nearest seed (``1 - cos``).
 from __future__ import annotations
 
 import functools
-import io
 import json
 import math
 import threading
@@ -213,13 +212,11 @@ def embed_text(embedder: Any, text: str, *, dataset: str = "") -> np.ndarray:
 
 
 def embed_image(embedder: Any, data: bytes, *, what: str = "uploaded image") -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from indexer.pipeline import ImageLoadError, decode_image_bytes
 
     try:
-        opened = Image.open(io.BytesIO(data))
-        opened.load()
-        img = opened.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        img = decode_image_bytes(data)
+    except ImageLoadError as exc:
         raise MiningError(f"{what} is not a readable image ({exc}); send a PNG or JPEG file") from exc
     out = embedder.embed_images([img])
     return _as_matrix(out)

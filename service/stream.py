@@ -326,15 +326,11 @@ def _why(reasons: list[dict[str, Any]], send: bool, budget: int) -> str:
 
 
 def _embed(embedder: Any, data: bytes) -> Any:
-    import io
-
-    from PIL import Image, UnidentifiedImageError
+    from indexer.pipeline import ImageLoadError, decode_image_bytes
 
     try:
-        opened = Image.open(io.BytesIO(data))
-        opened.load()
-        img = opened.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        img = decode_image_bytes(data)
+    except ImageLoadError as exc:
         raise StreamError(f"the image is not readable ({exc}); send a PNG or JPEG file") from exc
     return embedder.embed_images([img])
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 
@@ -37,3 +40,39 @@ class LiveServer:
         self.server.should_exit = True
         self.thread.join(timeout=10)
         self.sock.close()
+
+
+CHECKS = "not_a_server_error,content_type_conformance,response_schema_conformance,status_code_conformance"
+
+
+def failures(stdout: str) -> str:
+    """The FAILURES / ERRORS sections of a schemathesis report (long query strings cut)."""
+    start = min((i for i in (stdout.find("= FAILURES ="), stdout.find("= ERRORS =")) if i >= 0), default=0)
+    end = stdout.find("= WARNINGS =")
+    text = stdout[start : end if end > start else None]
+    return "\n".join(line[:400] for line in text.splitlines())[:8000]
+
+
+def run_schemathesis(
+    base_url: str, cwd: Path, *extra: str, max_examples: int = 5, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """schemathesis' CLI against ``base_url``/openapi.json: bounded (few examples, fixed seed, no shrinking)."""
+    exe = Path(sys.executable).with_name("schemathesis")
+    cmd = [
+        str(exe),
+        "run",
+        f"{base_url}/openapi.json",
+        "--checks",
+        CHECKS,
+        "--max-examples",
+        str(max_examples),
+        "--seed",
+        "1",
+        "--workers",
+        "1",
+        "--no-shrink",
+        "--request-timeout",
+        "60",
+        *extra,
+    ]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from factories import make_synthetic
 from PIL import Image
-from servers import LiveServer
+from servers import LiveServer, run_schemathesis
 
 from indexer.store import Store
 from service.api.app import create_app
@@ -271,31 +271,10 @@ def test_demo_stream_embeds_an_uploaded_image_with_the_dataset_model(demo_server
 
 def test_mining_routes_have_no_server_errors(server, tmp_path: Path) -> None:
     """Schemathesis on the mining tag only, with the API key (so the routes run, not just the guard)."""
-    import subprocess
-    import sys
-
     base = server[0].removesuffix("/api/v1")
-    cmd = [
-        str(Path(sys.executable).with_name("schemathesis")),
-        "run",
-        f"{base}/openapi.json",
-        "--include-tag-regex",
-        "^mining$",
-        "-H",
-        f"X-API-Key: {KEY}",
-        "--checks",
-        "not_a_server_error,content_type_conformance,response_schema_conformance,status_code_conformance",
-        "--max-examples",
-        "8",
-        "--seed",
-        "1",
-        "--workers",
-        "1",
-        "--no-shrink",
-        "--request-timeout",
-        "60",
-    ]
-    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    result = run_schemathesis(
+        base, tmp_path, "--include-tag-regex", "^mining$", "-H", f"X-API-Key: {KEY}", max_examples=8
+    )
     out = result.stdout
     start = min((i for i in (out.find("= FAILURES ="), out.find("= ERRORS =")) if i >= 0), default=0)
     assert result.returncode == 0, out[start : start + 8000]

@@ -6,49 +6,17 @@ the slow one runs the whole API, analysis / mining / exports included."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from factories import make_synthetic
+from servers import failures, run_schemathesis
 
 from indexer.store import Store
 from service.settings import Settings
 
-CHECKS = "not_a_server_error,content_type_conformance,response_schema_conformance,status_code_conformance"
 CORE_TAGS = "^(health|datasets|samples|media|issues|jobs)$"
-
-
-def failures(stdout: str) -> str:
-    """The FAILURES / ERRORS sections of a schemathesis report (long query strings cut)."""
-    start = min((i for i in (stdout.find("= FAILURES ="), stdout.find("= ERRORS =")) if i >= 0), default=0)
-    end = stdout.find("= WARNINGS =")
-    text = stdout[start : end if end > start else None]
-    return "\n".join(line[:400] for line in text.splitlines())[:8000]
-
-
-def run_schemathesis(base_url: str, cwd: Path, *extra: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name("schemathesis")
-    cmd = [
-        str(exe),
-        "run",
-        f"{base_url}/openapi.json",
-        "--checks",
-        CHECKS,
-        "--max-examples",
-        "5",
-        "--seed",
-        "1",
-        "--workers",
-        "1",
-        "--no-shrink",
-        "--request-timeout",
-        "60",
-        *extra,
-    ]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture
