@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from indexer import scores as scoring
 from indexer.embedders import Embedder, EmbedderError, EmbedOutput
-from indexer.store import Store, now_utc
+from indexer.store import Store, now_utc, usable_vectors
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -107,18 +107,56 @@ def load_image(uri: str) -> Any:
         raise ImageLoadError(f"unreadable or truncated image: {exc}") from None
 
 
-def decode_image_bytes(data: bytes) -> Any:
-    """An uploaded image (bytes) fully decoded to RGB; ImageLoadError carries Pillow's reason."""
+def pillow_reason(exc: BaseException) -> str:
+    """Pillow's message for ``exc`` without the object reprs it embeds (``<_io.BytesIO object at
+    0x...>`` says nothing to a client and leaks interpreter addresses)."""
+    import re
+
+    text = re.sub(r"\s*<[^<>]*\bobject at 0x[0-9a-fA-F]+>", "", str(exc)).strip(" :")
+    return text or type(exc).__name__
+
+
+def _open_image_bytes(data: bytes) -> Any:
     import io
 
     from PIL import Image, UnidentifiedImageError
 
+    if not data:
+        raise ImageLoadError("empty data (0 bytes), not an image")
     try:
-        opened = Image.open(io.BytesIO(data))
+        return Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as exc:
+        raise ImageLoadError(f"not an image format Pillow can identify ({len(data)} bytes)") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(f"too many pixels to decode safely: {pillow_reason(exc)}") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageLoadError(f"unreadable image header: {pillow_reason(exc)}") from exc
+
+
+def identify_image_bytes(data: bytes) -> str:
+    """The format of an uploaded image (``PNG``, ``JPEG``...) from its header alone (cheap: nothing is
+    decoded); ImageLoadError as :func:`decode_image_bytes` says it when Pillow cannot identify it."""
+    img = _open_image_bytes(data)
+    try:
+        return str(img.format or "image")
+    finally:
+        img.close()
+
+
+def decode_image_bytes(data: bytes) -> Any:
+    """An uploaded image (bytes) fully decoded to RGB. ImageLoadError says what is wrong: no image
+    Pillow can identify, an image too large to decode, or truncated / corrupt data (Pillow's reason)."""
+    from PIL import Image
+
+    opened = _open_image_bytes(data)
+    try:
         opened.load()
         return opened.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ImageLoadError(str(exc)) from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(f"too many pixels to decode safely: {pillow_reason(exc)}") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        kind = opened.format or "image"
+        raise ImageLoadError(f"truncated or corrupt {kind} data: {pillow_reason(exc)}") from exc
 
 
 def _file_stat(uri: str) -> str:
@@ -151,7 +189,9 @@ def fingerprint(record: Any, embedder_key: str) -> str:
         "outcome": record.outcome,
         "error": record.error,
         "emb": emb_hash,
-        "file": _file_stat(record.uri) if emb is None else "",
+        # a row the source already marked as an error is never read (e.g. an image outside the allowed
+        # roots): its file's state neither matters nor gets looked at
+        "file": _file_stat(record.uri) if emb is None and not record.error else "",
         "embedder": embedder_key,
     }
     return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
@@ -455,11 +495,14 @@ def _finish(
                     error = "vector has NaN or infinite values"
                     vec = None
                 else:
-                    norm = float(np.linalg.norm(vec))
-                    vec = vec / norm if norm > 0 else vec
+                    norm = float(np.linalg.norm(vec.astype(np.float64)))  # float32 overflows from ~1e19
+                    vec = (vec / norm).astype(np.float32) if norm > 0 else vec
             elif out is not None and i in pos:
                 vec = out.embeddings[pos[i]]
-                if out.probs is not None and use_model:
+                if not usable_vectors(np.asarray(vec, np.float32).reshape(1, -1))[0]:
+                    error = "the embedder returned NaN or infinite values for this image"
+                    vec = None
+                elif out.probs is not None and use_model:
                     model_probs = out.probs[pos[i]]
                     mc = None if out.mc_probs is None else out.mc_probs[:, pos[i], :]
         row: dict[str, Any] = {

@@ -38,10 +38,12 @@ __all__ = [
     "SUM_TOLERANCE",
     "bald",
     "check_probs",
+    "classes_for_probs",
     "entropy",
     "least_confidence",
     "margin",
     "mc_variance",
+    "pad_probs",
     "ratio",
     "score_all",
     "top2",
@@ -314,3 +316,48 @@ def top2(probs: Any, classes: Sequence[str], *, renormalize: bool = True) -> tup
     first = [names[i] for i in order[:, 0]]
     second: list[str | None] = [names[i] for i in order[:, 1]] if p.shape[1] > 1 else [None] * p.shape[0]
     return first, second
+
+
+# ----------------------------------------------------------------------------------------------
+# Probabilities of a growing class list
+# ----------------------------------------------------------------------------------------------
+
+
+def classes_for_probs(n_values: int, classes: Sequence[str], model_classes: int | None = None) -> list[str]:
+    """The class names of a probability vector of ``n_values`` values for a dataset's ``classes``.
+
+    A dataset's class list only grows at the end (a label import with ``add_classes``, an ingest bringing
+    new labels), so probabilities are aligned with a prefix of it: all ``len(classes)`` classes, or as
+    few as the ``model_classes`` the model predicts (``DatasetInfo.model_classes``; None means all); the
+    classes after the prefix have probability 0. Any length in between is accepted (a retrained model
+    that knows some of the added classes). ValueError, naming the accepted lengths, otherwise."""
+    names = list(classes)
+    total = len(names)
+    least = total if model_classes is None else max(1, min(int(model_classes), total))
+    if least <= n_values <= total:
+        return names[:n_values]
+    shown = ", ".join(names[:50]) + (f" ... ({total} in all)" if total > 50 else "")
+    if least == total:
+        want = "send one value per class, in this order"
+    else:
+        added = ", ".join(names[least:][:20])
+        want = (
+            f"send {least} to {total} values in this order: the model's {least} classes first; the classes "
+            f"added after them ({added}) may be left out (probability 0)"
+        )
+    raise ValueError(f"probs has {n_values} values, the dataset has {total} classes ({shown}): {want}")
+
+
+def pad_probs(probs: Any, n_classes: int) -> FloatArray:
+    """Probabilities over a prefix of the class list, padded with zeros to ``n_classes`` columns (the
+    last axis); the stored probs of rows scored before classes were added read this way."""
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim == 0:
+        raise ValueError("probabilities must be an array, not a single number")
+    have = p.shape[-1]
+    if have > n_classes:
+        raise ValueError(f"probabilities have {have} columns, more than the {n_classes} classes")
+    if have == n_classes:
+        return p
+    pad = [(0, 0)] * (p.ndim - 1) + [(0, n_classes - have)]
+    return np.pad(p, pad)

@@ -24,6 +24,12 @@ Problems are reported at two levels:
   error row and the rest of the batch lands.
 
 Rows are numbered from 1 in data order (a CSV header is not a row; blank JSONL lines are skipped).
+
+``allowed_roots`` (the service passes ``settings.ingest_roots`` for API requests; the CLI passes none)
+limits a source to images that resolve, symlinks followed, inside those folders: the paths given to
+:func:`open_source` must lie inside them, a manifest or COCO row whose image resolves outside becomes an
+error row that is never read, folder walks skip entries that resolve outside, and ``roots`` (the
+dataset's media roots) never reach outside them. Whether such an outside path exists is never looked at.
 """
 
 from __future__ import annotations
@@ -149,6 +155,38 @@ def _resolve_uri(uri: str, base: Path) -> str:
 MAX_ROOTS = 32
 
 
+def _real(path: str | os.PathLike[str]) -> str:
+    """Absolute, ``~`` expanded, symlinks resolved the way opening it would (a ``..`` after a symlink
+    climbs from the link's target, not lexically); the path need not exist."""
+    return os.path.realpath(os.path.expanduser(os.fspath(path)))
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _real_roots(roots: Iterable[str | os.PathLike[str]]) -> list[str]:
+    out: list[str] = []
+    for root in roots:
+        text = os.fspath(root)
+        if not text or not str(text).strip() or "://" in str(text):
+            continue
+        try:
+            out.append(_real(str(text).strip()))
+        except (OSError, ValueError):
+            continue
+    return list(dict.fromkeys(out))
+
+
+def _inside(path: str | os.PathLike[str], real_roots: Sequence[str]) -> bool:
+    """Whether ``path`` resolves (symlinks followed, without needing to exist) inside a resolved root."""
+    try:
+        real = _real(path)
+    except (OSError, ValueError, RuntimeError):
+        return False
+    return any(_under(real, r) for r in real_roots)
+
+
 def _outermost(dirs: Iterable[str]) -> list[str]:
     ordered = sorted({os.path.normpath(d) for d in dirs}, key=lambda d: Path(d).parts)
     out: list[str] = []
@@ -181,8 +219,10 @@ class Source:
 
     kind: str = ""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, allowed_roots: Sequence[str | os.PathLike[str]] | None = None) -> None:
         self.path = path
+        #: resolved folders the images must lie in; None = anywhere (see the module docstring)
+        self.allowed_roots: list[str] | None = None if allowed_roots is None else _real_roots(allowed_roots)
         self.classes: list[str] = []
         self.task = "classification"
         self.metadata_fields: dict[str, str] = {}
@@ -195,7 +235,47 @@ class Source:
         return self._len
 
     def __iter__(self) -> Iterator[SourceRecord]:
+        if self.allowed_roots is None:
+            yield from self._records()
+            return
+        for rec in self._records():
+            yield self._guard(rec)
+
+    def _records(self) -> Iterator[SourceRecord]:
         raise NotImplementedError
+
+    def outside(self, uri: str) -> bool:
+        """True when this source is limited to ``allowed_roots`` and the local image ``uri`` resolves
+        outside them (URLs are not local paths: they are never outside)."""
+        if self.allowed_roots is None or not uri or _is_url(uri):
+            return False
+        return not _inside(uri[len("file://") :] if uri.startswith("file://") else uri, self.allowed_roots)
+
+    def _guard(self, rec: SourceRecord) -> SourceRecord:
+        """The record, or (for an image outside the allowed roots) an error record that is never read."""
+        if not self.outside(rec.uri):
+            return rec
+        import dataclasses
+
+        message = f"image {rec.uri} is outside the folders this ingest may read (ingest_roots); it was not read"
+        return dataclasses.replace(rec, error=_join(rec.error, message))
+
+    def _limit_roots(self, roots: list[str]) -> list[str]:
+        """``roots`` cut down to the allowed roots: a folder inside them stays, a folder above some of
+        them (roots collapsed to a parent) becomes those allowed roots, anything else is dropped."""
+        if self.allowed_roots is None:
+            return roots
+        out: list[str] = []
+        for root in roots:
+            try:
+                real = _real(root)
+            except (OSError, ValueError, RuntimeError):
+                continue
+            if any(_under(real, a) for a in self.allowed_roots):
+                out.append(root)
+            else:
+                out.extend(a for a in self.allowed_roots if _under(a, real))
+        return _outermost(out) if out else []
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, rows={self._len}, classes={len(self.classes)})"
@@ -371,8 +451,9 @@ class ManifestSource(Source):
         vectors: str | os.PathLike[str] | None = None,
         vector_column: str | None = None,
         classes: Sequence[str] | None = None,
+        allowed_roots: Sequence[str | os.PathLike[str]] | None = None,
     ) -> None:
-        super().__init__(path)
+        super().__init__(path, allowed_roots=allowed_roots)
         fmt = MANIFEST_EXTENSIONS.get(path.suffix.lower())
         if fmt is None:
             raise SourceError(f"{path}: a manifest must end in {', '.join(MANIFEST_EXTENSIONS)} (got {path.suffix!r})")
@@ -516,7 +597,9 @@ class ManifestSource(Source):
                     pass
             uri = row.get("uri")
             if isinstance(uri, str) and uri.strip() and not _is_url(uri.strip()):
-                dirs.add(os.path.dirname(_resolve_uri(uri.strip(), self.base)))
+                local = _resolve_uri(uri.strip(), self.base)
+                if not self.outside(local):
+                    dirs.add(os.path.dirname(local))
 
         if "uri" not in seen_cols:
             found = ", ".join(columns[:12]) or "none"
@@ -554,7 +637,7 @@ class ManifestSource(Source):
             raise SourceError(f"{self.path}: the class names repeat a name: {self.classes}")
         self.has_probs = has_probs
         self.dim = dim
-        self.roots = _collapse_roots(dirs)
+        self.roots = self._limit_roots(_collapse_roots(dirs))
         self._len = rows
 
     def _load_vectors(self, path: Path) -> None:
@@ -576,7 +659,7 @@ class ManifestSource(Source):
 
     # -- records --------------------------------------------------------------------------------
 
-    def __iter__(self) -> Iterator[SourceRecord]:
+    def _records(self) -> Iterator[SourceRecord]:
         seen: dict[str, int] = {}
         class_set = set(self.classes)
         vcol = self.vector_column or "embedding"
@@ -692,17 +775,25 @@ def _join(first: str | None, second: str) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
-def _images_under(folder: Path, *, skip: Path | None = None) -> list[Path]:
-    """Image files under ``folder`` (recursive, hidden entries skipped), sorted."""
+def _images_under(folder: Path, *, skip: Path | None = None, allowed: Sequence[str] | None = None) -> list[Path]:
+    """Image files under ``folder`` (recursive, hidden entries skipped), sorted. With ``allowed``
+    (resolved roots), entries that resolve outside them are skipped, folders and files alike."""
+    if allowed is not None and not _inside(folder, allowed):
+        return []
     out: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         here = Path(dirpath)
         dirnames[:] = sorted(
-            d for d in dirnames if not d.startswith(".") and (skip is None or (here / d).resolve() != skip)
+            d
+            for d in dirnames
+            if not d.startswith(".")
+            and (skip is None or (here / d).resolve() != skip)
+            and (allowed is None or _inside(here / d, allowed))
         )
         for name in sorted(filenames):
             if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS:
-                out.append(here / name)
+                if allowed is None or _inside(here / name, allowed):
+                    out.append(here / name)
     return out
 
 
@@ -724,26 +815,35 @@ class FolderSource(Source):
         unlabeled: str | os.PathLike[str] | None = None,
         split: str | None = None,
         classes: Sequence[str] | None = None,
+        allowed_roots: Sequence[str | os.PathLike[str]] | None = None,
     ) -> None:
-        super().__init__(root)
+        super().__init__(root, allowed_roots=allowed_roots)
+        allowed = self.allowed_roots
         root = root.resolve()
         pool = Path(unlabeled).expanduser().resolve() if unlabeled is not None else None
         if pool is not None and not pool.is_dir():
             raise SourceError(f"unlabeled folder {pool} does not exist or is not a folder")
         self.split = split or "train"
         entries: list[tuple[Path, str | None]] = []
-        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.resolve() != pool)
+        folders = sorted(
+            p
+            for p in root.iterdir()
+            if (allowed is None or _inside(p, allowed))  # decided before looking at what p points to
+            and p.is_dir()
+            and not p.name.startswith(".")
+            and p.resolve() != pool
+        )
         for folder in folders:
-            entries.extend((f, folder.name) for f in _images_under(folder, skip=pool))
+            entries.extend((f, folder.name) for f in _images_under(folder, skip=pool, allowed=allowed))
         names = [f.name for f in folders]
         if not folders:
-            loose = _images_under(root, skip=pool)
+            loose = _images_under(root, skip=pool, allowed=allowed)
             if not loose and pool is None:
                 raise SourceError(f"{root}: no class sub-folders and no images; expected {root}/<label>/<image files>")
             if root != pool:
                 entries.extend((f, None) for f in loose)
         if pool is not None:
-            entries.extend((f, None) for f in _images_under(pool))
+            entries.extend((f, None) for f in _images_under(pool, allowed=allowed))
         if classes:
             missing = [n for n in names if n not in classes]
             if missing:
@@ -753,9 +853,9 @@ class FolderSource(Source):
             self.classes = names
         self._entries = entries
         self._len = len(entries)
-        self.roots = _collapse_roots([str(root)] + ([str(pool)] if pool is not None else []))
+        self.roots = self._limit_roots(_collapse_roots([str(root)] + ([str(pool)] if pool is not None else [])))
 
-    def __iter__(self) -> Iterator[SourceRecord]:
+    def _records(self) -> Iterator[SourceRecord]:
         for path, label in self._entries:
             uri = os.path.normpath(str(path.absolute()))
             yield SourceRecord(
@@ -830,8 +930,9 @@ class CocoSource(Source):
         classes: Sequence[str] | None = None,
         score_threshold: float = 0.05,
         iou: float = 0.5,
+        allowed_roots: Sequence[str | os.PathLike[str]] | None = None,
     ) -> None:
-        super().__init__(path)
+        super().__init__(path, allowed_roots=allowed_roots)
         if not 0 < iou <= 1:
             raise SourceError(f"iou must be in (0, 1], got {iou}")
         self.task = "detection"
@@ -878,12 +979,13 @@ class CocoSource(Source):
                 raise SourceError(f"{rpath}: COCO results are a JSON list of {{image_id, category_id, bbox, score}}")
             preds = loaded
         self.has_predictions = preds is not None
-        self._records = self._build(gt["annotations"], preds)
-        self._len = len(self._records)
+        self._record_list = self._build(gt["annotations"], preds)
+        self._len = len(self._record_list)
         id_kinds = {_value_kind(k, from_text=False) for k in images}
         self.metadata_fields = {"coco_image_id": "int" if id_kinds <= {"int"} else "string", "iscrowd": "bool"}
-        dirs = {os.path.dirname(self._uri(img)) for img in images.values() if not _is_url(img["file_name"])}
-        self.roots = _collapse_roots(dirs | {str(self.base)})
+        local = [self._uri(img) for img in images.values() if not _is_url(img["file_name"])]
+        dirs = {os.path.dirname(uri) for uri in local if not self.outside(uri)}
+        self.roots = self._limit_roots(_collapse_roots(dirs | {str(self.base)}))
         self._check_images_found(image_root is not None)
 
     def _uri(self, img: Mapping[str, Any]) -> str:
@@ -892,6 +994,7 @@ class CocoSource(Source):
     def _check_images_found(self, root_given: bool) -> None:
         """Refuse early when none of the first images exists: image_root is most likely wrong."""
         sample = [self._uri(img) for img in list(self._images.values())[:20] if not _is_url(img["file_name"])]
+        sample = [u for u in sample if not self.outside(u)]  # never look whether an outside file exists
         if sample and not any(os.path.exists(u) for u in sample):
             hint = "check image_root" if root_given else "pass image_root= (CLI: --image-root) with the images' folder"
             raise SourceError(f"{self.path}: none of the first images exists (e.g. {sample[0]}); {hint}")
@@ -1040,8 +1143,8 @@ class CocoSource(Source):
             error=message,
         )
 
-    def __iter__(self) -> Iterator[SourceRecord]:
-        yield from self._records
+    def _records(self) -> Iterator[SourceRecord]:
+        yield from self._record_list
 
 
 def _int(value: Any) -> int | None:
@@ -1090,13 +1193,28 @@ def open_source(
     classes: Sequence[str] | None = None,
     score_threshold: float = 0.05,
     iou: float = 0.5,
+    allowed_roots: Sequence[str | os.PathLike[str]] | None = None,
 ) -> Source:
     """Open a source of images for ingest (see the module docstring).
 
     ``kind`` is "manifest", "folders" or "coco"; None guesses: a directory is folders, a ``.json`` with
     "images"/"annotations" is COCO, ``.csv``/``.jsonl``/``.ndjson``/``.parquet`` is a manifest.
     Options that do not apply to the kind raise :class:`SourceError` rather than being ignored.
+    ``allowed_roots`` (None = anywhere) limits the source and every path option to those folders; a path
+    outside them is refused before anything looks at it, with a message that does not say whether it exists.
     """
+    if allowed_roots is not None:
+        real_roots = _real_roots(allowed_roots)
+        named = {
+            "source": path,
+            "unlabeled": unlabeled,
+            "coco_results": coco_results,
+            "image_root": image_root,
+            "vectors": vectors,
+        }
+        for name, value in named.items():
+            if value is not None and not _inside(value, real_roots):
+                raise SourceError(f"{name} {os.fspath(value)!r} is outside the folders this ingest may read")
     p = Path(path).expanduser()
     if not p.exists():
         raise SourceError(f"source {p} does not exist")
@@ -1122,7 +1240,7 @@ def open_source(
     if kind == "folders":
         if not p.is_dir():
             raise SourceError(f"{p} is not a folder; a folders source is root/<label>/<images>")
-        return FolderSource(p, unlabeled=unlabeled, split=split, classes=classes)
+        return FolderSource(p, unlabeled=unlabeled, split=split, classes=classes, allowed_roots=allowed_roots)
     if p.is_dir():
         raise SourceError(f"{p} is a folder; a {kind} source is a file")
     try:
@@ -1135,9 +1253,16 @@ def open_source(
                 classes=classes,
                 score_threshold=score_threshold,
                 iou=iou,
+                allowed_roots=allowed_roots,
             )
         return ManifestSource(
-            p, split=split, image_root=image_root, vectors=vectors, vector_column=vector_column, classes=classes
+            p,
+            split=split,
+            image_root=image_root,
+            vectors=vectors,
+            vector_column=vector_column,
+            classes=classes,
+            allowed_roots=allowed_roots,
         )
     except PermissionError as exc:
         raise SourceError(f"cannot read {exc.filename or p}: permission denied") from None

@@ -24,7 +24,8 @@ import math
 import os
 import re
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -187,6 +188,12 @@ class DatasetInfo:
     metadata_fields: dict[str, str] = field(default_factory=dict)
     media_roots: list[str] = field(default_factory=list)
     created_at: str = ""
+    #: how many leading ``classes`` the model's probabilities cover (None: all of them). Classes only
+    #: ever grow at the end (a label import with add_classes, an ingest bringing new labels), so the probs
+    #: of older rows, and those the unchanged model sends, are aligned with that prefix; the classes after
+    #: it have probability 0 there. Set by :meth:`Store.update_dataset` the first time classes are added;
+    #: ``indexer.scores.classes_for_probs`` names the classes of a probability vector.
+    model_classes: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -204,6 +211,123 @@ class UpsertResult:
     updated: int = 0
     unchanged: int = 0
     version: int = 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Integrity check (Store.check, `edgeminer check`)
+# ----------------------------------------------------------------------------------------------
+
+#: ids (and row offsets) a check problem lists at most; ``count`` has them all.
+CHECK_MAX_IDS = 100
+
+
+@dataclass
+class CheckProblem:
+    """One thing wrong with a table. ``kind``: unreadable_table, missing_file, file_size, unreadable_fragment,
+    row_count, schema, non_finite_vector, vector_overflow, wrong_dimension, missing_vector, null_id,
+    duplicate_id, bad_document, index."""
+
+    kind: str
+    message: str
+    fragment: int | None = None
+    count: int = 0  # rows affected (0 when the problem is not about rows)
+    ids: list[str] = field(default_factory=list)  # the first CHECK_MAX_IDS affected ids
+    rows: list[int] = field(default_factory=list)  # their offsets inside the fragment
+
+    def add(self, ids: Sequence[Any] | np.ndarray, rows: Sequence[int] | np.ndarray) -> None:
+        self.count += len(rows)
+        room = CHECK_MAX_IDS - len(self.rows)
+        if room > 0:
+            self.ids.extend(str(i) for i in list(ids)[:room])
+            self.rows.extend(int(r) for r in list(rows)[:room])
+
+
+@dataclass
+class TableCheck:
+    table: str  # "samples" or "docs"
+    version: int = 0
+    fragments: int = 0  # fragments in the table version checked
+    fragments_read: int = 0  # read to the end without an error
+    rows: int = 0  # rows read
+    expected_rows: int = 0  # rows the table's manifest says it has
+    indexes: list[str] = field(default_factory=list)  # indexes that opened and answered a query
+    problems: list[CheckProblem] = field(default_factory=list)
+
+
+@dataclass
+class CheckReport:
+    dataset: str
+    dim: int
+    tables: list[TableCheck] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not any(t.problems for t in self.tables)
+
+    def problems(self) -> list[tuple[str, CheckProblem]]:
+        return [(t.table, p) for t in self.tables for p in t.problems]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, **asdict(self)}
+
+    def summary(self) -> str:
+        lines = []
+        for t in self.tables:
+            idx = f", indexes ok: {', '.join(t.indexes)}" if t.indexes else ""
+            lines.append(
+                f"{self.dataset} {t.table} (version {t.version}): {t.fragments_read}/{t.fragments} fragments read, "
+                f"{t.rows}/{t.expected_rows} rows{idx}"
+            )
+        problems = self.problems()
+        if not problems:
+            lines.append(f"ok: no problems found in {self.seconds:.1f}s (vectors finite, dimension {self.dim})")
+            return "\n".join(lines)
+        lines.append(f"{len(problems)} problem(s) found in {self.seconds:.1f}s:")
+        for table, p in problems:
+            where = f" fragment {p.fragment}" if p.fragment is not None else ""
+            lines.append(f"  [{table}{where}] {p.kind}: {p.message}")
+            if p.ids:
+                more = f" (+{p.count - len(p.ids)} more)" if p.count > len(p.ids) else ""
+                lines.append(f"      ids: {', '.join(p.ids[:20])}{' ...' if len(p.ids) > 20 else ''}{more}")
+        return "\n".join(lines)
+
+
+def usable_vectors(m: np.ndarray) -> np.ndarray:
+    """Row mask of an (n, dim) float32 matrix: True where every value is finite and the squared norm
+    does not overflow float32 (values ~1e19 and up make every cosine distance NaN)."""
+    if m.size == 0:
+        return np.ones(m.shape[0], dtype=bool)
+    m32 = np.asarray(m, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        sq = np.einsum("ij,ij->i", m32, m32)  # NaN for a NaN value, inf for an infinite one or an overflow
+    return np.asarray(np.isfinite(sq), dtype=bool)
+
+
+def unusable_vector_ids(table: pa.Table, dim: int) -> list[str]:
+    """Ids of the rows of ``table`` (columns id, embedding) whose vector is non-finite or overflows."""
+    if "embedding" not in table.column_names or table.num_rows == 0:
+        return []
+    emb = table.column("embedding")
+    valid = pc.is_valid(emb)
+    sub = table.filter(valid) if not pc.all(valid).as_py() else table
+    if sub.num_rows == 0:
+        return []
+    bad = ~usable_vectors(embeddings_to_numpy(sub.column("embedding"), dim))
+    if not bad.any():
+        return []
+    ids = sub.column("id").to_pylist()
+    return [str(ids[n]) for n in np.flatnonzero(bad)]
+
+
+def _refuse_unusable_vectors(table: pa.Table, dim: int) -> None:
+    bad = unusable_vector_ids(table, dim)
+    if bad:
+        shown = ", ".join(repr(i) for i in bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise SchemaMismatch(
+            f"{len(bad)} vector(s) with NaN or infinite values (or too large to compare) refused: ids {shown}; "
+            "nothing was written"
+        )
 
 
 def now_utc() -> dt.datetime:
@@ -259,6 +383,7 @@ class Store:
         self._locks_guard = threading.Lock()
         self._tables: dict[str, Any] = {}
         self._info_cache: dict[str, DatasetInfo] = {}
+        self._files_cache: dict[str, tuple[int, list[tuple[str, str, int]]]] = {}  # unreadable_reason
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -395,7 +520,9 @@ class Store:
         with self.lock(name):
             info = self.get_dataset(name)
             if classes is not None:
-                missing = [c for c in classes if c not in info.classes]
+                missing = [c for c in dict.fromkeys(classes) if c not in info.classes]
+                if missing and info.classes and info.model_classes is None:
+                    info.model_classes = len(info.classes)  # probs so far cover the classes before these
                 info.classes = info.classes + missing
             if metadata_fields:
                 new_cols = {}
@@ -549,7 +676,9 @@ class Store:
 
         Columns written by analysis and exports (x, y, cluster, tags, exported) are kept for rows that
         already exist, so re-ingesting a source never forgets a cluster or an export tag. Returns the
-        counts and the table version after the write (unchanged if nothing needed writing).
+        counts and the table version after the write (unchanged if nothing needed writing). A batch with
+        a NaN / infinite vector is refused whole (SchemaMismatch naming the ids): the ingest pipeline turns
+        such rows into error rows before they get here.
         """
         with self.lock(dataset):
             info = self.get_dataset(dataset)
@@ -564,6 +693,7 @@ class Store:
             if table.num_rows == 0:
                 return UpsertResult(version=int(tbl.version))
             table = conform(table, schema, info.dim)
+            _refuse_unusable_vectors(table, info.dim)  # a NaN vector would poison every search it enters
             ids = table.column("id").to_pylist()
             if len(set(ids)) != len(ids):
                 raise SchemaMismatch("duplicate ids inside one upsert batch; the sources dedupe before this")
@@ -629,6 +759,8 @@ class Store:
                 {c: table.column(c).cast(schema.field(c).type) for c in table.column_names},
                 schema=pa.schema([schema.field(c) for c in table.column_names]),
             )
+            if "embedding" in cast.column_names:
+                _refuse_unusable_vectors(cast, self.get_dataset(dataset).dim)
             tbl.merge_insert("id").when_matched_update_all().execute(cast)
             return int(tbl.version)
 
@@ -694,12 +826,18 @@ class Store:
 
         Rows with status 'ok' carry an embedding (error rows have none), so the filter does not test
         ``embedding IS NOT NULL``: that test reads every vector.
+
+        A row whose stored vector is NaN / infinite / too large to compare (damaged on disk after it was
+        written: writes refuse such vectors) is never a result, on either path; `edgeminer check` lists
+        them. A query vector like that raises SchemaMismatch.
         """
         tbl = self._samples(dataset)
         clause = "status = 'ok'"
         if where:
             clause = f"({where}) AND {clause}"
         vec = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if not usable_vectors(vec[None, :])[0]:
+            raise SchemaMismatch("the query vector has NaN or infinite values (or values too large to compare)")
         k = int(k)
         if exact is None or (not exact and nprobes is None and not lancedb_defaults):
             if candidates is None:
@@ -709,18 +847,32 @@ class Store:
         cols = None if columns is None else list(dict.fromkeys(["id", *columns]))
         if exact:
             return self._exact_search(dataset, tbl, vec, k, clause, cols)
-        q = tbl.search(vec, vector_column_name="embedding").distance_type("cosine")
-        q = q.where(clause, prefilter=True).limit(k)
-        if cols is not None:
-            q = q.select(cols)
-        if not lancedb_defaults:
-            if nprobes is None:
-                nprobes = probes_for(int(tbl.count_rows()), candidates)
-            q = q.nprobes(int(nprobes))
-            if refine_factor is not None:
-                q = q.refine_factor(int(refine_factor))
-        result = q.to_arrow()
-        if result.num_rows < k and int(tbl.count_rows(clause)) > result.num_rows:
+        if not lancedb_defaults and nprobes is None:
+            nprobes = probes_for(int(tbl.count_rows()), candidates)
+        # the vectors come back too, so a row whose stored vector went bad after the index was built
+        # (NaN, overflow: corruption on disk) is dropped instead of served with a made-up distance
+        want = None if cols is None else list(dict.fromkeys([*cols, "embedding", "_distance"]))
+        dim = self.get_dataset(dataset).dim
+        limit = k
+        for _attempt in range(3):
+            q = tbl.search(vec, vector_column_name="embedding").distance_type("cosine")
+            q = q.where(clause, prefilter=True).limit(limit)
+            if want is not None:
+                q = q.select(want)
+            if not lancedb_defaults:
+                q = q.nprobes(int(nprobes or SEARCH_NPROBES))
+                if refine_factor is not None:
+                    q = q.refine_factor(int(refine_factor))
+            raw = q.to_arrow()
+            result = _usable_results(raw, dim)
+            if result.num_rows >= k or raw.num_rows < limit:
+                break
+            limit += max(2 * (raw.num_rows - result.num_rows), 16)  # ask past the dropped rows
+        if result.num_rows > k:
+            result = result.slice(0, k)
+        if cols is not None and "embedding" not in cols:
+            result = result.drop_columns(["embedding"])
+        if result.num_rows < k and int(tbl.count_rows(clause)) > raw.num_rows:
             return self._exact_search(dataset, tbl, vec, k, clause, cols)  # too few rows in the probed partitions
         return result
 
@@ -745,6 +897,11 @@ class Store:
             if part.num_rows == 0:
                 continue
             m = embeddings_to_numpy(emb, info.dim)
+            usable = usable_vectors(m)
+            if not usable.all():  # corrupted on disk after it was written: never a search result
+                part, m = part.filter(pa.array(usable)), m[usable]
+                if part.num_rows == 0:
+                    continue
             norms = np.linalg.norm(m, axis=1)
             d = 1.0 - (m @ q) / np.maximum(norms, 1e-12)
             if len(d) > k:
@@ -825,6 +982,219 @@ class Store:
                     return 0
         return 0
 
+    # -- integrity ------------------------------------------------------------------------------
+
+    def check(
+        self,
+        dataset: str,
+        *,
+        progress: Callable[[int, int, str], None] | None = None,
+        batch_rows: int = 8192,
+    ) -> CheckReport:
+        """Read every fragment of the dataset's tables to the end and report what is wrong: data files
+        missing or not the size the table recorded, fragments that fail to read (a truncated or
+        overwritten file), rows read vs the row count the table's manifest records, vectors that are
+        NaN / infinite / overflowing or of the wrong dimension, ok rows without a vector, null or
+        duplicate ids, documents that are not JSON, and indexes that do not open and answer a query.
+
+        Problems are reported, never raised (one per kind and fragment, with the first CHECK_MAX_IDS
+        ids and row offsets); only an unknown dataset raises. ``progress(done, total, message)`` is
+        called after each fragment. Reads one table version: concurrent writes are not seen.
+        """
+        t0 = time.perf_counter()
+        info = self.get_dataset(dataset)
+        report = CheckReport(dataset, info.dim)
+        opened: list[tuple[TableCheck, Any, Any, list[Any]]] = []
+        for suffix in ("samples", "docs"):
+            tc = TableCheck(suffix)
+            report.tables.append(tc)
+            try:
+                tbl = self._open(f"{dataset}__{suffix}")
+                tbl.checkout_latest()
+                lds = _lance_dataset(tbl)
+                tc.version = int(lds.version)
+                frags = list(lds.get_fragments())
+                tc.fragments = len(frags)
+            except _LanceMissing:
+                raise
+            except Exception as exc:  # noqa: BLE001 - reported, not raised
+                tc.problems.append(CheckProblem("unreadable_table", f"the table cannot be opened: {_one_line(exc)}"))
+                continue
+            try:
+                tc.expected_rows = int(tbl.count_rows())
+            except Exception as exc:  # noqa: BLE001
+                tc.problems.append(CheckProblem("row_count", f"the table cannot count its rows: {_one_line(exc)}"))
+            if suffix == "samples":
+                tc.problems.extend(_schema_problems(lds.schema, sample_schema(info.dim, info.metadata_fields)))
+            opened.append((tc, tbl, lds, frags))
+        total = sum(len(frags) for *_, frags in opened)
+        done = 0
+        for tc, tbl, lds, frags in opened:
+            ids: list[pa.Array] = []
+            for frag in frags:
+                self._check_fragment(tc, lds, frag, info.dim, batch_rows, ids)
+                done += 1
+                if progress is not None:
+                    progress(done, total, f"{tc.table} fragment {frag.fragment_id}")
+            if tc.fragments_read == tc.fragments and tc.rows != tc.expected_rows:
+                tc.problems.append(
+                    CheckProblem(
+                        "row_count",
+                        f"{tc.rows} rows read from the fragments, the table records {tc.expected_rows}",
+                    )
+                )
+            tc.problems.extend(_duplicate_ids(ids))
+            self._check_indexes(tc, tbl, info.dim)
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def _check_fragment(
+        self, tc: TableCheck, lds: Any, frag: Any, dim: int, batch_rows: int, ids: list[pa.Array]
+    ) -> None:
+        fid = int(frag.fragment_id)
+        found: dict[str, CheckProblem] = {}
+
+        def problem(kind: str) -> CheckProblem:
+            if kind not in found:
+                found[kind] = CheckProblem(kind, "", fragment=fid)
+            return found[kind]
+
+        for rel, path, size in _fragment_files(lds, frag):
+            try:
+                on_disk = os.stat(path).st_size
+            except FileNotFoundError:
+                tc.problems.append(CheckProblem("missing_file", f"{rel} is missing", fragment=fid))
+                continue
+            except OSError as exc:
+                tc.problems.append(CheckProblem("missing_file", f"{rel}: {_one_line(exc)}", fragment=fid))
+                continue
+            if size and on_disk != size:
+                tc.problems.append(
+                    CheckProblem(
+                        "file_size",
+                        f"{rel} is {on_disk} bytes, the table recorded {size} (truncated or overwritten)",
+                        fragment=fid,
+                    )
+                )
+        try:
+            expected: int | None = int(frag.count_rows())
+        except Exception as exc:  # noqa: BLE001
+            expected = None
+            tc.problems.append(
+                CheckProblem("unreadable_fragment", f"cannot count its rows: {_one_line(exc)}", fragment=fid)
+            )
+        read = 0
+        try:
+            for batch in frag.to_batches(batch_size=batch_rows, with_row_address=True, batch_readahead=2):
+                offsets = (batch.column("_rowaddr").to_numpy(zero_copy_only=False) & 0xFFFFFFFF).astype(np.int64)
+                if tc.table == "samples":
+                    _check_sample_batch(batch, offsets, dim, problem)
+                else:
+                    _check_doc_batch(batch, offsets, problem)
+                if "id" in batch.schema.names:  # a copy: the column would keep the whole batch's memory alive
+                    ids.append(pa.concat_arrays([batch.column("id")]))
+                read += batch.num_rows
+        except Exception as exc:  # noqa: BLE001 - a fragment that cannot be read is the finding
+            of = f" of {expected}" if expected is not None else ""
+            tc.problems.append(
+                CheckProblem(
+                    "unreadable_fragment",
+                    f"reading failed after {read}{of} rows: {_one_line(exc)}",
+                    fragment=fid,
+                    count=max(0, (expected or 0) - read),
+                )
+            )
+        else:
+            tc.fragments_read += 1
+            if expected is not None and read != expected:
+                tc.problems.append(
+                    CheckProblem("row_count", f"{read} rows read, the fragment records {expected}", fragment=fid)
+                )
+        tc.rows += read
+        for kind, p in found.items():
+            p.message = CHECK_MESSAGES[kind].format(n=p.count, dim=dim)
+            tc.problems.append(p)
+
+    @staticmethod
+    def _check_indexes(tc: TableCheck, tbl: Any, dim: int) -> None:
+        try:
+            indices = list(tbl.list_indices())
+        except Exception as exc:  # noqa: BLE001
+            tc.problems.append(CheckProblem("index", f"the indexes cannot be listed: {_one_line(exc)}"))
+            return
+        for ix in indices:
+            name = str(getattr(ix, "name", "?"))
+            cols = list(getattr(ix, "columns", []))
+            try:
+                tbl.index_stats(name)
+                if "embedding" in cols:
+                    probe = np.full(dim, 1.0 / math.sqrt(dim), np.float32)
+                    q = tbl.search(probe, vector_column_name="embedding").distance_type("cosine").nprobes(1)
+                    q.select(["id", "_distance"]).limit(1).to_arrow()
+                elif cols:
+                    tbl.search().where(f"{cols[0]} IS NULL").select(["id"]).limit(1).to_arrow()
+                tc.indexes.append(name)
+            except Exception as exc:  # noqa: BLE001
+                tc.problems.append(
+                    CheckProblem("index", f"index {name} on {', '.join(cols)} does not answer: {_one_line(exc)}")
+                )
+
+    def unreadable_reason(self, dataset: str) -> str | None:
+        """A cheap probe for /health: None when the dataset's tables open, count their rows and every
+        data / deletion file they reference is on disk at the size the table recorded; else why not.
+        Reads no rows: the file list is cached per table version, only the sizes are re-read (stat).
+        A file overwritten in place at the same size is found by :meth:`check` only. The reason names
+        no absolute path (it is shown on the unauthenticated health endpoint)."""
+        for suffix in ("samples", "docs"):
+            reason = self._probe_table(f"{dataset}__{suffix}", suffix)
+            if reason is not None:
+                return reason
+        return None
+
+    def catalog_unreadable_reason(self) -> str | None:
+        """:meth:`unreadable_reason` for the catalog (the list of datasets)."""
+        return self._probe_table("_catalog", "catalog")
+
+    def _probe_table(self, name: str, label: str) -> str | None:
+        try:
+            tbl = self._open(name)
+            tbl.checkout_latest()
+            tbl.count_rows()
+            files = self._table_files(name, tbl)
+        except Exception as exc:  # noqa: BLE001 - the reason is the answer
+            return f"{label} table cannot be opened: {self.public_reason(exc)}"
+        for rel, path, size in files:
+            try:
+                on_disk = os.stat(path).st_size
+            except OSError:
+                return f"{label} table: {rel} is missing"
+            if size and on_disk != size:
+                return f"{label} table: {rel} is {on_disk} bytes, the table recorded {size} (truncated?)"
+        return None
+
+    def _table_files(self, name: str, tbl: Any) -> list[tuple[str, str, int]]:
+        version = int(tbl.version)
+        cached = self._files_cache.get(name)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        try:
+            lds = _lance_dataset(tbl)
+        except _LanceMissing:
+            files: list[tuple[str, str, int]] = []  # without pylance: open + count only
+        else:
+            files = [f for frag in lds.get_fragments() for f in _fragment_files(lds, frag)]
+        self._files_cache[name] = (version, files)
+        return files
+
+    def public_reason(self, exc: BaseException) -> str:
+        """``exc`` as one short line without the store's location (for unauthenticated answers)."""
+        text = _one_line(exc)
+        root = os.path.abspath(self.uri) if "://" not in self.uri else self.uri
+        for form in (root, root.lstrip("/"), self.uri):  # lance also prints paths without the leading '/'
+            if form:
+                text = text.replace(form, "<data_dir>")
+        return text
+
     # -- docs (runs, issues, exports, clusters, analysis state, decisions) ----------------------
 
     def put_doc(self, dataset: str, kind: str, doc_id: str, doc: Mapping[str, Any], *, name: str = "") -> None:
@@ -882,6 +1252,154 @@ class Store:
         # Small frequent writes (job progress) leave many tiny fragments; fold them now and then.
         if int(tbl.version) % 200 == 0:
             tbl.optimize(cleanup_older_than=dt.timedelta(days=7))
+
+
+class _LanceMissing(StoreError):
+    def __init__(self) -> None:
+        super().__init__("reading a table fragment by fragment needs the pylance package: pip install pylance")
+
+
+def _lance_dataset(tbl: Any) -> Any:
+    """The Lance dataset under a LanceDB table, at the table's version."""
+    try:
+        import lance  # noqa: F401  (pylance: fragments, data files)
+    except ImportError as exc:
+        raise _LanceMissing() from exc
+    # small caches: a check reads each page once, and /health only lists files
+    return tbl.to_lance(metadata_cache_size_bytes=32 << 20, index_cache_size_bytes=16 << 20)
+
+
+_RUST_LOCATION = re.compile(r",? ?/\S+?\.rs:\d+:\d+")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = _RUST_LOCATION.sub("", text)  # lance appends the Rust source file and line
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _fragment_files(lds: Any, frag: Any) -> list[tuple[str, str, int]]:
+    """(path relative to the table, local path, recorded size or 0) of a fragment's data and deletion
+    files; empty for a table that is not on the local file system."""
+    root = str(lds.uri)
+    if root.startswith("file://"):
+        root = root[len("file://") :]
+    elif "://" in root:
+        return []
+    out = []
+    for df in frag.data_files():
+        if getattr(df, "base_id", None) is not None:
+            continue  # stored under another base path
+        rel = f"data/{df.path}"
+        out.append((rel, os.path.join(root, rel), int(getattr(df, "file_size_bytes", 0) or 0)))
+    deletion = frag.deletion_file()
+    if deletion:
+        out.append((str(deletion), os.path.join(root, str(deletion)), 0))
+    return out
+
+
+#: message of the per-row problems, by kind ({n} rows, dataset dimension {dim}).
+CHECK_MESSAGES = {
+    "non_finite_vector": "{n} vector(s) with NaN or infinite values",
+    "vector_overflow": "{n} vector(s) with values too large to compare (float32 overflow)",
+    "wrong_dimension": "{n} vector(s) whose length is not the dataset's dimension {dim}",
+    "missing_vector": "{n} row(s) with status ok and no vector",
+    "null_id": "{n} row(s) without an id",
+    "bad_document": "{n} document(s) that are not valid JSON",
+}
+
+
+def _schema_problems(have: pa.Schema, want: pa.Schema) -> list[CheckProblem]:
+    out = []
+    for f in want:
+        if f.name not in have.names:
+            out.append(CheckProblem("schema", f"column {f.name!r} is missing"))
+        elif not have.field(f.name).type.equals(f.type):
+            out.append(CheckProblem("schema", f"column {f.name!r} is {have.field(f.name).type}, expected {f.type}"))
+    return out
+
+
+def _check_sample_batch(
+    batch: pa.RecordBatch, offsets: np.ndarray, dim: int, problem: Callable[[str], CheckProblem]
+) -> None:
+    ids = batch.column("id")
+    nulls = np.flatnonzero(~np.asarray(pc.is_valid(ids).to_numpy(zero_copy_only=False), dtype=bool))
+    if len(nulls):
+        problem("null_id").add([None] * len(nulls), offsets[nulls])
+    if "embedding" not in batch.schema.names:
+        return
+    emb = batch.column("embedding")
+    valid = np.asarray(pc.is_valid(emb).to_numpy(zero_copy_only=False), dtype=bool)
+    if "status" in batch.schema.names:
+        ok = np.asarray(pc.fill_null(pc.equal(batch.column("status"), "ok"), False).to_numpy(zero_copy_only=False))
+        missing = np.flatnonzero(ok.astype(bool) & ~valid)
+        if len(missing):
+            problem("missing_vector").add(ids.take(pa.array(missing)).to_pylist(), offsets[missing])
+    rows = np.flatnonzero(valid)
+    if not len(rows):
+        return
+    sub = emb if len(rows) == len(emb) else emb.take(pa.array(rows))
+    lengths: np.ndarray
+    if pa.types.is_fixed_size_list(sub.type):
+        lengths = np.full(len(rows), sub.type.list_size)
+    else:  # a variable list column (not what the store writes): test each length
+        lengths = np.asarray(pc.list_value_length(sub).to_numpy(zero_copy_only=False))
+    wrong = lengths != dim
+    if wrong.any():
+        problem("wrong_dimension").add(ids.take(pa.array(rows[wrong])).to_pylist(), offsets[rows[wrong]])
+        keep = np.flatnonzero(~wrong)
+        rows, sub = rows[keep], sub.take(pa.array(keep))
+        if not len(rows):
+            return
+    m = np.asarray(sub.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(rows), dim)
+    finite = np.isfinite(m).all(axis=1)
+    usable = usable_vectors(m)
+    for kind, mask in (("non_finite_vector", ~finite), ("vector_overflow", finite & ~usable)):
+        bad = rows[mask]
+        if len(bad):
+            problem(kind).add(ids.take(pa.array(bad)).to_pylist(), offsets[bad])
+
+
+def _check_doc_batch(batch: pa.RecordBatch, offsets: np.ndarray, problem: Callable[[str], CheckProblem]) -> None:
+    ids = batch.column("id").to_pylist()
+    docs = batch.column("doc").to_pylist() if "doc" in batch.schema.names else [None] * len(ids)
+    for n, (i, text) in enumerate(zip(ids, docs, strict=True)):
+        if i is None:
+            problem("null_id").add([None], [offsets[n]])
+        try:
+            if text is not None:
+                json.loads(text)
+        except ValueError:
+            problem("bad_document").add([i], [offsets[n]])
+
+
+def _duplicate_ids(parts: list[pa.Array]) -> list[CheckProblem]:
+    if not parts:
+        return []
+    counts = pc.value_counts(pa.chunked_array(parts).drop_null())
+    dup = counts.filter(pc.greater(counts.field("counts"), 1))
+    if len(dup) == 0:
+        return []
+    p = CheckProblem("duplicate_id", f"{len(dup)} id(s) stored more than once")
+    p.ids = [str(v) for v in dup.field("values").to_pylist()[:CHECK_MAX_IDS]]
+    p.count = int(pc.sum(dup.field("counts")).as_py())
+    return [p]
+
+
+def _usable_results(result: pa.Table, dim: int) -> pa.Table:
+    """``result`` (with ``embedding`` and ``_distance``) without rows whose vector is missing, non-finite or
+    overflowing, or whose distance is not a number."""
+    if result.num_rows == 0:
+        return result
+    keep = np.asarray(pc.is_valid(result.column("embedding")).to_numpy(zero_copy_only=False), dtype=bool)
+    if "_distance" in result.column_names:
+        dist = result.column("_distance").to_numpy(zero_copy_only=False).astype(np.float64)
+        keep &= np.isfinite(dist)
+    if keep.any():
+        sub = np.flatnonzero(keep)
+        m = embeddings_to_numpy(result.column("embedding").take(pa.array(sub, pa.int64())), dim)
+        keep[sub] = usable_vectors(m)
+    return result if keep.all() else result.filter(pa.array(keep))
 
 
 #: a filter leaving at most this many candidates is searched exactly: reading and ranking their vectors

@@ -142,6 +142,8 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from indexer.demo import build_demo
 
+    if not args.no_serve:
+        _serve_settings(args, settings)  # refuse an exposed server before the minutes of building
     store = _store(settings)
     summary = build_demo(args.demo_dir, store, seed=args.seed, force=args.force, progress=True)
     print(summary.describe())
@@ -161,6 +163,19 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from service.api.app import create_app
 
+    settings = _serve_settings(args, settings)  # refuses an exposed server without a key, before binding
+    app = create_app(settings)
+    print(f"edgeminer: dashboard and API on http://{settings.host}:{settings.port}/ (docs at /docs)")
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    return 0
+
+
+def _serve_settings(args: argparse.Namespace, settings: Settings) -> Settings:
+    """The settings with the serve options applied. On an address other machines can reach (not
+    loopback) without an API key, raise CliError unless --insecure-no-key; print which Host names the
+    server answers to when that is not only localhost."""
+    from service.api.middleware import allowed_host_names, is_loopback
+
     updates: dict[str, Any] = {}
     for name in ("host", "port", "api_key"):
         value = getattr(args, name, None)
@@ -168,13 +183,37 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             updates[name] = value
     if getattr(args, "media_root", None):
         updates["media_roots"] = [*settings.media_roots, *args.media_root]
+    if getattr(args, "allowed_host", None):
+        updates["allowed_hosts"] = [*settings.allowed_hosts, *args.allowed_host]
     if getattr(args, "allow_url_fetch", False):
         updates["allow_url_fetch"] = True
     settings = settings.model_copy(update=updates)
-    app = create_app(settings)
-    print(f"edgeminer: dashboard and API on http://{settings.host}:{settings.port}/ (docs at /docs)")
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
-    return 0
+    if is_loopback(settings.host):
+        return settings
+    if not settings.api_key:
+        if not getattr(args, "insecure_no_key", False):
+            raise CliError(
+                f"refusing to serve on {settings.host} without an API key: every machine that can reach that "
+                "address could create, change, delete and export datasets. Set EDGEMINER_API_KEY (or "
+                "--api-key), or pass --insecure-no-key if only trusted machines can reach it (e.g. a "
+                "container port published on 127.0.0.1)"
+            )
+        print(
+            f"edgeminer: warning: serving on {settings.host} without an API key (--insecure-no-key): "
+            "anyone who can reach it can write",
+            file=sys.stderr,
+        )
+    names = allowed_host_names(settings)
+    if "*" in names:
+        print("edgeminer: warning: EDGEMINER_ALLOWED_HOSTS has '*': any Host name is answered", file=sys.stderr)
+    else:
+        print(
+            f"edgeminer: answering to the Host names {', '.join(sorted(names))}; a client that reaches this "
+            "server by another name or address gets 400: add it with --allowed-host NAME or "
+            "EDGEMINER_ALLOWED_HOSTS",
+            file=sys.stderr,
+        )
+    return settings
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,6 +289,18 @@ def _add_serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default 8000)")
     p.add_argument("--api-key", default=None, help="require this key (header X-API-Key) for writes")
+    p.add_argument(
+        "--insecure-no-key",
+        action="store_true",
+        help="allow a non-loopback --host without an API key (anyone who can reach it can write)",
+    )
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="a Host name clients use to reach the server, besides localhost (env EDGEMINER_ALLOWED_HOSTS)",
+    )
     p.add_argument("--media-root", action="append", default=None, help="extra folder media may be served from")
     p.add_argument("--allow-url-fetch", action="store_true", help="allow http(s) image URIs (public hosts only)")
 
@@ -262,7 +313,7 @@ def _register_extras() -> None:
     """Import the modules that add subcommands. Each appends to EXTRA_COMMANDS / DEMO_AFTER_INGEST."""
     import importlib
 
-    for module in ("service.cli_analysis", "service.cli_mining", "service.cli_export"):
+    for module in ("service.cli_analysis", "service.cli_mining", "service.cli_export", "service.cli_check"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -22,8 +22,8 @@ DEMO_BUDGET = 200
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from service.export.common import TARGETS, ExportRequest
-    from service.export.runner import plan_export, run_export
+    from service.export.common import TARGETS, ExportRequest, check_media_base_url
+    from service.export.runner import export_path, plan_export, run_export
 
     store = cli._store(settings)
     ids = None
@@ -44,6 +44,16 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
             ) from None
     if args.target not in TARGETS:
         raise cli.CliError(f"unknown target {args.target!r}: choose one of {', '.join(TARGETS)}")
+    if args.base_url:
+        try:
+            check_media_base_url(args.base_url)
+        except ValueError as exc:
+            raise cli.CliError(f"--base-url: {exc}") from None
+    if args.media == "url" and not args.base_url and settings.media_base_url:
+        try:
+            check_media_base_url(settings.media_base_url)
+        except ValueError as exc:
+            raise cli.CliError(f"EDGEMINER_MEDIA_BASE_URL is not usable: {exc}; or pass --base-url") from None
     req = ExportRequest(
         target=args.target,
         ids=ids,
@@ -64,11 +74,14 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         if not args.quiet:
             print(f"\r  {done}/{total} rows ({message})", end="", file=sys.stderr, flush=True)
 
-    summary = run_export(store, args.dataset, doc["id"], progress=progress, media_roots=settings.media_roots)
+    summary = run_export(
+        store, args.dataset, doc["id"], progress=progress, media_roots=settings.media_roots, data_dir=settings.data_dir
+    )
     if not args.quiet:
         print(file=sys.stderr)
     doc = store.get_doc(args.dataset, "export", doc["id"])
-    zip_path = Path(str(doc["zip"]))
+    folder = export_path(doc, "path", data_dir=settings.data_dir, dataset=args.dataset)
+    zip_path = export_path(doc, "zip", data_dir=settings.data_dir, dataset=args.dataset)
     if args.out:
         dest = Path(args.out)
         if dest.is_dir():
@@ -76,12 +89,13 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         shutil.copyfile(zip_path, dest)
         zip_path = dest
     if args.json:
-        cli._print_json({k: v for k, v in doc.items() if k != "ids" and not k.startswith("_")})
+        shown = {k: v for k, v in doc.items() if k != "ids" and not k.startswith("_")}
+        cli._print_json({**shown, "path": str(folder), "zip": str(zip_path)})
     else:
         print(
             f"export {doc['id']}: {summary['rows_exported']} of {doc['count']} rows to {args.target} "
             f"(table version {doc['version_read']}), {summary['media_errors']} media errors\n"
-            f"  folder: {doc['path']}\n  zip:    {zip_path}"
+            f"  folder: {folder}\n  zip:    {zip_path}"
         )
         for err in doc.get("errors", [])[:10]:
             print(f"  row {err['id']}: {err['message']}")
@@ -89,10 +103,28 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_labels_import(args: argparse.Namespace, settings: Settings) -> int:
-    from service.export.labels import import_labels
+    from service.export.labels import LabelImportError, import_labels
 
     store = cli._store(settings)
-    report = import_labels(store, args.dataset, Path(args.file), format=args.format, split=args.split, iou=args.iou)
+    try:
+        report = import_labels(
+            store,
+            args.dataset,
+            Path(args.file),
+            format=args.format,
+            split=args.split,
+            iou=args.iou,
+            add_classes=args.add_classes,
+        )
+    except LabelImportError as exc:  # refused whole: nothing was written
+        if args.json:
+            cli._print_json(exc.to_dict())
+            return 1
+        print(f"edgeminer: error: {exc.detail}", file=sys.stderr)
+        for problem in exc.extras.get("errors", [])[5:20]:
+            field = f", {problem['field']}" if problem.get("field") else ""
+            print(f"  {problem['source']}{field}: {problem['message']}", file=sys.stderr)
+        return 1
     if args.json:
         cli._print_json(report.to_dict())
         return 0
@@ -126,7 +158,12 @@ def register(sub: Any) -> None:
         "--filter", default=None, help='structured filters as JSON: [{"field": ..., "op": ..., "value": ...}]'
     )
     p.add_argument("--media", choices=["relative", "copy", "url"], default="relative")
-    p.add_argument("--base-url", default=None, help="url media: base URL (or template with {id}, {path})")
+    p.add_argument(
+        "--base-url",
+        default=None,
+        help="url media: base URL, or a template with the placeholders {id}, {dataset}, {path}, {name} "
+        "(nothing else in braces)",
+    )
     p.add_argument("--media-root", default=None, help="relative media: the folder paths are relative to")
     p.add_argument("--chunk-size", type=int, default=500)
     p.add_argument("--name", default=None)
@@ -149,6 +186,12 @@ def register(sub: Any) -> None:
     q.add_argument("--format", choices=["label_studio", "coco", "csv"], default=None, help="default: detected")
     q.add_argument("--split", default="train", help="split of the newly labeled rows (default train)")
     q.add_argument("--iou", type=float, default=0.5, help="detection: overlap to match a box to an object row")
+    q.add_argument(
+        "--add-classes",
+        action="store_true",
+        help="append labels that are not classes of the dataset to its classes (default: such labels refuse "
+        "the import, listing them and the known classes)",
+    )
     q.add_argument("--json", action="store_true")
     q.set_defaults(handler=cmd_labels_import)
 

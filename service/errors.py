@@ -12,7 +12,8 @@ Our exceptions (status in brackets)::
     │   └── Unsupported [422]             valid request the dataset cannot do (text query, non-CLIP)
     ├── Unauthorized [401]                missing or wrong X-API-Key
     ├── Forbidden [403]
-    │   └── MediaOutsideRoots [403]       a media file outside every allowed root (or a private URL)
+    │   ├── MediaOutsideRoots [403]       a media file outside every allowed root (or a private URL)
+    │   └── PathOutsideRoots [403]        a server path in a request outside settings.ingest_roots
     ├── NotFound [404]
     │   ├── DatasetNotFound               lists the known datasets
     │   ├── SampleNotFound
@@ -22,6 +23,8 @@ Our exceptions (status in brackets)::
     │   └── MediaNotFound                 the row exists, its image file does not
     ├── Conflict [409]
     │   └── DatasetExists
+    ├── PayloadTooLarge [413]             a request body over settings.max_body_bytes (service/api/middleware.py)
+    ├── DatasetUnreadable [500]           a data file is missing or damaged (the store's own error is only logged)
     └── ServiceUnavailable [503]          e.g. the job runner is shutting down
 
 Errors raised elsewhere are mapped by :func:`to_problem` too: the store's (``DatasetNotFound`` -> 404,
@@ -29,8 +32,10 @@ Errors raised elsewhere are mapped by :func:`to_problem` too: the store's (``Dat
 a source's ``SourceError`` and an embedder's ``NotSupported`` / ``EmbedderError`` -> 422, other
 ``ValueError``s (library validation that names the valid choices) -> 422, FastAPI's request
 validation -> 422 with the field list, Starlette's HTTP errors (unknown route, wrong method) keep their
-status. Anything else is a 500 whose body says only "internal error" and a reference to the log line;
-the traceback goes to the server log, never to the client.
+status. An error from the storage engine (lance / LanceDB: a missing or truncated data file) is a 500
+``DatasetUnreadable`` naming the dataset and ``edgeminer check``, whichever exception carried it, so server
+paths and rustc source locations never reach the client. Anything else is a 500 whose body says only
+"internal error" and a reference to the log line; the traceback goes to the server log, never to the client.
 
 Routes raise these exceptions; they never build error responses or raise ``HTTPException`` themselves.
 """
@@ -38,6 +43,7 @@ Routes raise these exceptions; they never build error responses or raise ``HTTPE
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -172,6 +178,13 @@ class MediaOutsideRoots(Forbidden):
     slug = "media-outside-roots"
 
 
+class PathOutsideRoots(Forbidden):
+    """A request names a server path outside ``settings.ingest_roots`` (see :mod:`service.paths`)."""
+
+    title = "Path outside the ingest roots"
+    slug = "path-outside-roots"
+
+
 # -- 404 ----------------------------------------------------------------------------------------
 
 
@@ -248,6 +261,33 @@ class DatasetExists(Conflict):
         super().__init__(f"dataset {name!r} already exists; pick another name or ingest into it", dataset=name)
 
 
+class PayloadTooLarge(EdgeminerError):
+    status = 413
+    title = "Payload too large"
+    slug = "payload-too-large"
+
+
+class DatasetUnreadable(EdgeminerError):
+    """The store failed reading a dataset's files (missing or truncated data file, damaged manifest)."""
+
+    title = "Dataset unreadable"
+    slug = "dataset-unreadable"
+
+    def __init__(self, dataset: str | None, reference: str | None = None):
+        if dataset:
+            what, command = f"dataset {dataset!r} cannot be read", f"edgeminer check --dataset {dataset}"
+        else:
+            what, command = "the data store cannot be read", "edgeminer check --dataset <name>"
+        where = f"reference {reference} in the server log" if reference else "details in the server log"
+        extras: dict[str, Any] = {"dataset": dataset}
+        if reference:
+            extras["reference"] = reference
+        super().__init__(
+            f"{what}: one of its data files is missing or damaged; run `{command}` on the server ({where})",
+            **extras,
+        )
+
+
 class ServiceUnavailable(EdgeminerError):
     status = 503
     title = "Service unavailable"
@@ -261,8 +301,45 @@ def _mro_names(exc: BaseException) -> set[str]:
     return {c.__name__ for c in type(exc).__mro__}
 
 
-def to_problem(exc: BaseException) -> EdgeminerError:
-    """Map any exception to an :class:`EdgeminerError` (unknown ones become a logged 500)."""
+#: text only the storage engine's errors carry (and that must not reach a client: server paths, the
+#: rustc / cargo source locations lance appends to its messages).
+_STORAGE_MARKERS = ("lance error", "LanceError", "/rustc/", ".cargo/registry", "__samples.lance", "__docs.lance")
+_TABLE_MISSING = re.compile(r"Table '[^']*' was not found")
+_TABLE_NAME = re.compile(r"([A-Za-z0-9][A-Za-z0-9_-]*?)__(?:samples|docs)\b")
+
+
+def storage_failure(exc: BaseException) -> BaseException | None:
+    """The storage engine's error behind ``exc`` (itself or what it was raised ``from``), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = current.detail if isinstance(current, EdgeminerError) else str(current)
+        if any(marker in text for marker in _STORAGE_MARKERS):
+            return current
+        if not isinstance(current, EdgeminerError) and _TABLE_MISSING.search(text):
+            return current  # LanceDB: the catalog lists the dataset, its table directory is gone
+        current = current.__cause__
+    return None
+
+
+def scrub(text: str, dataset: str | None = None) -> str:
+    """``text`` for a client: a storage-engine message becomes the generic unreadable-dataset one."""
+    if any(marker in text for marker in _STORAGE_MARKERS) or _TABLE_MISSING.search(text):
+        match = _TABLE_NAME.search(text)
+        return DatasetUnreadable(dataset or (match.group(1) if match else None)).detail
+    return text
+
+
+def to_problem(exc: BaseException, *, dataset: str | None = None) -> EdgeminerError:
+    """Map any exception to an :class:`EdgeminerError` (unknown ones become a logged 500). ``dataset``:
+    the dataset the request was about, named in a :class:`DatasetUnreadable`."""
+    failure = storage_failure(exc)
+    if failure is not None:
+        ref = uuid.uuid4().hex[:12]
+        match = _TABLE_NAME.search(str(failure))
+        log.error("dataset unreadable %s: %s: %s", ref, type(failure).__name__, failure, exc_info=exc)
+        return DatasetUnreadable(dataset or (match.group(1) if match else None), ref)
     if isinstance(exc, EdgeminerError):
         return exc
     from indexer import store as st
@@ -315,7 +392,7 @@ def install_handlers(app: Any) -> None:
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     async def on_error(request: Any, exc: Exception) -> Any:
-        return problem_response(to_problem(exc))
+        return problem_response(to_problem(exc, dataset=_dataset_of(request.scope)))
 
     async def on_validation(request: Any, exc: Exception) -> Any:
         assert isinstance(exc, RequestValidationError)
@@ -377,5 +454,11 @@ class CatchAllMiddleware:
         except Exception as exc:
             if started:
                 raise
-            response = problem_response(to_problem(exc))
+            response = problem_response(to_problem(exc, dataset=_dataset_of(scope)))
             await response(scope, receive, send)
+
+
+def _dataset_of(scope: Any) -> str | None:
+    """The ``{dataset}`` path parameter of the route that failed, if it has one."""
+    value = (scope.get("path_params") or {}).get("dataset")
+    return value if isinstance(value, str) else None

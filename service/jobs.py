@@ -284,7 +284,7 @@ class JobRunner:
         except Exception as exc:  # noqa: BLE001 - a job's failure is recorded, never lost
             from service.errors import to_problem
 
-            problem = to_problem(exc)  # logs internal errors with a reference
+            problem = to_problem(exc, dataset=doc.get("dataset"))  # logs internal errors with a reference
             with self._lock:
                 doc["status"] = "failed"
                 doc["error"] = problem.detail if problem.status >= 500 else str(exc) or type(exc).__name__

@@ -44,7 +44,14 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
-from indexer.store import EXACT_SEARCH_MAX_CANDIDATES, Store, embeddings_to_numpy, ids_in, sql_quote
+from indexer.store import (
+    EXACT_SEARCH_MAX_CANDIDATES,
+    Store,
+    embeddings_to_numpy,
+    ids_in,
+    sql_quote,
+    usable_vectors,
+)
 
 AGGREGATIONS = ("modes", "round_robin", "min_distance", "mean", "reciprocal_rank")
 DEFAULT_AGGREGATION = "modes"
@@ -417,8 +424,10 @@ class NeighbourSearch:
             dim = self.store.get_dataset(self.dataset).dim
             table = self.store.query(self.dataset, where=self.where, columns=["id", "embedding"])
             table = table.filter(pc.is_valid(table["embedding"]))
-            self._ids = np.asarray(table["id"].to_pylist(), dtype=object)
-            self._vecs = normalize(embeddings_to_numpy(table["embedding"], dim))
+            vecs = embeddings_to_numpy(table["embedding"], dim)
+            ok = usable_vectors(vecs)  # a damaged vector (NaN, inf) never ranks as anyone's neighbour
+            self._ids = np.asarray(table["id"].to_pylist(), dtype=object)[ok]
+            self._vecs = normalize(vecs[ok])
         return self._ids, self._vecs
 
     def ranked(self, queries: np.ndarray, depth: int) -> list[tuple[list[str], np.ndarray]]:

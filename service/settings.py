@@ -24,9 +24,26 @@ class Settings(BaseSettings):
     api_key: str | None = Field(None, description="when set, every write needs header X-API-Key")
     api_key_for_reads: bool = Field(False, description="require the API key for reads too")
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="host names (the Host header) the server answers to, besides the loopback names "
+        "(127.0.0.1, localhost, ::1) and the --host name, which are always accepted; '*' accepts any name "
+        "(unsafe: a web page can then reach the server through DNS rebinding)",
+    )
+    max_body_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=0,
+        description="largest request body in bytes, refused with 413 before it is read (0: no limit); "
+        "the default admits a 20 MB image sent base64 in JSON",
+    )
     media_roots: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="folders media may be served from, besides the folders each dataset was ingested from",
+    )
+    ingest_roots: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="folders API requests may name server paths under (ingest sources, image roots, vectors, "
+        "model files); empty: every such request is refused (403). Uploads and the CLI are not limited",
     )
     allow_url_fetch: bool = Field(False, description="allow http(s) image URIs (never private addresses)")
     media_base_url: str | None = Field(None, description="base URL exports use to reference media")
@@ -35,7 +52,7 @@ class Settings(BaseSettings):
     max_budget: int = Field(10_000, description="largest budget a mine or select request may ask for")
     device: str = Field("auto", description="torch device for embedders: auto, cpu, cuda")
 
-    @field_validator("cors_origins", "media_roots", mode="before")
+    @field_validator("cors_origins", "media_roots", "allowed_hosts", "ingest_roots", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -35,6 +37,8 @@ from indexer.store import UNCERTAINTY_COLUMNS, Store
 from service.mining import MiningError, dataset_embedder, normalize
 
 PERIODS = {"hour": 3600, "day": 86400, "week": 7 * 86400}
+#: the folder under a local data dir that keeps uploaded stream images, one subfolder per dataset.
+STREAM_UPLOADS = "_stream"
 REASONS = ("low_confidence", "high_uncertainty", "near_issue")
 
 
@@ -127,6 +131,7 @@ class StreamSample:
     id: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     model_version: str | None = None
+    image_field: str = "the uploaded image"  # what error messages call ``image`` (the API: image_base64)
 
 
 def _array(values: Any, field: str) -> np.ndarray:
@@ -142,24 +147,21 @@ def _sent_in_period(store: Store, dataset: str, start: str) -> int:
 
 
 def _resolve_uri(uri: str, roots: Sequence[str]) -> Path:
-    try:
-        real = Path(uri).expanduser().resolve(strict=True)
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise StreamError(f"uri {uri!r} does not exist on the server; upload the image instead") from exc
-    if not real.is_file():
-        raise StreamError(f"uri {uri!r} is not a file; point it at an image file")
-    for root in roots:
-        try:
-            real.relative_to(Path(root).resolve())
-            return real
-        except ValueError:
-            continue
+    """The image file ``uri`` names, if it lies under one of the dataset's media roots. The roots are
+    checked first, on the resolved path, so a uri outside them gets the same answer whether it exists
+    or not (no probing the server's files through this route)."""
     from service.errors import MediaOutsideRoots
+    from service.paths import inside_roots, resolved_roots
 
-    raise MediaOutsideRoots(
-        f"uri {uri!r} is outside the dataset's media roots; upload the image or add its folder as a "
-        "media root"
-    )
+    if "\x00" in uri or not inside_roots(uri, resolved_roots(roots)):
+        raise MediaOutsideRoots(
+            f"uri {uri!r} is outside the dataset's media roots; upload the image or add its folder as a "
+            "media root"
+        )
+    real = Path(os.path.realpath(os.path.expanduser(uri)))
+    if not real.is_file():
+        raise StreamError(f"uri {uri!r} is not an image file under the media roots; upload the image instead")
+    return real
 
 
 def decide(
@@ -176,7 +178,7 @@ def decide(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Embed, score, store and decide on one sample; returns the recorded decision document."""
-    from indexer.scores import score_all, top2
+    from indexer.scores import classes_for_probs, score_all, top2
 
     policy.check()
     info = store.get_dataset(dataset)
@@ -203,7 +205,8 @@ def decide(
     else:
         assert data is not None
         emb = embedder if embedder is not None else dataset_embedder(store, dataset, device=device)
-        out = _embed(emb, data)
+        what = sample.image_field if sample.image is not None else f"uri {sample.uri!r}"
+        out = _embed(emb, data, what)
         vec = np.asarray(getattr(out, "embeddings", out), np.float32).reshape(1, -1)
         if probs is None and getattr(out, "probs", None) is not None:
             probs = _align(np.asarray(out.probs, np.float32), getattr(emb, "classes", None), info.classes)
@@ -217,16 +220,16 @@ def decide(
             "probs missing: send the model's class probabilities (aligned with the dataset's classes: "
             f"{', '.join(info.classes)})"
         )
-    if info.classes and probs.shape[1] != len(info.classes):
-        raise StreamError(
-            f"probs has {probs.shape[1]} values, dataset {dataset!r} has {len(info.classes)} classes "
-            f"({', '.join(info.classes)})"
-        )
+    classes = [str(i) for i in range(probs.shape[1])]
+    if info.classes:  # a prefix of the classes: added classes (probability 0) may be left out
+        try:
+            classes = classes_for_probs(probs.shape[1], info.classes, info.model_classes)
+        except ValueError as exc:
+            raise StreamError(f"{exc} (dataset {dataset!r})") from None
     if mc is not None and mc.ndim == 2:
         mc = mc[:, None, :]
     try:
         scores = {k: float(v[0]) for k, v in score_all(probs, mc).items()}
-        classes = info.classes or [str(i) for i in range(probs.shape[1])]
         pred1, pred2 = top2(probs, classes)
     except ValueError as exc:
         raise StreamError(f"probs: {exc}") from exc
@@ -325,13 +328,13 @@ def _why(reasons: list[dict[str, Any]], send: bool, budget: int) -> str:
     return f"would be sent ({text}) but this period's label budget of {budget} is spent"
 
 
-def _embed(embedder: Any, data: bytes) -> Any:
+def _embed(embedder: Any, data: bytes, what: str = "the image") -> Any:
     from indexer.pipeline import ImageLoadError, decode_image_bytes
 
     try:
         img = decode_image_bytes(data)
     except ImageLoadError as exc:
-        raise StreamError(f"the image is not readable ({exc}); send a PNG or JPEG file") from exc
+        raise StreamError(f"{what} is not readable as an image (PNG, JPEG, WebP...): {exc}") from exc
     return embedder.embed_images([img])
 
 
@@ -379,22 +382,61 @@ def _nearest_issue_example(
     return {"issue": owner[ids[n]], "example": ids[n], "distance": round(float(dist[n]), 6)}
 
 
+#: image formats Pillow reports -> the extension an upload is saved with (anything else: ``.img``)
+UPLOAD_EXTENSIONS = {
+    "PNG": "png",
+    "JPEG": "jpg",
+    "MPO": "jpg",
+    "GIF": "gif",
+    "BMP": "bmp",
+    "TIFF": "tif",
+    "WEBP": "webp",
+}
+
+
+def upload_name(sample_id: str, data: bytes) -> str:
+    """The file name an uploaded image is saved under: a hash of the sample id (never the id itself,
+    which is client text: ``../x`` or an absolute path must not become a path), plus an extension
+    from the image's own format."""
+    from indexer.pipeline import ImageLoadError, identify_image_bytes
+
+    try:
+        fmt = identify_image_bytes(data)
+    except ImageLoadError:  # decoded already; an odd format just gets a neutral extension
+        fmt = ""
+    digest = hashlib.sha256(sample_id.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+    return f"{digest}.{UPLOAD_EXTENSIONS.get(fmt.upper(), 'img')}"
+
+
 def _save_upload(store: Store, dataset: str, folder: Path, sample_id: str, data: bytes) -> str:
     """Keep the uploaded image next to the data so the dashboard can show it (its folder becomes a
-    media root of the dataset)."""
+    media root of the dataset). Uploads land only in ``<folder>/<dataset>/`` under a hashed name,
+    written to a temp file there and renamed into place (a rename replaces a symlink, never follows it);
+    a dataset folder that is a symlink, or resolves outside ``folder``, is refused."""
+    from indexer.store import DATASET_NAME_RE
+
+    if not DATASET_NAME_RE.match(dataset):  # the store checks this too; the path must never depend on it
+        raise StreamError(f"invalid dataset name {dataset!r}")
+    base = folder.resolve()
     target = folder / dataset
     target.mkdir(parents=True, exist_ok=True)
-    import io
-
-    from PIL import Image
-
-    ext = (Image.open(io.BytesIO(data)).format or "img").lower().replace("jpeg", "jpg")
-    path = target / f"{sample_id}.{ext}"
-    path.write_bytes(data)
+    real = target.resolve()
+    if target.is_symlink() or not real.is_relative_to(base) or real == base:
+        raise StreamError(f"the upload folder of dataset {dataset!r} is not a plain folder under {str(base)!r}")
+    path = real / upload_name(sample_id, data)
+    fd, tmp = tempfile.mkstemp(dir=real, prefix=".upload-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     info = store.get_dataset(dataset)
-    if str(target.resolve()) not in info.media_roots:
-        store.update_dataset(dataset, media_roots=[str(target.resolve())])
-    return str(path.resolve())
+    if str(real) not in info.media_roots:
+        store.update_dataset(dataset, media_roots=[str(real)])
+    return str(path)
 
 
 def list_decisions(

@@ -8,6 +8,10 @@ Routers: every module named in ``ROUTE_MODULES`` is ``service/api/routes/<name>.
 ``router``; it is mounted under ``/api/v1`` behind the API-key guard (writes need the key when one is
 configured, reads when ``api_key_for_reads``). To add an area, add its module name to the tuple.
 The dashboard (``settings.ui_dir``) is served at ``/``; OpenAPI at ``/openapi.json``, docs at ``/docs``.
+
+In front of all of it (service/api/middleware.py): ``HostGuard`` answers 400 to a ``Host`` header that is
+not a loopback name, the ``host`` setting or in ``settings.allowed_hosts`` (DNS rebinding), and
+``BodyLimit`` answers 413 to a body over ``settings.max_body_bytes`` before it is read.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import HTMLResponse
 
 from service.api.deps import api_guard
+from service.api.middleware import BodyLimit, HostGuard, allowed_host_names
 from service.errors import install_handlers
 from service.settings import Settings
 
@@ -86,6 +91,8 @@ def create_app(settings: Settings | None = None, *, store: Any = None, jobs: Any
         openapi_url="/openapi.json",
     )
     app.state.settings = settings
+    # inside CatchAllMiddleware (added by install_handlers), so even a BodyTooLarge escaping a route is a 413
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     install_handlers(app)
 
     if settings.cors_origins:
@@ -107,6 +114,8 @@ def create_app(settings: Settings | None = None, *, store: Any = None, jobs: Any
 
     _mount_ui(app, settings)
     _document_problems(app)
+    # outermost: a request for a host name this server does not answer to reaches nothing else
+    app.add_middleware(HostGuard, allowed=allowed_host_names(settings))
     return app
 
 
@@ -131,7 +140,11 @@ def _document_problems(app: FastAPI) -> None:
                 responses = operation["responses"]
                 # a body that cannot be parsed (problem+json from us) or a request the HTTP server
                 # itself refuses, e.g. a request line over its size limit (text/plain from uvicorn)
-                responses.setdefault("400", {"description": "Bad request: malformed or oversized request"})
+                responses.setdefault(
+                    "400", {"description": "Bad request: malformed or oversized request, or a Host not allowed"}
+                )
+                if "requestBody" in operation:  # settings.max_body_bytes
+                    responses.setdefault("413", {"description": "Request body over the server's limit"})
                 if "{" in path:  # an unknown dataset / sample / job...
                     responses.setdefault("404", {"description": "Not found"})
                 if operation.get("security"):  # behind the API-key guard

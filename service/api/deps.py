@@ -99,6 +99,9 @@ def api_guard(
 
 
 def check_origin(request: Request, settings: Settings) -> None:
+    """A same-origin write (``Origin`` host equals ``Host``) is accepted: safe only because HostGuard
+    (service/api/middleware.py) has already refused any Host that is not a name this server answers to,
+    so a page that re-binds its own DNS name to this server (DNS rebinding) never gets here."""
     origin = request.headers.get("origin")
     if not origin:
         return  # not a browser's cross-site request (curl, SDKs, same-origin GET-initiated fetches)

@@ -70,12 +70,28 @@ class Page(BaseModel, Generic[T]):
     offset: int
 
 
+class UnreadableDataset(BaseModel):
+    dataset: str = Field(description="dataset name ('_catalog' when the list of datasets itself cannot be read)")
+    reason: str = Field(description="why, without server paths; `edgeminer check --dataset X` gives the details")
+
+
 class Health(BaseModel):
-    status: Literal["ok"] = "ok"
+    """Liveness plus a cheap integrity probe: every dataset's tables must open, count their rows and find
+    each data file they reference at the size they recorded (no rows are read: a file overwritten in
+    place is found by `edgeminer check` only). The server's data dir is not shown."""
+
+    status: Literal["ok", "degraded"] = Field(
+        "ok", description="'degraded' when a dataset cannot be read; the server still answers (HTTP 200)"
+    )
     version: str
     datasets: int
-    data_dir: str
     auth: Literal["none", "writes", "reads_and_writes"]
+    unreadable_count: int = Field(0, description="datasets that cannot be read")
+    unreadable: list[UnreadableDataset] = Field(
+        default_factory=list,
+        description="which, and why; left empty (unreadable_count still set) when the server requires an "
+        "API key for reads and the request did not send a valid one",
+    )
 
 
 # -- datasets -------------------------------------------------------------------------------------
@@ -129,31 +145,63 @@ class DatasetDetail(DatasetSummary):
     fields: dict[str, str] = Field(description="filterable fields and their types")
 
 
+#: said of every request field that names a server path (see service.paths).
+UNDER_INGEST_ROOTS = "; must be under the server's ingest roots (EDGEMINER_INGEST_ROOTS), else 403"
+
+
 class EmbedderOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["open_clip", "torchscript", "precomputed"] | None = None
     model: str | None = None
-    pretrained: str | None = None
-    model_file: str | None = None
+    pretrained: str | None = Field(
+        None, description="open_clip: a pretrained tag, or a checkpoint file on the server" + UNDER_INGEST_ROOTS
+    )
+    model_file: str | None = Field(None, description="torchscript: the model file on the server" + UNDER_INGEST_ROOTS)
     image_size: int | None = Field(None, gt=0, le=4096)
     mc_passes: int | None = Field(None, ge=0, le=100)
-    vectors: str | None = None
+    vectors: str | None = Field(
+        None, description="precomputed: a .npy on the server, one row per manifest row" + UNDER_INGEST_ROOTS
+    )
     vector_column: str | None = None
     device: str | None = None
 
 
 class IngestRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    source: str = Field(min_length=1, description="a path on the server: manifest, class folders or COCO json")
+    source: str = Field(
+        min_length=1,
+        description="a path on the server: manifest, class folders or COCO json"
+        + UNDER_INGEST_ROOTS
+        + " (images a manifest or COCO file names outside them become error rows)",
+    )
     format: Literal["manifest", "folders", "coco"] | None = None
     split: str | None = None
-    unlabeled: str | None = Field(None, description="folders: a folder of unlabeled images")
-    coco_results: str | None = None
-    image_root: str | None = None
+    unlabeled: str | None = Field(None, description="folders: a folder of unlabeled images" + UNDER_INGEST_ROOTS)
+    coco_results: str | None = Field(None, description="coco: a COCO results json" + UNDER_INGEST_ROOTS)
+    image_root: str | None = Field(
+        None, description="manifest, coco: the folder relative image paths start from" + UNDER_INGEST_ROOTS
+    )
     classes: list[str] | None = None
     embedder: EmbedderOptions = Field(default_factory=EmbedderOptions)
     batch_size: int = Field(64, ge=1, le=4096)
     workers: int = Field(2, ge=1, le=32)
+
+    def server_paths(self) -> list[tuple[str, str]]:
+        """(field, value) of every field that names a path on the server (checked against
+        ``settings.ingest_roots`` before anything is opened)."""
+        from service.paths import names_a_file
+
+        emb = self.embedder
+        fields = [
+            ("source", self.source),
+            ("unlabeled", self.unlabeled),
+            ("coco_results", self.coco_results),
+            ("image_root", self.image_root),
+            ("embedder.vectors", emb.vectors),
+            ("embedder.model_file", emb.model_file),
+            ("embedder.pretrained", emb.pretrained if emb.pretrained and names_a_file(emb.pretrained) else None),
+        ]
+        return [(name, value) for name, value in fields if value is not None]
 
 
 # -- samples --------------------------------------------------------------------------------------

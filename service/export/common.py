@@ -73,6 +73,51 @@ class ExportError(ValidationFailed, ValueError):
 # ----------------------------------------------------------------------------------------------
 
 
+#: the placeholders a ``media_base_url`` template may hold; each is replaced by the row's value,
+#: URL-quoted (``path`` keeps its slashes). Nothing else in the template is interpreted.
+MEDIA_URL_PLACEHOLDERS = ("id", "dataset", "path", "name")
+MAX_MEDIA_BASE_URL = 2000
+_PLACEHOLDER = re.compile(r"\{(" + "|".join(MEDIA_URL_PLACEHOLDERS) + r")\}")
+_STRAY_BRACE = re.compile(r"\{[^{}]{0,40}\}?|\}")
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def check_media_base_url(url: str) -> str:
+    """``url`` if it is a usable media_base_url: an absolute URL, at most 2000 characters, whose only
+    ``{...}`` parts are the placeholders {id}, {dataset}, {path} and {name}. ValueError says what is
+    wrong (the request models turn it into a 422 naming the field)."""
+    if len(url) > MAX_MEDIA_BASE_URL:
+        raise ValueError(f"media_base_url is {len(url)} characters long; at most {MAX_MEDIA_BASE_URL} are allowed")
+    stray = _STRAY_BRACE.search(_PLACEHOLDER.sub("", url))
+    if stray is not None:
+        names = ", ".join("{" + p + "}" for p in MEDIA_URL_PLACEHOLDERS)
+        raise ValueError(
+            f"media_base_url {_shown(url)} contains {_shown(stray.group(0), 42)}: the only placeholders are "
+            f"{names}, written exactly so (no format specs or attributes); write a literal brace as %7B / %7D"
+        )
+    parts = urlsplit(_PLACEHOLDER.sub("x", url))
+    if not parts.scheme or not (parts.netloc or parts.scheme == "file"):
+        raise ValueError(
+            f"media_base_url {_shown(url)} is not an absolute URL "
+            "(e.g. https://cdn.example.com/images or s3://bucket/prefix)"
+        )
+    return url
+
+
+def has_placeholders(url: str) -> bool:
+    return _PLACEHOLDER.search(url) is not None
+
+
+def fill_media_url(template: str, values: Mapping[str, str]) -> str:
+    """``template`` with each placeholder replaced, in one pass, by its value URL-quoted (``path`` keeps
+    its ``/``). A plain string replacement: nothing of the values or the template is evaluated."""
+    safe = {n: quote(str(values.get(n, "")), safe="/" if n == "path" else "") for n in MEDIA_URL_PLACEHOLDERS}
+    return _PLACEHOLDER.sub(lambda m: safe[m.group(1)], template)
+
+
 @dataclass
 class ExportRequest:
     """What to export and how. Exactly one selection: ``ids``, ``issue`` (an issue doc id),
@@ -101,12 +146,12 @@ class ExportRequest:
         if not 1 <= int(self.chunk_size) <= 100_000:
             raise ExportError(f"chunk_size must be between 1 and 100000, not {self.chunk_size}")
         if self.media_base_url is not None:
-            parts = urlsplit(self.media_base_url)
-            if not parts.scheme or not (parts.netloc or parts.scheme == "file"):
+            try:
+                check_media_base_url(self.media_base_url)
+            except ValueError as exc:
                 raise ExportError(
-                    f"media_base_url {self.media_base_url!r} is not an absolute URL "
-                    "(e.g. https://cdn.example.com/images or s3://bucket/prefix)"
-                )
+                    str(exc), errors=[{"loc": ["body", "media_base_url"], "msg": str(exc)}], field="media_base_url"
+                ) from None
         return self
 
     @property
@@ -285,6 +330,8 @@ def row_to_record(row: Mapping[str, Any], *, task: str, media: str | None, file_
 # ----------------------------------------------------------------------------------------------
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+MAX_STEM = 100  # characters of an image's file name stem inside an export
+MAX_EXT = 12  # characters of its extension, with the dot
 
 
 def is_remote(uri: str) -> bool:
@@ -298,12 +345,15 @@ def local_path(uri: str) -> Path:
 def unique_file_name(uri: str | None, key: str, taken: set[str]) -> str:
     """A file name for the image inside the export: its own base name, made unique (case-insensitively,
     by stem, since YOLO label files are named by stem) with a short hash of the key when two images
-    share one. Only [A-Za-z0-9._-] characters. ``taken`` holds the stems used so far."""
+    share one. Only [A-Za-z0-9._-] characters, never ``.`` / ``..`` or a leading dot, at most
+    ``MAX_STEM`` + ``MAX_EXT`` characters (a file system takes 255 bytes a name): an id or uri such as
+    ``../../x``, ``/etc/passwd`` or one with NUL bytes is only ever a file name inside the export.
+    ``taken`` holds the stems used so far."""
     base = os.path.basename(urlsplit(uri).path if uri and is_remote(uri) else (uri or "")) or key
     stem, ext = os.path.splitext(base)
-    stem = _UNSAFE.sub("_", stem).strip("._") or "image"
-    ext = _UNSAFE.sub("", ext) or ".png"
-    digest = hashlib.sha1(key.encode()).hexdigest()[:8]
+    stem = _UNSAFE.sub("_", stem).strip("._")[:MAX_STEM].strip("._") or "image"
+    ext = _UNSAFE.sub("", ext)[:MAX_EXT].rstrip(".") or ".png"
+    digest = hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     candidate, n = stem, 0
     while candidate.lower() in taken:
         n += 1
@@ -420,6 +470,15 @@ def write_text(path: Path, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+_XML_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def xml_safe(text: str) -> str:
+    """``text`` without the characters XML 1.0 cannot hold (NUL, most control characters, lone
+    surrogates): a class name or id carrying one must not make the whole XML file unreadable."""
+    return _XML_ILLEGAL.sub("", text)
 
 
 def write_json(path: Path, obj: Any) -> None:

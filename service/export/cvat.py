@@ -23,6 +23,7 @@ from service.export.common import (
     record_box,
     write_json,
     write_text,
+    xml_safe,
     xywh_to_corners,
 )
 
@@ -102,7 +103,7 @@ def cvat_xml(records: list[Record], ctx: RenderContext) -> str:
             else:
                 ET.SubElement(el, "tag", {"label": label, "source": source})
     ET.indent(root, space="  ")
-    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + xml_safe(ET.tostring(root, encoding="unicode")) + "\n"
 
 
 def render(records: list[Record], ctx: RenderContext) -> list[str]:

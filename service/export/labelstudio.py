@@ -25,6 +25,7 @@ from service.export.common import (
     record_box,
     write_json,
     write_text,
+    xml_safe,
     xywh_to_percent,
 )
 
@@ -44,7 +45,7 @@ def labeling_config(classes: list[str], task: str) -> str:
             f'  <Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="single" showInLine="true">\n'
             f"{choices}\n  </Choices>"
         )
-    return f'<View>\n  <Image name="{TO_NAME}" value="$image"/>\n{control}\n</View>\n'
+    return xml_safe(f'<View>\n  <Image name="{TO_NAME}" value="$image"/>\n{control}\n</View>\n')
 
 
 def media_value(media: str | None) -> str | None:

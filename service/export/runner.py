@@ -13,6 +13,11 @@ the same export (and, while it runs, the same job); ``force`` makes a new one. R
 ``version_read`` (LanceDB time travel), so a resumed or repeated run writes the same files even if the
 table changed in between. Files live in ``<data_dir>/_exports/<dataset>/<export id>/`` plus a zip next
 to it; they are reachable over HTTP only through the export's download route.
+
+The document stores ``path`` and ``zip`` relative to the exports folder (``<dataset>/<export id>``), so a
+data dir that moves keeps its exports; :func:`export_path` resolves them, confined to the dataset's own
+exports folder (a document written before, with absolute paths, still resolves; one pointing anywhere
+else never does). :func:`plan_export` and :func:`run_export` hand back absolute paths.
 """
 
 from __future__ import annotations
@@ -30,7 +35,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-from urllib.parse import quote
 
 from indexer.store import DocNotFound, Store, ids_in
 from service.export.common import (
@@ -41,6 +45,8 @@ from service.export.common import (
     RenderContext,
     copy_media,
     dedupe,
+    fill_media_url,
+    has_placeholders,
     ids_from_doc,
     is_remote,
     join_url,
@@ -88,6 +94,52 @@ def exports_dir(data_dir: str) -> Path:
     if "://" in str(data_dir):
         return Path.home() / ".cache" / "edgeminer" / "exports"
     return Path(data_dir) / "_exports"
+
+
+PATH_KEYS = ("path", "zip")
+
+
+def _stored_paths(dataset: str, export_id: str) -> dict[str, str]:
+    """What an export document stores: its folder and zip relative to the exports folder."""
+    return {"path": f"{dataset}/{export_id}", "zip": f"{dataset}/{export_id}.zip"}
+
+
+def export_path(doc: Mapping[str, Any], key: str, *, data_dir: str, dataset: str) -> Path:
+    """The absolute ``path`` (folder) or ``zip`` of an export document, always a direct child of
+    ``<exports>/<dataset>/``. A stored value relative to the exports folder (the current form) resolves
+    there; an absolute one (documents written before) is used while it exists inside that folder, else
+    its file name is looked up in the folder (the data dir moved). A value that resolves elsewhere (``..``,
+    another folder, a symlink out) is refused with ExportError."""
+    from indexer.store import DATASET_NAME_RE
+
+    if key not in PATH_KEYS:
+        raise ValueError(f"key must be one of {PATH_KEYS}, not {key!r}")
+    if not DATASET_NAME_RE.match(dataset):
+        raise ExportError(f"invalid dataset name {dataset!r}")
+    root = exports_dir(data_dir)
+    home = (root / dataset).resolve()
+    value = doc.get(key)
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise ExportError(f"export {doc.get('id', '?')!r} has no valid {key} in its document")
+    stored = Path(value)
+    found: list[Path] = []
+    for cand in (stored if stored.is_absolute() else root / stored, home / stored.name):
+        real = cand.resolve()
+        if real.parent == home and real.name not in ("", ".", ".."):
+            found.append(real)
+    if not found:
+        raise ExportError(
+            f"the {key} of export {doc.get('id', '?')!r} points outside the exports folder of dataset {dataset!r}"
+        )
+    return next((p for p in found if p.exists()), found[0])
+
+
+def _with_local_paths(doc: Mapping[str, Any], data_dir: str) -> dict[str, Any]:
+    """A copy of ``doc`` whose ``path`` and ``zip`` are absolute (for the caller on this machine)."""
+    out = dict(doc)
+    for key in PATH_KEYS:
+        out[key] = str(export_path(doc, key, data_dir=data_dir, dataset=str(doc["dataset"])))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -141,21 +193,23 @@ def plan_export(
     store: Store, dataset: str, req: ExportRequest, *, data_dir: str, force: bool = False
 ) -> tuple[dict[str, Any], bool]:
     """The export document for ``req``: the existing one (same request), or a new one with the exact
-    ids and the table version read. Returns (doc, created)."""
+    ids and the table version read. Returns (doc, created); the returned doc's ``path`` and ``zip`` are
+    absolute (the stored ones are relative to the exports folder)."""
     req.validate()
-    store.get_dataset(dataset)
+    info = store.get_dataset(dataset)
     if req.media == "url" and not req.media_base_url:
         raise ExportError(
             "media 'url' needs a media_base_url (the request's, or EDGEMINER_MEDIA_BASE_URL on the server)"
         )
-    export_id = req.export_id(dataset, nonce=uuid.uuid4().hex if force else "")
+    # the dataset's creation time is part of the id: a dataset deleted and made again under the same name
+    # never picks up the old one's chunk files as a half-done export of its own
+    export_id = req.export_id(dataset, nonce=(uuid.uuid4().hex if force else "") + info.created_at)
     try:
-        return _clean(store.get_doc(dataset, EXPORT_KIND, export_id)), False
+        return _with_local_paths(_clean(store.get_doc(dataset, EXPORT_KIND, export_id)), data_dir), False
     except DocNotFound:
         pass
     version = store.version(dataset)
     ids = resolve_selection(store, dataset, req, version=version)
-    out = exports_dir(data_dir) / dataset / export_id
     chunk = int(req.chunk_size)
     doc: dict[str, Any] = {
         "id": export_id,
@@ -173,8 +227,7 @@ def plan_export(
         "rows_done": 0,
         "media_errors": 0,
         "errors": [],
-        "path": str(out),
-        "zip": str(out.parent / f"{export_id}.zip"),
+        **_stored_paths(dataset, export_id),
         "zip_bytes": None,
         "files": [],
         "rows_exported": None,
@@ -182,7 +235,7 @@ def plan_export(
         "finished_at": None,
     }
     store.put_doc(dataset, EXPORT_KIND, export_id, doc, name=doc["name"])
-    return doc, True
+    return _with_local_paths(doc, data_dir), True
 
 
 # ----------------------------------------------------------------------------------------------
@@ -240,13 +293,14 @@ class _Media:
         if mode == "relative":
             return rel if rel is not None else os.path.abspath(str(local_path(str(uri))))
         base = str(self.req.media_base_url)
-        if "{" in base:  # a template such as https://host/api/v1/datasets/{dataset}/media/{id}
-            return base.format(
-                id=quote(str(row["id"]), safe=""),
-                dataset=quote(self.dataset, safe=""),
-                path=quote(rel or "", safe="/"),
-                name=quote(file_name, safe=""),
-            )
+        if has_placeholders(base):  # a template such as https://host/api/v1/datasets/{dataset}/media/{id}
+            if rel is None and "{path}" in base:
+                raise ExportError(
+                    f"image {uri!r} is under none of the media roots ({', '.join(self.roots) or 'none'}), so "
+                    "media_base_url's {path} has no value for it; pass media_root, or use {id} or media 'copy'"
+                )
+            values = {"id": str(row["id"]), "dataset": self.dataset, "path": rel or "", "name": file_name}
+            return fill_media_url(base, values)
         if rel is None:
             raise ExportError(
                 f"image {uri!r} is under none of the media roots ({', '.join(self.roots) or 'none'}), so no "
@@ -265,18 +319,24 @@ def run_export(
     on_error: OnError | None = None,
     check_cancelled: Callable[[], None] | None = None,
     media_roots: Sequence[str] = (),
+    data_dir: str | None = None,
 ) -> dict[str, Any]:
     """Write (or finish writing) an export. Media is copied only from under ``media_roots`` (the
     server's) and the dataset's own media roots. Chunks already on disk are kept, so a run killed half way
     resumes where it stopped; rows whose media cannot be referenced or copied are reported (and left
-    out of the target files) while the rest exports. Returns a summary dict."""
+    out of the target files) while the rest exports. Returns a summary dict (``zip``: its absolute path).
+    ``data_dir`` (default: the store's) holds the exports folder."""
+    data_dir = str(store.uri) if data_dir is None else data_dir
     doc = _clean(store.get_doc(dataset, EXPORT_KIND, export_id))
-    if doc["status"] == "done" and Path(doc["zip"]).is_file():
-        return _summary(doc)
+    out = export_path(doc, "path", data_dir=data_dir, dataset=dataset)
+    zip_path = export_path(doc, "zip", data_dir=data_dir, dataset=dataset)
+    if doc["status"] == "done" and zip_path.is_file():
+        return _summary(doc, zip_path)
+    # stored relative to the exports folder (an older document's absolute paths are rewritten)
+    doc.update(path=f"{dataset}/{out.name}", zip=f"{dataset}/{zip_path.name}")
     req = ExportRequest.from_dict(doc["request"])
     info = store.get_dataset(dataset)
     module = target_module(req.target)
-    out = Path(doc["path"])
     parts = out / "parts"
     parts.mkdir(parents=True, exist_ok=True)
     doc.update(status="running", job_id=job_id or doc.get("job_id"), started_at=_now(), error=None)
@@ -393,7 +453,6 @@ def run_export(
         exported_ids = [r.id for r in good]
         for start in range(0, len(exported_ids), TAG_BATCH):
             store.append_to_list(dataset, exported_ids[start : start + TAG_BATCH], "exported", export_id)
-        zip_path = Path(doc["zip"])
         _zip(out, zip_path, skip={"parts"})
         shutil.rmtree(parts, ignore_errors=True)
     except Exception as exc:
@@ -410,16 +469,16 @@ def run_export(
         version_written=store.version(dataset),
     )
     store.put_doc(dataset, EXPORT_KIND, export_id, doc, name=doc.get("name", ""))
-    return _summary(doc)
+    return _summary(doc, zip_path)
 
 
-def _summary(doc: Mapping[str, Any]) -> dict[str, Any]:
+def _summary(doc: Mapping[str, Any], zip_path: Path) -> dict[str, Any]:
     return {
         "export_id": doc["id"],
         "status": doc["status"],
         "rows_exported": doc.get("rows_exported"),
         "media_errors": doc.get("media_errors", 0),
-        "zip": doc.get("zip"),
+        "zip": str(zip_path),
         "counts": {"rows": doc.get("count", 0), "exported": doc.get("rows_exported") or 0},
         "version_read": doc.get("version_read"),
     }
@@ -434,7 +493,7 @@ def _zip(folder: Path, dest: Path, *, skip: set[str]) -> None:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for path in sorted(folder.rglob("*")):
                 rel = path.relative_to(folder)
-                if rel.parts[0] in skip or not path.is_file() or path.name.startswith("."):
+                if rel.parts[0] in skip or path.is_symlink() or not path.is_file() or path.name.startswith("."):
                     continue
                 zf.write(path, rel.as_posix())
         os.replace(tmp, dest)
@@ -449,11 +508,14 @@ def _zip(folder: Path, dest: Path, *, skip: set[str]) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def job_fn(dataset: str, export_id: str, media_roots: Sequence[str] = ()) -> Callable[[Any], dict[str, Any]]:
-    """The JobRunner function running (or resuming) one export."""
+def job_fn(
+    dataset: str, export_id: str, media_roots: Sequence[str] = (), data_dir: str | None = None
+) -> Callable[[Any], dict[str, Any]]:
+    """The JobRunner function running (or resuming) one export. Its result (shown by the jobs API)
+    names the zip by file name only: server paths stay on the server."""
 
     def run(ctx: Any) -> dict[str, Any]:
-        return run_export(
+        summary = run_export(
             ctx.store,
             dataset,
             export_id,
@@ -462,7 +524,9 @@ def job_fn(dataset: str, export_id: str, media_roots: Sequence[str] = ()) -> Cal
             on_error=ctx.error,
             check_cancelled=ctx.check_cancelled,
             media_roots=media_roots,
+            data_dir=data_dir,
         )
+        return {**summary, "zip": os.path.basename(str(summary["zip"]))}
 
     return run
 
@@ -484,14 +548,14 @@ def start_export(
 
     with _START_LOCK:
         doc, _ = plan_export(store, dataset, req, data_dir=data_dir, force=force)
-        if doc["status"] == "done" and Path(doc["zip"]).is_file():
+        if doc["status"] == "done" and Path(doc["zip"]).is_file():  # plan_export's paths are absolute
             return export_view(store, jobs, doc), False
         job = _job_doc(jobs, dataset, doc.get("job_id"))
         if job is not None and job.get("status") in ACTIVE and not is_orphaned(job):
             return export_view(store, jobs, doc), False
         params = {"export_id": doc["id"], "target": req.target, "rows": doc["count"]}
         extra = {"resumed_from": job["id"]} if job is not None else {}
-        job = jobs.submit(dataset, JOB_KIND, params, job_fn(dataset, doc["id"], media_roots), **extra)
+        job = jobs.submit(dataset, JOB_KIND, params, job_fn(dataset, doc["id"], media_roots, data_dir), **extra)
         doc = _clean(store.get_doc(dataset, EXPORT_KIND, doc["id"]))
         if doc["status"] != "done":
             doc.update(job_id=job["id"], status="queued" if doc["status"] != "running" else doc["status"])
@@ -499,7 +563,9 @@ def start_export(
         return export_view(store, jobs, doc), True
 
 
-def resume_interrupted(store: Store, jobs: Any, *, media_roots: Sequence[str] = ()) -> list[dict[str, Any]]:
+def resume_interrupted(
+    store: Store, jobs: Any, *, media_roots: Sequence[str] = (), data_dir: str | None = None
+) -> list[dict[str, Any]]:
     """Restart the export jobs a dead server left unfinished (called when the server starts)."""
 
     def factory(old: Mapping[str, Any]) -> Callable[[Any], dict[str, Any]] | None:
@@ -512,7 +578,7 @@ def resume_interrupted(store: Store, jobs: Any, *, media_roots: Sequence[str] = 
             return None
         if doc.get("status") == "done" or doc.get("job_id") not in (None, old.get("id")):
             return None  # finished, or already picked up by a newer job
-        return job_fn(str(old["dataset"]), str(export_id), media_roots)
+        return job_fn(str(old["dataset"]), str(export_id), media_roots, data_dir)
 
     return list(jobs.resume([JOB_KIND], factory))
 

@@ -23,7 +23,8 @@ from service.settings import Settings
 
 @pytest.fixture
 def api_settings(tmp_path: Path) -> Settings:
-    """Settings on tmp_path: data in db/, thumbnails in cache/, media root media/ (created)."""
+    """Settings on tmp_path: data in db/, thumbnails in cache/, media root media/ (created); Host
+    ``testserver`` (TestClient's) allowed."""
     media = tmp_path / "media"
     media.mkdir(exist_ok=True)
     return Settings(
@@ -31,6 +32,7 @@ def api_settings(tmp_path: Path) -> Settings:
         cache_dir=str(tmp_path / "cache"),
         media_roots=[str(media)],
         ui_dir=str(tmp_path / "no-ui"),
+        allowed_hosts=["testserver"],  # TestClient's Host; live servers are reached as 127.0.0.1 (always allowed)
     )
 
 

@@ -1,5 +1,8 @@
 """Datasets: list / create / detail / delete, API-key rules on a live server, and an ingest job from a
-real manifest of real PNGs (one bad row recorded as an error row while the rest lands)."""
+real manifest of real PNGs (one bad row recorded as an error row while the rest lands).
+
+Ingest requests name server paths, which must lie under ``settings.ingest_roots``: the ingest tests run
+on a client whose ingest root is ``tmp_path/src`` (the rules themselves: test_ingest_roots.py)."""
 
 from __future__ import annotations
 
@@ -106,6 +109,13 @@ def test_api_key_for_reads(make_client: Callable[..., TestClient], api_settings:
     assert client.get("/api/v1/health").json()["auth"] == "reads_and_writes"  # health stays open
 
 
+@pytest.fixture
+def ingest_client(make_client: Callable[..., TestClient], api_settings: Settings, tmp_path: Path) -> TestClient:
+    """A client whose ingest root is tmp_path/src, where the tests write their sources."""
+    (tmp_path / "src").mkdir(exist_ok=True)
+    return make_client(api_settings, ingest_roots=[str(tmp_path / "src")])
+
+
 def wait_job(client: TestClient, job_id: str, timeout: float = 120) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
@@ -149,7 +159,8 @@ def write_manifest(folder: Path, make_png: Callable[..., Path], n: int = 12) -> 
     return path
 
 
-def test_ingest_job_from_a_manifest(api_client: TestClient, make_png: Callable[..., Path], tmp_path: Path) -> None:
+def test_ingest_job_from_a_manifest(ingest_client: TestClient, make_png: Callable[..., Path], tmp_path: Path) -> None:
+    api_client = ingest_client
     manifest = write_manifest(tmp_path / "src", make_png)
     body = {"source": str(manifest), "classes": ["car", "truck"], "embedder": {"kind": "precomputed"}}
     resp = api_client.post("/api/v1/datasets/cars/ingest", json=body)
@@ -187,23 +198,41 @@ def test_ingest_job_from_a_manifest(api_client: TestClient, make_png: Callable[.
 @pytest.mark.parametrize(
     "body,status,needle",
     [
-        ({"source": "/no/such/manifest.csv"}, 422, "does not exist"),
+        ({"source": "{src}/no/such/manifest.csv"}, 422, "does not exist"),  # inside the ingest root
         ({"source": "x", "format": "tarball"}, 422, "format"),
         ({"source": "x", "batch_size": 0}, 422, "batch_size"),
         ({"source": "x", "embedder": {"kind": "magic"}}, 422, "embedder"),
     ],
 )
-def test_ingest_rejects_bad_requests(api_client: TestClient, body: dict[str, Any], status: int, needle: str) -> None:
-    resp = api_client.post("/api/v1/datasets/cars/ingest", json=body)
+def test_ingest_rejects_bad_requests(
+    ingest_client: TestClient, tmp_path: Path, body: dict[str, Any], status: int, needle: str
+) -> None:
+    body = {**body, "source": body["source"].replace("{src}", str(tmp_path / "src"))}
+    resp = ingest_client.post("/api/v1/datasets/cars/ingest", json=body)
     assert resp.status_code == status and needle in resp.text
-    assert api_client.get("/api/v1/datasets").json() == []  # nothing created
+    assert ingest_client.get("/api/v1/datasets").json() == []  # nothing created
 
 
 def test_ingest_into_an_existing_dataset_with_another_embedder(
-    api_client: TestClient, make_png: Callable[..., Path], tmp_path: Path
+    ingest_client: TestClient, make_png: Callable[..., Path], tmp_path: Path
 ) -> None:
+    api_client = ingest_client
     api_client.post("/api/v1/datasets", json=NEW)
     manifest = write_manifest(tmp_path / "src", make_png, n=2)
     body = {"source": str(manifest), "classes": ["car", "truck"], "embedder": {"kind": "open_clip"}}
     resp = api_client.post("/api/v1/datasets/cars/ingest", json=body)
     assert resp.status_code == 422 and "precomputed" in resp.json()["detail"]
+
+
+def test_delete_removes_the_datasets_files(api_client: TestClient, api_settings: Settings) -> None:
+    """Exports, stream uploads and thumbnails of a deleted dataset go with it (another dataset's stay)."""
+    assert api_client.post("/api/v1/datasets", json=NEW).status_code == 201
+    data = Path(api_settings.data_dir)
+    left = [data / "_exports" / "cars" / "exp-1", data / "_stream" / "cars", api_settings.thumbnail_cache / "cars"]
+    kept = data / "_exports" / "other" / "exp-2"
+    for folder in [*left, kept]:
+        folder.mkdir(parents=True)
+        (folder / "f.bin").write_bytes(b"x")
+    assert api_client.delete("/api/v1/datasets/cars").status_code == 204
+    assert not any(p.exists() for p in left)
+    assert (kept / "f.bin").is_file()

@@ -22,7 +22,7 @@ from exportdata import build_classification, build_detection
 
 from indexer.store import Store
 from service.export.common import ExportRequest
-from service.export.runner import plan_export
+from service.export.runner import export_path, plan_export
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,7 +202,8 @@ def test_killed_server_resumes_the_export(tmp_path: Path) -> None:
     killed_at = store.get_doc("cls", "export", export_id)
     assert killed_at["status"] == "running", "the export finished before the kill; make it longer"
     assert 3 <= killed_at["chunks_done"] < killed_at["chunks_total"]
-    parts_before = len(list((Path(killed_at["path"]) / "parts").glob("*.jsonl")))
+    folder = export_path(killed_at, "path", data_dir=data_dir, dataset="cls")  # stored relative to the exports
+    parts_before = len(list((folder / "parts").glob("*.jsonl")))
     assert parts_before >= 3
 
     proc = _serve(data_dir, port, log)
@@ -223,7 +224,7 @@ def test_killed_server_resumes_the_export(tmp_path: Path) -> None:
         keys = [img["edgeminer_id"] for img in coco["images"]]
         assert sorted(keys) == sorted(cls.ids) and len(set(keys)) == n  # none lost, none twice
         assert len(images) == n
-        preds = json.loads((Path(killed_at["path"]) / "predictions.json").read_text())
+        preds = json.loads((folder / "predictions.json").read_text())
         assert len(preds) == n
         tags = store.get_samples("cls", cls.ids, columns=["exported"])["exported"].to_pylist()
         assert all(t == [export_id] for t in tags)

@@ -45,6 +45,18 @@ def test_same_request_same_export_force_makes_new(store: Store, tmp_path: Path, 
     assert a["ids"] == cls.ids[:3] and a["version_read"] == store.version("cls")
 
 
+def test_recreated_dataset_never_reuses_an_old_export(store: Store, tmp_path: Path) -> None:
+    """A dataset deleted and built again under the same name: the same request is a new export, so
+    the old dataset's chunk files on disk are never taken for a half-done run of the new one."""
+    first = build_classification(store, tmp_path / "media", n=12)
+    old, _ = _plan(store, tmp_path, ids=first.ids[:3])
+    store.drop_dataset("cls")
+    again = build_classification(store, tmp_path / "media2", n=12)
+    assert again.ids[:3] == first.ids[:3]
+    new, created = _plan(store, tmp_path, ids=again.ids[:3])
+    assert created and new["id"] != old["id"]
+
+
 def test_selections_issue_saved_result_and_filter(store: Store, tmp_path: Path, cls: Any) -> None:
     store.put_doc("cls", "issue", "iss1", {"name": "x", "sample_ids": [cls.ids[5], cls.ids[2], cls.ids[5]]})
     doc, _ = _plan(store, tmp_path, issue="iss1")

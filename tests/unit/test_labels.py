@@ -13,7 +13,7 @@ from exportdata import build_classification, build_detection
 
 from indexer.store import Store
 from service.export.common import ExportRequest
-from service.export.labels import LabelImportError, import_labels
+from service.export.labels import LabelImportError, UnknownLabels, import_labels
 from service.export.roundtrip import answer_coco, answer_label_studio
 from service.export.runner import plan_export, run_export
 
@@ -50,7 +50,11 @@ def test_csv_by_id_and_path(store: Store, tmp_path: Path, cls: Any) -> None:
     )
     before = store.version("cls")
     old = _rows(store, "cls", [a, b])
-    report = import_labels(store, "cls", text.encode(), format="csv", split="val")
+    # a label outside the classes refuses the whole file (nothing written) unless classes may be added
+    with pytest.raises(UnknownLabels, match=r"'zebra' \(line 3\).*Known classes: cat, dog, bird.*add_classes=true"):
+        import_labels(store, "cls", text.encode(), format="csv", split="val")
+    assert store.version("cls") == before and store.get_dataset("cls").classes == ["cat", "dog", "bird"]
+    report = import_labels(store, "cls", text.encode(), format="csv", split="val", add_classes=True)
     assert report.matched == 2 and report.changed == 2 and report.entries == 5
     reasons = {u["source"]: u["reason"] for u in report.unmatched}
     assert reasons == {

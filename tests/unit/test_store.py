@@ -186,3 +186,4 @@ def test_indexes_are_built_when_forced_and_search_still_exact_for_small_filters(
     ids, vecs = store.vectors(ds)
     res = store.search(ds, vecs[0], k=3, where="split = 'train'")
     assert res.num_rows == 3 and res["id"][0].as_py() == ids[0]
+

@@ -197,7 +197,8 @@ def test_uri_outside_media_roots_is_refused(store: Store, syn, tmp_path: Path) -
             StreamBudget(),
             embedder=object(),
         )
-    with pytest.raises(StreamError, match="does not exist"):
+    # a missing file outside the roots gets the same answer as an existing one: no probing the disk
+    with pytest.raises(Exception, match="outside the dataset's media roots") as missing:
         decide(
             store,
             "syn",
@@ -205,6 +206,17 @@ def test_uri_outside_media_roots_is_refused(store: Store, syn, tmp_path: Path) -
             StreamPolicy(),
             StreamBudget(),
         )
+    with pytest.raises(Exception, match="outside the dataset's media roots") as existing:
+        decide(store, "syn", StreamSample(uri=str(tmp_path / "nope.png").replace("nope", "secret"), probs=SURE),
+               StreamPolicy(), StreamBudget(), embedder=object())
+    assert str(missing.value).replace("nope", "secret") == str(existing.value)
+    # inside the roots, a missing file says so
+    root = tmp_path / "media"
+    root.mkdir()
+    store.update_dataset("syn", media_roots=[str(root)])
+    with pytest.raises(StreamError, match="not an image file under the media roots"):
+        decide(store, "syn", StreamSample(uri=str(root / "nope.png"), probs=SURE), StreamPolicy(),
+               StreamBudget(), embedder=object())
 
 
 def test_bad_input_names_the_field(store: Store, syn) -> None:

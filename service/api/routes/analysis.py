@@ -45,6 +45,7 @@ from indexer.analysis.run import AnalyzeParams, analyze, get_cluster, load_analy
 from indexer.store import Store, sql_quote
 from service.api.deps import JobsDep, StoreDep
 from service.api.models import JobPublic, problems
+from service.api.routes.jobs import public_job
 from service.errors import NotFound, UnknownField, ValidationFailed
 
 router = APIRouter(tags=["analysis"])
@@ -60,8 +61,21 @@ _CODE = {name: code for code, name in enumerate(OUTCOME_CODES)}
 # ----------------------------------------------------------------------------------------------
 
 
+#: largest table version a request may name (LanceDB versions are unsigned 64-bit; beyond this they
+#: overflow the engine instead of failing cleanly).
+MAX_VERSION = 2**63 - 1
+
+
 def _points_table(store: Store, dataset: str, version: int | None) -> tuple[pa.Table, int]:
-    v = store.version(dataset) if version is None else int(version)
+    latest = store.version(dataset)
+    v = latest if version is None else int(version)
+    if not 1 <= v <= latest:
+        raise ValidationFailed(
+            f"table version {v} of dataset {dataset!r} does not exist: versions go from 1 to {latest} (the "
+            "latest); omit version for the latest, or pass the version from the points header",
+            field="version",
+            latest_version=latest,
+        )
     try:
         table = store.query(
             dataset,
@@ -69,7 +83,7 @@ def _points_table(store: Store, dataset: str, version: int | None) -> tuple[pa.T
             columns=["id", "x", "y", "cluster", "labeled", "correct", "outcome"],
             version=v,
         )
-    except (ValueError, OSError, RuntimeError) as exc:
+    except (ValueError, TypeError, OverflowError, OSError, RuntimeError) as exc:
         raise NotFound(f"table version {v} of dataset {dataset!r} cannot be read: {exc}") from exc
     if table.num_rows:
         table = table.take(pc.sort_indices(table, sort_keys=[("id", "ascending")]))
@@ -143,13 +157,15 @@ def decode_points(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     response_class=Response,
     responses={
         200: {"content": {"application/octet-stream": {}}, "description": "the map (binary, see the docstring)"},
-        **problems(401, 404),
+        **problems(401, 404, 422),
     },
 )
 def get_points(
     dataset: str,
     store: StoreDep,
-    version: Annotated[int | None, Query(ge=0, description="read this table version (default: latest)")] = None,
+    version: Annotated[
+        int | None, Query(ge=0, le=MAX_VERSION, description="read this table version (default: latest)")
+    ] = None,
 ) -> Response:
     """The 2-D map: x, y, cluster and outcome code of every analyzed row, as one binary blob.
 
@@ -172,11 +188,13 @@ class PointIds(BaseModel):
     ids: list[str]
 
 
-@router.get("/datasets/{dataset}/points/ids", response_model=PointIds, responses=problems(401, 404))
+@router.get("/datasets/{dataset}/points/ids", response_model=PointIds, responses=problems(401, 404, 422))
 def get_point_ids(
     dataset: str,
     store: StoreDep,
-    version: Annotated[int | None, Query(ge=0, description="the version from the points header")] = None,
+    version: Annotated[
+        int | None, Query(ge=0, le=MAX_VERSION, description="the version from the points header")
+    ] = None,
 ) -> dict[str, Any]:
     """Sample ids of the map's points, in the order of ``GET /points`` at the same ``version``."""
     store.get_dataset(dataset)
@@ -381,4 +399,4 @@ def start_analyze(dataset: str, store: StoreDep, jobs: JobsDep, body: AnalyzeReq
         )
         return report_result(report)
 
-    return jobs.submit(dataset, "analyze", body.model_dump(), run)
+    return public_job(jobs.submit(dataset, "analyze", body.model_dump(), run))  # no pid / host / runner

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 from typing import Any
 
 import pyarrow.compute as pc
@@ -21,8 +22,11 @@ from service.api.models import (
     problems,
 )
 from service.api.routes.jobs import public_job
-from service.errors import Conflict
+from service.errors import Conflict, ValidationFailed
+from service.export.runner import exports_dir
 from service.filters import field_types
+from service.paths import names_a_file, require_under_roots
+from service.stream import STREAM_UPLOADS
 
 router = APIRouter(tags=["datasets"])
 
@@ -83,14 +87,32 @@ def list_datasets(store: StoreDep) -> list[DatasetSummary]:
     return [summary(store, info) for info in store.list_datasets()]
 
 
+def check_embedder_paths(embedder: dict[str, Any], roots: list[str]) -> None:
+    """A recorded embedder config names files the server loads later (by ingest, text and image
+    queries, the stream): a torchscript ``model_file``, an open_clip checkpoint as ``pretrained``. From
+    an API request they must lie under ``settings.ingest_roots`` (403 otherwise)."""
+    for key in ("model_file", "pretrained"):
+        value = embedder.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise ValidationFailed(f"embedder.{key} must be a string", field=f"embedder.{key}")
+        if key == "model_file" or names_a_file(value):
+            require_under_roots(value, roots, field=f"embedder.{key}")
+
+
 @router.post(
     "/datasets",
     response_model=DatasetDetail,
     status_code=status.HTTP_201_CREATED,
-    responses=problems(401, 409, 422),
+    responses=problems(401, 403, 409, 422),
 )
-def create_dataset(body: DatasetCreate, store: StoreDep) -> DatasetDetail:
-    """An empty dataset: rows arrive later by ingest (or by other tools writing through the store)."""
+def create_dataset(body: DatasetCreate, store: StoreDep, settings: SettingsDep) -> DatasetDetail:
+    """An empty dataset: rows arrive later by ingest (or by other tools writing through the store).
+
+    An embedder config that names a file on the server (``model_file``, a checkpoint as ``pretrained``)
+    must name one under the server's ingest roots (``EDGEMINER_INGEST_ROOTS``), else 403."""
+    check_embedder_paths(body.embedder, settings.ingest_roots)
     embedder = dict(body.embedder)
     embedder.setdefault("kind", "precomputed")
     if embedder["kind"] == "precomputed":
@@ -123,7 +145,11 @@ def delete_dataset(dataset: str, store: StoreDep, jobs: JobsDep, settings: Setti
             jobs=[j["id"] for j in live],
         )
     store.drop_dataset(dataset)
-    shutil.rmtree(settings.thumbnail_cache / dataset, ignore_errors=True)  # its thumbnails and crops
+    # its thumbnails and crops, export folders and zips, and stream uploads go with it
+    shutil.rmtree(settings.thumbnail_cache / dataset, ignore_errors=True)
+    if "://" not in settings.data_dir:
+        shutil.rmtree(exports_dir(settings.data_dir) / dataset, ignore_errors=True)
+        shutil.rmtree(Path(settings.data_dir) / STREAM_UPLOADS / dataset, ignore_errors=True)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -137,12 +163,19 @@ def _orphan(job: dict[str, Any]) -> bool:
     "/datasets/{dataset}/ingest",
     response_model=JobPublic,
     status_code=status.HTTP_202_ACCEPTED,
-    responses=problems(401, 404, 422),
+    responses=problems(401, 403, 404, 422),
 )
 def start_ingest(dataset: str, body: IngestRequest, store: StoreDep, jobs: JobsDep, settings: SettingsDep) -> Any:
     """Ingest a source on the server (manifest, class folders or COCO) as a background job.
 
-    The source is opened now, so a missing file or a bad manifest is a 422 right away. A dataset that
+    Every path the request names (source, unlabeled, coco_results, image_root, embedder.vectors,
+    embedder.model_file, a checkpoint file as embedder.pretrained) must lie under the server's ingest
+    roots (``EDGEMINER_INGEST_ROOTS``), symlinks followed: otherwise, or when none are configured, the
+    request is refused (403) before anything is opened, with the same answer whether the path exists or
+    not. Images a manifest or COCO file names outside the roots become error rows and are never read;
+    the dataset's media roots stay inside the ingest roots.
+
+    The source is then opened, so a missing file or a bad manifest is a 422 right away. A dataset that
     does not exist yet is created from the source and the embedder options; an existing one keeps its
     embedder (options must agree with it). Poll ``GET /api/v1/jobs/{id}``.
     """
@@ -150,6 +183,9 @@ def start_ingest(dataset: str, body: IngestRequest, store: StoreDep, jobs: JobsD
     from indexer.pipeline import ingest, prepare_dataset
     from indexer.sources import open_source
 
+    roots = list(settings.ingest_roots)
+    for field, value in body.server_paths():
+        require_under_roots(value, roots, field=field)
     emb = body.embedder
     source = open_source(
         body.source,
@@ -161,6 +197,7 @@ def start_ingest(dataset: str, body: IngestRequest, store: StoreDep, jobs: JobsD
         vectors=emb.vectors,
         vector_column=emb.vector_column,
         classes=body.classes,
+        allowed_roots=roots,
     )
     options: dict[str, Any] = {
         "kind": emb.kind,

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, File, Form, Query, Request, Response, UploadFile, status
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.api.deps import JobsDep, SettingsDep, StoreDep
 from service.api.models import Filter, problems
@@ -39,7 +39,12 @@ async def _resume_exports(app: FastAPI) -> AsyncIterator[None]:
 
         try:
             settings = getattr(app.state, "settings", None)
-            resumed = resume_interrupted(store, jobs, media_roots=settings.media_roots if settings else ())
+            resumed = resume_interrupted(
+                store,
+                jobs,
+                media_roots=settings.media_roots if settings else (),
+                data_dir=settings.data_dir if settings else None,
+            )
             if resumed:
                 log.warning("resumed %d interrupted export job(s)", len(resumed))
         except Exception:  # noqa: BLE001 - a failed resume must not keep the server from starting
@@ -68,13 +73,22 @@ class ExportCreate(BaseModel):
     )
     media_base_url: str | None = Field(
         None,
+        max_length=2000,
         description="url media: base URL the image's path under its media root is appended to, or a template "
-        "with {id}, {dataset}, {path}, {name}",
+        "with the placeholders {id}, {dataset}, {path}, {name} (replaced by the row's URL-quoted values; any "
+        "other {...} is refused)",
     )
     media_root: str | None = Field(None, description="relative media: the folder paths are relative to")
     chunk_size: int = Field(500, ge=1, le=100_000, description="rows written per chunk (resume granularity)")
     name: str = Field("", max_length=200)
     force: bool = Field(False, description="start a new export even if the same request was made before")
+
+    @field_validator("media_base_url")
+    @classmethod
+    def _media_base_url(cls, value: str | None) -> str | None:
+        from service.export.common import check_media_base_url
+
+        return None if value is None else check_media_base_url(value)  # ValueError -> 422 naming the field
 
 
 class ExportJob(BaseModel):
@@ -141,7 +155,8 @@ def _default_base_url(request: Request, task: str) -> str:
             "a detection export with media 'url' needs media_base_url (or EDGEMINER_MEDIA_BASE_URL): this "
             "server's media route serves object crops, not whole images; or use media 'copy'"
         )
-    return str(request.base_url).rstrip("/") + "/api/v1/datasets/{dataset}/media/{id}?size=full"
+    base = str(request.base_url).rstrip("/").replace("{", "%7B").replace("}", "%7D")  # no placeholders from Host
+    return base + "/api/v1/datasets/{dataset}/media/{id}?size=full"
 
 
 @router.post(
@@ -167,6 +182,13 @@ def create_export(
     if data["filter"] is not None:
         data["filter"] = [f.model_dump() for f in body.filter or []]
     if data["media"] == "url" and not data["media_base_url"]:
+        if settings.media_base_url:
+            from service.export.common import ExportError, check_media_base_url
+
+            try:
+                check_media_base_url(settings.media_base_url)
+            except ValueError as exc:
+                raise ExportError(f"the server's EDGEMINER_MEDIA_BASE_URL is not usable: {exc}") from None
         data["media_base_url"] = settings.media_base_url or _default_base_url(request, store.get_dataset(dataset).task)
     req = ExportRequest.from_dict(data)
     view, started = start_export(
@@ -211,7 +233,8 @@ def get_export(
     responses={200: {"content": {"application/zip": {}}}, **problems(404, 409)},
 )
 def download_export(dataset: str, export_id: str, store: StoreDep, settings: SettingsDep) -> FileResponse:
-    from service.export.runner import exports_dir
+    from service.export.common import ExportError
+    from service.export.runner import export_path
     from service.export.runner import get_export as load
 
     doc = load(store, dataset, export_id)
@@ -220,9 +243,12 @@ def download_export(dataset: str, export_id: str, store: StoreDep, settings: Set
             f"export {export_id} is {doc.get('status')}, not done; poll GET .../exports/{export_id} and "
             "download when its status is done"
         )
-    root = exports_dir(settings.data_dir).resolve()
-    path = Path(str(doc.get("zip"))).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
+    try:  # stored relative to the exports folder; never resolves outside this dataset's exports
+        path: Path | None = export_path(doc, "zip", data_dir=settings.data_dir, dataset=dataset)
+    except ExportError:
+        log.warning("export %s of dataset %s: its zip path points outside the exports folder", export_id, dataset)
+        path = None
+    if path is None or not path.is_file():
         raise NotFound(
             f"the zip of export {export_id} is gone from the server; re-run it with force=true",
             title="Export file not found",
@@ -243,20 +269,31 @@ def import_labels(
     format: Annotated[Literal["label_studio", "coco", "csv"] | None, Form(description="default: detected")] = None,
     split: Annotated[str, Form(min_length=1, max_length=64, description="split of the newly labeled rows")] = "train",
     iou: Annotated[float, Form(gt=0, le=1, description="detection: box overlap to match an object row")] = 0.5,
+    add_classes: Annotated[
+        bool,
+        Form(
+            description="append labels that are not classes of the dataset to its class list (default: such "
+            "labels refuse the whole import, listing them and the known classes)"
+        ),
+    ] = False,
 ) -> Any:
+    """Import labels: the whole file is read and checked before the job is queued, so a malformed file
+    or (without ``add_classes``) a label outside the dataset's classes is a 422 and nothing is written."""
+    from service.export.labels import check_classes, display_name, parse_labels
     from service.export.labels import import_labels as run_import
-    from service.export.labels import load
 
-    store.get_dataset(dataset)
-    name = file.filename or "labels"
+    info = store.get_dataset(dataset)
+    name = display_name(file.filename)
     fmt: str | None = format
     if fmt is None and name.lower().endswith(".csv"):
         fmt = "csv"
     raw = file.file.read()
-    fmt, _ = load(raw, format=fmt)  # an unreadable file is a 422 now, not a failed job
+    parsed = parse_labels(info, raw, format=fmt, name=name, split=split)  # a bad file is a 422, not a failed job
+    check_classes(parsed, info, add_classes=add_classes)
+    fmt = parsed.format
 
     def fn(ctx: Any) -> dict[str, Any]:
-        report = run_import(ctx.store, dataset, raw, format=fmt, split=split, iou=iou)
+        report = run_import(ctx.store, dataset, raw, split=split, iou=iou, add_classes=add_classes, parsed=parsed)
         return {
             "report": report.to_dict(),
             "version_read": report.version_before,
@@ -264,7 +301,8 @@ def import_labels(
             "counts": {"matched": report.matched, "unmatched": report.unmatched_count},
         }
 
-    job = jobs.submit(dataset, "labels_import", {"file": name, "format": fmt, "split": split, "iou": iou}, fn)
+    params = {"file": name, "format": fmt, "split": split, "iou": iou, "add_classes": add_classes}
+    job = jobs.submit(dataset, "labels_import", params, fn)
     try:
         done = jobs.wait(job["id"], timeout=120)
     except TimeoutError:
@@ -273,7 +311,7 @@ def import_labels(
         from service.errors import EdgeminerError
         from service.export.labels import LabelImportError
 
-        if done.get("error_type") in ("LabelImportError", "ExportError", "SchemaMismatch"):
+        if done.get("error_type") in ("LabelImportError", "UnknownLabels", "ExportError", "SchemaMismatch"):
             raise LabelImportError(done.get("error") or "the labels import failed", job_id=job["id"])
         raise EdgeminerError(done.get("error") or "the labels import failed", job_id=job["id"])
     return {**done["result"]["report"], "job_id": job["id"]}

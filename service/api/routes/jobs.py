@@ -6,12 +6,14 @@ in the background (service/jobs.py); clients poll ``GET /jobs/{id}`` for status 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
 from service.api.deps import JobsDep
 from service.api.models import JobPublic, problems
+from service.errors import scrub
 
 router = APIRouter(tags=["jobs"])
 
@@ -19,8 +21,21 @@ router = APIRouter(tags=["jobs"])
 PRIVATE_FIELDS = ("pid", "host", "runner")
 
 
-def public_job(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in doc.items() if k not in PRIVATE_FIELDS}
+def public_job(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A job doc as every route answers it: no process bookkeeping (``PRIVATE_FIELDS``, ``_``-keys), and
+    error texts that came from the storage engine replaced by the generic one (no server paths)."""
+    out = {k: v for k, v in doc.items() if k not in PRIVATE_FIELDS and not str(k).startswith("_")}
+    dataset = out.get("dataset") if isinstance(out.get("dataset"), str) else None
+    if isinstance(out.get("error"), str):
+        out["error"] = scrub(out["error"], dataset)
+    if isinstance(out.get("errors"), list):
+        out["errors"] = [
+            {**e, "message": scrub(e["message"], dataset)}
+            if isinstance(e, dict) and isinstance(e.get("message"), str)
+            else e
+            for e in out["errors"]
+        ]
+    return out
 
 
 @router.get("/jobs", response_model=list[JobPublic], responses=problems(401, 404))

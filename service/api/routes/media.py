@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import ipaddress
+import math
 import mimetypes
 import os
 import socket
@@ -37,7 +38,7 @@ from fastapi.responses import FileResponse, Response
 from indexer.store import DatasetInfo, Store
 from service.api.deps import SettingsDep, StoreDep
 from service.api.models import problems
-from service.errors import MediaNotFound, MediaOutsideRoots, SampleNotFound, Unsupported
+from service.errors import MediaNotFound, MediaOutsideRoots, SampleNotFound, Unsupported, ValidationFailed
 from service.settings import Settings
 
 router = APIRouter(tags=["media"])
@@ -184,6 +185,8 @@ def media_ref(store: Store, settings: Settings, dataset: str, sample_id: str) ->
     if not uri:
         raise MediaNotFound(f"sample {sample_id!r} has no image uri (nor a parent with one)")
     bbox = row.get("bbox")
+    if bbox is not None:
+        bbox = check_bbox(bbox, sample_id)
     if uri.startswith(("http://", "https://")):
         if not settings.allow_url_fetch:
             raise MediaOutsideRoots(
@@ -194,6 +197,25 @@ def media_ref(store: Store, settings: Settings, dataset: str, sample_id: str) ->
     if "://" in uri and not uri.startswith("file://"):
         raise Unsupported(f"images at {uri.split('://', 1)[0]}:// URIs are not served; use local files or http(s)")
     return MediaRef(uri, bbox, safe_local_path(uri, allowed_roots(settings, info)))
+
+
+def check_bbox(bbox: Any, sample_id: str) -> list[float]:
+    """An object row's stored box as four finite numbers with a positive width and height; anything
+    else (NaN, Infinity, a negative size, written by a tool that bypassed ingest's checks) is a 422
+    naming the field, never a crash in the crop."""
+    try:
+        box = [float(v) for v in bbox]
+    except (TypeError, ValueError):
+        box = []
+    if len(box) != 4 or not all(math.isfinite(v) for v in box) or box[2] <= 0 or box[3] <= 0:
+        raise ValidationFailed(
+            f"sample {sample_id!r} has an unusable bbox {list(bbox) if isinstance(bbox, list) else bbox!r}: "
+            "a box is [x, y, w, h] in pixels, finite, with w and h > 0; fix the row (re-ingest it) to see its crop",
+            title="Invalid box",
+            field="bbox",
+            sample_id=sample_id,
+        )
+    return box
 
 
 def _open_image(data: bytes | Path) -> Any:
@@ -209,8 +231,12 @@ def _open_image(data: bytes | Path) -> Any:
 
 def _crop(img: Any, bbox: list[float]) -> Any:
     x, y, w, h = (float(v) for v in bbox)
-    left, top = max(0, int(x)), max(0, int(y))
-    right, bottom = min(img.width, int(round(x + w))), min(img.height, int(round(y + h)))
+
+    def clamp(v: float, hi: int) -> float:  # in float space first: a huge box must not overflow int()
+        return min(max(v, 0.0), float(hi))
+
+    left, top = int(clamp(x, img.width)), int(clamp(y, img.height))
+    right, bottom = int(round(clamp(x + w, img.width))), int(round(clamp(y + h, img.height)))
     if right <= left or bottom <= top:
         raise Unsupported(f"the box {bbox} lies outside its {img.width}x{img.height} image")
     return img.crop((left, top, right, bottom))

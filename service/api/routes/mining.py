@@ -46,7 +46,7 @@ from service.mining import (
 )
 from service.selection import STRATEGIES, select, selection_record
 from service.settings import Settings
-from service.stream import PERIODS, StreamBudget, StreamPolicy, StreamSample, decide, list_decisions
+from service.stream import PERIODS, STREAM_UPLOADS, StreamBudget, StreamPolicy, StreamSample, decide, list_decisions
 
 router = APIRouter(tags=["mining"])
 
@@ -246,6 +246,15 @@ def _decode_image(text: str, field: str) -> bytes:
         ) from exc
     if not data:
         raise ValidationFailed(f"{field} is empty; send the image file's bytes base64-encoded")
+    from indexer.pipeline import ImageLoadError, identify_image_bytes
+
+    try:
+        identify_image_bytes(data)  # the header only: a full decode happens once, where it is embedded
+    except ImageLoadError as exc:
+        raise ValidationFailed(
+            f"{field} is not readable as an image (PNG, JPEG, WebP...): {exc}",
+            errors=[{"loc": ["body", *field.split(".")], "msg": "not an image"}],
+        ) from exc
     return data
 
 
@@ -388,8 +397,9 @@ def stream_route(
         id=body.id,
         metadata=dict(body.metadata),
         model_version=body.model_version,
+        image_field="image_base64",
     )
-    upload_dir = None if "://" in settings.data_dir else Path(settings.data_dir) / "_stream"
+    upload_dir = None if "://" in settings.data_dir else Path(settings.data_dir) / STREAM_UPLOADS
     device = "cpu" if settings.device == "auto" else settings.device
     return _domain(
         dataset,
