@@ -357,6 +357,10 @@ SEARCH_PROBE_MATCHES = 500
 SEARCH_REFINE_FACTOR = 20
 #: unindexed rows (appended since the index was built) that trigger an optimize().
 REINDEX_UNINDEXED_ROWS = 20_000
+#: small fragments (below LanceDB's target size) that make a samples table worth compacting. Every read
+#: opens every fragment: the demo's table in 17 fragments of ~128 rows (one per ingest batch) answered a
+#: column read in 7.9 ms of CPU and a 50-row page in 13.8 ms; compacted to 2 fragments, 2.9 and 4.1 ms.
+COMPACT_MIN_FRAGMENTS = 8
 #: columns that get a scalar index (filters on them are common and slow without one).
 SCALAR_INDEXES = {
     "id": "BTREE",
@@ -795,6 +799,20 @@ class Store:
             tbl.delete(where)
             return int(tbl.version)
 
+    def compact(self, dataset: str, *, min_fragments: int = COMPACT_MIN_FRAGMENTS) -> bool:
+        """Merge the samples table's small fragments (and fold new rows into its indexes) once it has
+        ``min_fragments`` of them; cheap to call when nothing is due (one metadata read). Writers call it
+        when a write session ends: ingest, analysis, a label import, an export's tags, every so many
+        stream samples. The rows and their values are unchanged; the table gets a new version, and
+        versions older than 7 days are pruned. Returns whether it compacted."""
+        with self.lock(dataset):
+            tbl = self._samples(dataset)
+            small = int(tbl.stats()["fragment_stats"]["num_small_fragments"])
+            if small < max(2, min_fragments):
+                return False
+            tbl.optimize()
+            return True
+
     # -- search ---------------------------------------------------------------------------------
 
     def search(
@@ -934,9 +952,10 @@ class Store:
         compares them)."""
         with self.lock(dataset):
             info = self.get_dataset(dataset)
+            compacted = self.compact(dataset)
             tbl = self._samples(dataset)
             n = tbl.count_rows()
-            done: dict[str, Any] = {"rows": n, "vector_index": "none", "scalar_indexes": []}
+            done: dict[str, Any] = {"rows": n, "vector_index": "none", "scalar_indexes": [], "compacted": compacted}
             indexed_cols = {tuple(getattr(ix, "columns", [])) for ix in tbl.list_indices()}
             n_vectors = tbl.count_rows("embedding IS NOT NULL")
             if ("embedding",) not in indexed_cols:

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     cache_dir: str | None = Field(None, description="thumbnail cache; default <data_dir>/_cache")
     max_budget: int = Field(10_000, description="largest budget a mine or select request may ask for")
     device: str = Field("auto", description="torch device for embedders: auto, cpu, cuda")
+    blas_threads: int = Field(
+        1,
+        ge=0,
+        description="BLAS threads in the server (requests run in parallel already; 0 = BLAS's own default)",
+    )
 
     @field_validator("cors_origins", "media_roots", "allowed_hosts", "ingest_roots", mode="before")
     @classmethod

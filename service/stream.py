@@ -39,6 +39,8 @@ from service.mining import MiningError, dataset_embedder, normalize
 PERIODS = {"hour": 3600, "day": 86400, "week": 7 * 86400}
 #: the folder under a local data dir that keeps uploaded stream images, one subfolder per dataset.
 STREAM_UPLOADS = "_stream"
+#: one-row fragments the stream leaves before the samples table is compacted (Store.compact).
+STREAM_COMPACT_FRAGMENTS = 64
 REASONS = ("low_confidence", "high_uncertainty", "near_issue")
 
 
@@ -255,6 +257,7 @@ def decide(
         if name in info.metadata_fields:
             row[f"meta_{name}"] = value
     store.upsert_samples(dataset, [row])
+    store.compact(dataset, min_fragments=STREAM_COMPACT_FRAGMENTS)  # one fragment per sample otherwise
 
     reasons: list[dict[str, Any]] = []
     if policy.confidence_below is not None and scores["confidence"] < policy.confidence_below:

@@ -425,7 +425,9 @@ def analyze(
                 "cluster": pa.array(labels[idx].astype(np.int32), pa.int32()),
             }
         )
-        version_written = store.update_columns(dataset, update)
+        store.update_columns(dataset, update)
+        store.compact(dataset)  # the map's columns were rewritten in pieces: reads stay one-fragment fast
+        version_written = store.version(dataset)
     if report.mode in ("fit", "recluster") or state is None:
         state_ref = _save_state(store, dataset, run_id, projector, clusterer)
         _drop_old_state(store, dataset, (current or {}).get("state"), state_ref)

@@ -1026,6 +1026,7 @@ def import_labels(
     report.false_positives = sum(1 for u in updates.values() if u.get("fp"))
     for start in range(0, len(rows), WRITE_BATCH):
         store.update_columns(dataset, pa.Table.from_pylist(rows[start : start + WRITE_BATCH]))
+    store.compact(dataset)
     report.version_after = store.version(dataset)
     report.labeled_after = store.count(dataset, "labeled = true")
     return report

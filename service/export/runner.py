@@ -453,6 +453,7 @@ def run_export(
         exported_ids = [r.id for r in good]
         for start in range(0, len(exported_ids), TAG_BATCH):
             store.append_to_list(dataset, exported_ids[start : start + TAG_BATCH], "exported", export_id)
+        store.compact(dataset)
         _zip(out, zip_path, skip={"parts"})
         shutil.rmtree(parts, ignore_errors=True)
     except Exception as exc:

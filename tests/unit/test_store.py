@@ -187,3 +187,22 @@ def test_indexes_are_built_when_forced_and_search_still_exact_for_small_filters(
     res = store.search(ds, vecs[0], k=3, where="split = 'train'")
     assert res.num_rows == 3 and res["id"][0].as_py() == ids[0]
 
+
+def test_compact_merges_small_fragments_and_keeps_every_row(store: Store, ds: str) -> None:
+    rows = _rows(200)
+    for start in range(0, 200, 20):  # ten writes -> ten fragments, as ten ingest batches leave them
+        store.upsert_samples(ds, rows[start : start + 20])
+    tbl = store._samples(ds)
+    assert tbl.stats()["fragment_stats"]["num_fragments"] == 10
+    before = store.query(ds).sort_by("id")
+    version = store.version(ds)
+
+    assert store.compact(ds, min_fragments=20) is False  # not due: nothing written
+    assert store.version(ds) == version
+    assert store.compact(ds) is True
+    assert store._samples(ds).stats()["fragment_stats"]["num_fragments"] == 1
+    assert store.version(ds) > version
+    assert store.query(ds).sort_by("id").equals(before)  # same rows, same values
+    assert store.compact(ds) is False  # one fragment: nothing to do
+    # time travel to before the compaction still reads
+    assert store.query(ds, version=version).num_rows == 200

@@ -1,0 +1,31 @@
+"""How the server runs its process: BLAS threads capped while it serves, restored after."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi.testclient import TestClient
+from threadpoolctl import threadpool_info
+
+from service.settings import Settings
+
+
+def _blas_threads() -> list[int]:
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+
+def test_blas_threads_are_capped_while_serving(make_client: Callable[..., TestClient], api_settings: Settings) -> None:
+    before = _blas_threads()
+    assert before, "numpy's BLAS should be visible to threadpoolctl"
+    client = make_client(api_settings, blas_threads=1)
+    assert client.get("/api/v1/health").status_code == 200
+    assert _blas_threads() == [1] * len(before)
+    client.__exit__(None, None, None)  # lifespan shutdown restores the process's own limits
+    assert _blas_threads() == before
+
+
+def test_blas_threads_zero_leaves_blas_alone(make_client: Callable[..., TestClient], api_settings: Settings) -> None:
+    before = _blas_threads()
+    client = make_client(api_settings, blas_threads=0)
+    assert client.get("/api/v1/health").status_code == 200
+    assert _blas_threads() == before
