@@ -67,6 +67,7 @@ def test_map_draws_the_demo_points(demo_server: Any, analyzed_demo: Any, page: A
     placed = store.count("demo", "status = 'ok' AND x IS NOT NULL AND y IS NOT NULL")
     assert placed > 1000
     open_dashboard(page, demo_server.url)
+    assert_no_js_errors(page)  # every module loaded and the boot logged no error
     got = page.evaluate(
         """() => ({n: edgeminer.state.pts.n, ids: edgeminer.state.pts.ids.length,
                    attr: Number(document.querySelector('#map').dataset.points),
