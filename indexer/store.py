@@ -430,7 +430,11 @@ class Store:
 
     def _docs(self, dataset: str) -> Any:
         self.get_dataset(dataset)
-        return self._open(f"{dataset}__docs", DOC_SCHEMA)
+        tbl = self._open(f"{dataset}__docs", DOC_SCHEMA)
+        # a handle left at an old version would match a merge_insert against that version: a document
+        # another process wrote since would be inserted a second time instead of updated
+        tbl.checkout_latest()
+        return tbl
 
     # -- datasets -----------------------------------------------------------------------------
 

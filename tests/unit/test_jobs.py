@@ -217,6 +217,9 @@ def test_jobs_of_a_killed_process_are_marked_failed_and_can_resume(store: Store,
             assert doc["status"] == "failed" and doc["error"] == INTERRUPTED and doc["interrupted"] is True
         assert runner.get(running_id)["progress"]["done"] == 1
         assert marked[queued_id]["status_before_restart"] == "queued"
+        # the restart updated the documents the dead process wrote, never added a second copy
+        ids = [d["id"] for d in store.list_docs("a", "run")]
+        assert sorted(ids) == sorted(set(ids))
 
         seen: list[dict[str, Any]] = []
 
