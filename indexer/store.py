@@ -37,6 +37,7 @@ os.environ.setdefault("LANCE_LOG", "error")
 os.environ.setdefault("RUST_LOG", "error")
 
 import lancedb  # noqa: E402  (after the log level is set)
+import orjson  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------
 # Schema
@@ -387,6 +388,8 @@ class Store:
         self._locks_guard = threading.Lock()
         self._tables: dict[str, Any] = {}
         self._info_cache: dict[str, DatasetInfo] = {}
+        #: dataset -> pylance dataset of its samples table: the read path (see _read_ds)
+        self._readers: dict[str, Any] = {}
         self._files_cache: dict[str, tuple[int, list[tuple[str, str, int]]]] = {}  # unreadable_reason
 
     # -- plumbing -----------------------------------------------------------------------------
@@ -573,14 +576,16 @@ class Store:
                     self._db.drop_table(tname)
             self._catalog().delete(f"name = {sql_quote(name)}")
             self._info_cache.pop(name, None)
+            for suffix in ("samples", "docs"):
+                self._readers.pop(f"{name}__{suffix}", None)
 
     # -- samples: reads -----------------------------------------------------------------------
 
     def schema(self, dataset: str) -> pa.Schema:
-        return self._samples(dataset).schema
+        return self._read_ds(dataset).schema  # type: ignore[no-any-return]
 
     def version(self, dataset: str) -> int:
-        return int(self._samples(dataset).version)
+        return int(self._read_ds(dataset).version)
 
     def list_versions(self, dataset: str) -> list[dict[str, Any]]:
         out = []
@@ -595,9 +600,32 @@ class Store:
             )
         return out
 
+    def _read_ds(self, dataset: str) -> Any:
+        """The samples table's latest version as a pylance dataset: opened once, moved forward only when
+        the table's latest version moves (a 0.02 ms check of the version hint, where LanceDB's
+        ``checkout_latest`` costs 0.2 ms and queues behind every other call on its one event loop).
+
+        Reads (query, count, schema, version) go straight to Lance rather than through LanceDB's sync
+        API, which hands every call to that single background asyncio loop: on the demo table a filtered
+        column read plus a 50-id lookup ran 104 pairs/s on one thread and 150/s on eight that way,
+        240/s and 378/s through pylance (a thread pool over one Store). Writes keep LanceDB's handle."""
+        self.get_dataset(dataset)
+        return self._reader(f"{dataset}__samples")
+
+    def _reader(self, table_name: str, schema: pa.Schema | None = None) -> Any:
+        """A pylance dataset of ``table_name`` at its latest version (see :meth:`_read_ds`)."""
+        lds = self._readers.get(table_name)
+        if lds is None:
+            lds = self._open(table_name, schema).to_lance()
+        latest = int(lds.latest_version)
+        if latest != lds.version:
+            lds = lds.checkout_version(latest)
+        self._readers[table_name] = lds
+        return lds
+
     def count(self, dataset: str, where: str | None = None) -> int:
-        tbl = self._samples(dataset)
-        return int(tbl.count_rows(where) if where else tbl.count_rows())
+        lds = self._read_ds(dataset)
+        return int(lds.count_rows(filter=where) if where else lds.count_rows())
 
     def query(
         self,
@@ -611,10 +639,16 @@ class Store:
     ) -> pa.Table:
         """Rows matching ``where`` (a clause built by trusted code: service/filters.py escapes
         user values). ``version`` reads an older table version (time travel)."""
-        tbl = self._samples(dataset)
-        if version is not None:
-            tbl = self._db.open_table(f"{dataset}__samples")
-            tbl.checkout(int(version))
+        if version is None:
+            lds = self._read_ds(dataset)
+            return lds.to_table(  # type: ignore[no-any-return]
+                columns=None if columns is None else list(columns),
+                filter=where or None,
+                limit=limit,
+                offset=int(offset) or None,
+            )
+        tbl = self._db.open_table(f"{dataset}__samples")
+        tbl.checkout(int(version))
         q = tbl.search()
         if where:
             q = q.where(where)
@@ -1244,25 +1278,19 @@ class Store:
             tbl.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(row)
             self._maybe_compact_docs(tbl)
 
+    def _docs_reader(self, dataset: str) -> Any:
+        self.get_dataset(dataset)
+        return self._reader(f"{dataset}__docs", DOC_SCHEMA)
+
     def get_doc(self, dataset: str, kind: str, doc_id: str) -> dict[str, Any]:
-        tbl = self._docs(dataset)
-        tbl.checkout_latest()
-        rows = (
-            tbl.search()
-            .where(f"id = {sql_quote(doc_id)} AND kind = {sql_quote(kind)}")
-            .limit(1)
-            .to_arrow()
-            .to_pylist()
-        )
+        where = f"id = {sql_quote(doc_id)} AND kind = {sql_quote(kind)}"
+        rows = self._docs_reader(dataset).to_table(filter=where, limit=1).to_pylist()
         if not rows:
             raise DocNotFound(kind, doc_id)
         return _doc_row(rows[0])
 
     def list_docs(self, dataset: str, kind: str) -> list[dict[str, Any]]:
-        tbl = self._docs(dataset)
-        tbl.checkout_latest()
-        n = max(tbl.count_rows(), 1)
-        rows = tbl.search().where(f"kind = {sql_quote(kind)}").limit(n).to_arrow().to_pylist()
+        rows = self._docs_reader(dataset).to_table(filter=f"kind = {sql_quote(kind)}").to_pylist()
         return sorted((_doc_row(r) for r in rows), key=lambda d: d["_created_at"])
 
     def delete_doc(self, dataset: str, kind: str, doc_id: str) -> None:
@@ -1477,7 +1505,10 @@ def _json_default(obj: Any) -> Any:
 
 
 def _doc_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    doc = json.loads(row["doc"])
+    try:
+        doc = orjson.loads(row["doc"])  # several times faster than json for the large analysis document
+    except orjson.JSONDecodeError:  # NaN / Infinity literals or huge integers that json.dumps writes
+        doc = json.loads(row["doc"])
     doc.setdefault("id", row["id"])
     doc["_created_at"] = row["created_at"].isoformat() if row["created_at"] else ""
     doc["_updated_at"] = row["updated_at"].isoformat() if row["updated_at"] else ""

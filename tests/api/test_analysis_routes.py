@@ -138,3 +138,32 @@ def test_analyze_job_on_a_live_server(api_settings: Settings, live_server: Calla
         header, cols = decode_points(http.get(f"{API}/points").content)
         assert header["count"] == 120 and header["run_id"] == job_id
         assert (cols["cluster"] >= -1).all()
+
+
+def test_outcome_codes_cover_every_combination() -> None:
+    """The vectorised codes: a labeled row's stored outcome wins, else correct/wrong from ``correct``,
+    else no_prediction; an unlabeled row is 0 whatever else it holds (nulls included)."""
+    import pyarrow as pa
+
+    from service.api.routes.analysis import OUTCOME_CODES, outcome_codes
+
+    rows = [
+        # labeled, correct, outcome -> expected
+        (True, True, None, "correct"),
+        (True, False, None, "wrong_class"),
+        (True, None, None, "no_prediction"),
+        (True, True, "false_positive", "false_positive"),
+        (True, None, "false_negative", "false_negative"),
+        (True, False, "something else", "wrong_class"),
+        (False, True, "correct", "unlabeled"),
+        (None, None, None, "unlabeled"),
+    ]
+    table = pa.table(
+        {
+            "labeled": pa.array([r[0] for r in rows], pa.bool_()),
+            "correct": pa.array([r[1] for r in rows], pa.bool_()),
+            "outcome": pa.array([r[2] for r in rows], pa.string()),
+        }
+    )
+    assert [OUTCOME_CODES[c] for c in outcome_codes(table)] == [r[3] for r in rows]
+    assert outcome_codes(table.slice(0, 0)).dtype.name == "uint8"

@@ -139,3 +139,32 @@ def test_unknown_dataset_and_sample(env: Any) -> None:
     assert resp.status_code == 404 and resp.json()["type"].endswith("sample-not-found")
     odd = client.get("/api/v1/datasets/s/samples/it's%20'odd'")
     assert odd.status_code == 404 and odd.json()["sample_id"] == "it's 'odd'"
+
+
+def test_rows_json_matches_the_per_value_conversion() -> None:
+    """rows_json converts only the columns that need it; the result is what jsonable gives per value."""
+    import datetime as dt
+    import json
+
+    import pyarrow as pa
+
+    from service.api.routes.samples import jsonable, rows_json
+
+    table = pa.table(
+        {
+            "f": pa.array([1.5, float("nan"), None, float("inf")], pa.float32()),
+            "ok": pa.array([0.25, 1.0, None, -2.0]),
+            "probs": pa.array([[0.5, float("nan")], None, [], [1.0]]),
+            "box": pa.array([[1, 2, 3, 4]] * 4, pa.list_(pa.float32(), 4)),
+            "at": pa.array([dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)] * 3 + [None], pa.timestamp("us", "UTC")),
+            "raw": pa.array([b"\x00\xff", None, b"", b"a"]),
+            "s": pa.array(["a", None, "c", "d"]),
+            "n": pa.array([1, 2, None, 4], pa.int32()),
+            "tags": pa.array([["x"], [], None, ["y", "z"]]),
+        }
+    )
+    expected = [{k: jsonable(v) for k, v in row.items()} for row in table.to_pylist()]
+    got = rows_json(table)
+    assert json.dumps(got, allow_nan=False) == json.dumps(expected, allow_nan=False)
+    assert got[1]["f"] is None and got[0]["probs"] == [0.5, None] and got[0]["at"].startswith("2026-01-02T03:04:05")
+    assert rows_json(table.slice(0, 0)) == []

@@ -81,7 +81,7 @@ def _points_table(store: Store, dataset: str, version: int | None) -> tuple[pa.T
             dataset,
             where="status = 'ok' AND x IS NOT NULL AND y IS NOT NULL",
             columns=["id", "x", "y", "cluster", "labeled", "correct", "outcome"],
-            version=v,
+            version=None if v == latest else v,  # the latest through the store's cached reader
         )
     except (ValueError, TypeError, OverflowError, OSError, RuntimeError) as exc:
         raise NotFound(f"table version {v} of dataset {dataset!r} cannot be read: {exc}") from exc
@@ -91,21 +91,21 @@ def _points_table(store: Store, dataset: str, version: int | None) -> tuple[pa.T
 
 
 def outcome_codes(table: pa.Table) -> np.ndarray:
-    """uint8 outcome code per row (see the module docstring)."""
-    outcome = table.column("outcome").to_pylist()
-    labeled = table.column("labeled").to_pylist()
-    correct = table.column("correct").to_pylist()
-    codes = np.empty(len(outcome), dtype=np.uint8)
-    for i, (o, lab, corr) in enumerate(zip(outcome, labeled, correct, strict=True)):
-        if o in _CODE and lab:
-            codes[i] = _CODE[o]
-        elif not lab:
-            codes[i] = _CODE["unlabeled"]
-        elif corr is None:
-            codes[i] = _CODE["no_prediction"]
-        else:
-            codes[i] = _CODE["correct"] if corr else _CODE["wrong_class"]
-    return codes
+    """uint8 outcome code per row (see the module docstring): a labeled row's stored outcome when it is
+    one of the codes, else correct / wrong_class from ``correct``, or no_prediction; unlabeled rows 0."""
+    n = table.num_rows
+    labeled = pc.fill_null(table.column("labeled"), False).to_numpy(zero_copy_only=False).astype(bool)
+    correct = table.column("correct")
+    judged = pc.is_valid(correct).to_numpy(zero_copy_only=False).astype(bool)
+    right = pc.fill_null(correct, False).to_numpy(zero_copy_only=False).astype(bool)
+    codes = np.where(right, _CODE["correct"], _CODE["wrong_class"]).astype(np.uint8)
+    codes[~judged] = _CODE["no_prediction"]
+    outcome = table.column("outcome")
+    for name in OUTCOME_CODES:
+        hit = pc.fill_null(pc.equal(outcome, name), False).to_numpy(zero_copy_only=False).astype(bool)
+        codes[hit] = _CODE[name]
+    codes[~labeled] = _CODE["unlabeled"]
+    return codes if n else np.empty(0, dtype=np.uint8)
 
 
 def encode_points(table: pa.Table, *, version: int, run_id: str | None) -> bytes:

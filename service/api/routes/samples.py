@@ -46,8 +46,42 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def _needs_jsonable(t: pa.DataType) -> bool:
+    """Whether values of this Arrow type can hold something JSON cannot (NaN/inf, dates, bytes)."""
+    if pa.types.is_floating(t) or pa.types.is_temporal(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return True
+    if pa.types.is_fixed_size_binary(t):
+        return True
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return _needs_jsonable(t.value_type)
+    if pa.types.is_struct(t):
+        return any(_needs_jsonable(t.field(i).type) for i in range(t.num_fields))
+    return pa.types.is_map(t) or pa.types.is_dictionary(t)
+
+
+def _all_finite_floats(column: pa.ChunkedArray) -> bool:
+    """A float column (or list of floats) with no NaN / inf: its values are JSON as they are."""
+    t = column.type
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        if not pa.types.is_floating(t.value_type):
+            return False
+        column = pa.chunked_array([pc.list_flatten(c) for c in column.chunks], type=t.value_type)
+    elif not pa.types.is_floating(t):
+        return False
+    finite = pc.is_finite(column)
+    return bool(pc.all(pc.or_kleene(finite, pc.is_null(column))).as_py() is not False)
+
+
 def rows_json(table: pa.Table) -> list[dict[str, Any]]:
-    return [{k: jsonable(v) for k, v in row.items()} for row in table.to_pylist()]
+    """Rows as JSON-ready dicts. Column by column: only columns whose type can hold NaN, dates or
+    bytes go through :func:`jsonable` (strings, ints and bools are taken as Arrow gives them)."""
+    names = table.column_names
+    columns = []
+    for column in table.columns:
+        values = column.to_pylist()
+        fix = _needs_jsonable(column.type) and not _all_finite_floats(column)
+        columns.append([jsonable(v) for v in values] if fix else values)
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
 def select_columns(
