@@ -40,7 +40,7 @@ test-all: install browser
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check indexer service tests bench
+	$(BIN)/ruff check edgeminer indexer service tests bench
 	$(BIN)/mypy
 
 bench: install

@@ -74,7 +74,7 @@ def make_data(n: int, dim: int, n_clusters: int, seed: int = 0) -> dict[str, np.
 def write_store(root: Path, data: dict[str, np.ndarray]) -> None:
     import pyarrow as pa
 
-    from indexer.store import Store
+    from edgeminer.indexer.store import Store
 
     store = Store(root / "db")
     vecs = data["vectors"]
@@ -127,8 +127,8 @@ def child(which: str, root: Path) -> dict[str, float]:
     start = time.perf_counter()
     extra: dict[str, float] = {}
     if which == "edgeminer":
-        from indexer.analysis.run import analyze
-        from indexer.store import Store
+        from edgeminer.indexer.analysis.run import analyze
+        from edgeminer.indexer.store import Store
 
         report = analyze(Store(root / "db"), "bench")
         extra = {"clusters": report.n_clusters, "failure_clusters": report.n_failure_clusters}
@@ -148,7 +148,7 @@ def pca_sweep(sizes: list[int], dim: int, n_clusters: int) -> None:
     """Where PCA-50 before UMAP pays: the projection's fit time with pca off and on, same data."""
     import warnings
 
-    from indexer.analysis.projection import Projector
+    from edgeminer.indexer.analysis.projection import Projector
 
     warnings.filterwarnings("ignore")
     _warm_up()

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
 from e2e_support import CHROMIUM, CHROMIUM_ARGS, start_server, stop_server  # noqa: E402
 
-from indexer.store import Store  # noqa: E402
+from edgeminer.indexer.store import Store  # noqa: E402
 
 CLASSES = [str(d) for d in range(10)]
 BUDGET_S = 3.0
@@ -60,7 +60,7 @@ def write_thumbnails(media: Path, count: int = 16) -> list[Path]:
 
 def build_dataset(store: Store, name: str, n: int, media: Path, *, seed: int = 0) -> dict[str, Any]:
     """n rows in 40 blobs; 6 blobs are failure clusters. Returns timings."""
-    from indexer.analysis.clustering import summarize_clusters
+    from edgeminer.indexer.analysis.clustering import summarize_clusters
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)

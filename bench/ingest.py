@@ -61,10 +61,10 @@ def main() -> None:
     import torch
     from PIL import Image
 
-    from indexer.embedders import TorchScriptEmbedder
-    from indexer.pipeline import ingest, load_image
-    from indexer.sources import open_source
-    from indexer.store import Store
+    from edgeminer.indexer.embedders import TorchScriptEmbedder
+    from edgeminer.indexer.pipeline import ingest, load_image
+    from edgeminer.indexer.sources import open_source
+    from edgeminer.indexer.store import Store
 
     torch.set_num_threads(2)
     tmp = Path(tempfile.mkdtemp(prefix="edgeminer-bench-ingest-"))

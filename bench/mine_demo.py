@@ -26,20 +26,20 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from indexer.store import Store  # noqa: E402
-from service.mining import AGGREGATIONS, DEFAULT_AGGREGATION, MODE_WEIGHTINGS, Seeds, mine  # noqa: E402
-from service.selection import select  # noqa: E402
+from edgeminer.indexer.store import Store  # noqa: E402
+from edgeminer.service.mining import AGGREGATIONS, DEFAULT_AGGREGATION, MODE_WEIGHTINGS, Seeds, mine  # noqa: E402
+from edgeminer.service.selection import select  # noqa: E402
 
 
 def demo_store(cache: Path) -> Store:
     store = Store(cache / "db")
     if not store.has_dataset("demo") or store.count("demo") == 0:
-        from indexer.demo import build_demo
+        from edgeminer.indexer.demo import build_demo
 
         print("building the demo (once)...", flush=True)
         build_demo(cache / "demo", store, seed=0, progress=False)
     if store.count("demo", "cluster IS NOT NULL") == 0:
-        from indexer.analysis.run import analyze
+        from edgeminer.indexer.analysis.run import analyze
 
         print("analyzing the demo (once)...", flush=True)
         analyze(store, "demo")
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nbest aggregation by mean precision over the budgets: {best} (the default is {DEFAULT_AGGREGATION})")
 
     # -- the top failure cluster ----------------------------------------------------------------
-    from indexer.analysis.run import load_analysis
+    from edgeminer.indexer.analysis.run import load_analysis
 
     doc: dict[str, Any] = load_analysis(store, "demo") or {}
     clusters = [c for c in doc.get("clusters", []) if c.get("failure_rank")]

@@ -35,14 +35,14 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from indexer.store import (
+from edgeminer.indexer.store import (
     EXACT_SEARCH_MAX_CANDIDATES,
     SEARCH_NPROBES,
     SEARCH_PROBE_MATCHES,
     SEARCH_REFINE_FACTOR,
     Store,
 )  # noqa: E402
-from service.mining import ResolvedSeeds, mine, normalize  # noqa: E402
+from edgeminer.service.mining import ResolvedSeeds, mine, normalize  # noqa: E402
 
 SELECTIVITY = (1, 10, 50)  # percent of rows the filter keeps
 K = 10

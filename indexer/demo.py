@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from indexer.store import Store
+from edgeminer.indexer.store import Store
 
 DATASET = "demo"
 SLICES = ("inverted", "rotated", "thick", "small")
@@ -209,9 +209,9 @@ def build_demo(
     import torch
     from sklearn.datasets import load_digits
 
-    from indexer.embedders import TorchScriptEmbedder
-    from indexer.pipeline import ingest
-    from indexer.sources import open_source
+    from edgeminer.indexer.embedders import TorchScriptEmbedder
+    from edgeminer.indexer.pipeline import ingest
+    from edgeminer.indexer.sources import open_source
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     demo_dir = Path(demo_dir).resolve()

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from indexer import scores as scoring
-from indexer.embedders import Embedder, EmbedderError, EmbedOutput
-from indexer.store import Store, now_utc, usable_vectors
+from edgeminer.indexer import scores as scoring
+from edgeminer.indexer.embedders import Embedder, EmbedderError, EmbedOutput
+from edgeminer.indexer.store import Store, now_utc, usable_vectors
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -680,7 +680,7 @@ def error_rows(store: Store, dataset: str, limit: int = 50) -> list[dict[str, An
 
 
 def scoring_columns() -> list[str]:
-    from indexer.store import SCORE_COLUMNS
+    from edgeminer.indexer.store import SCORE_COLUMNS
 
     return list(SCORE_COLUMNS)
 

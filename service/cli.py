@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from service.settings import Settings
+from edgeminer.service.settings import Settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -31,7 +31,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _store(settings: Settings) -> Any:
-    from indexer.store import Store
+    from edgeminer.indexer.store import Store
 
     return Store(settings.data_dir)
 
@@ -68,9 +68,9 @@ def _add_embedder_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from indexer.embedders import embedder_from_options
-    from indexer.pipeline import ingest
-    from indexer.sources import open_source
+    from edgeminer.indexer.embedders import embedder_from_options
+    from edgeminer.indexer.pipeline import ingest
+    from edgeminer.indexer.sources import open_source
 
     store = _store(settings)
     source = open_source(
@@ -109,18 +109,18 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
-    from indexer.pipeline import dataset_stats
+    from edgeminer.indexer.pipeline import dataset_stats
 
     store = _store(settings)
     stats = dataset_stats(store, args.dataset)
     if args.json:
         if args.by:
-            from indexer.pipeline import errors_by_field
+            from edgeminer.indexer.pipeline import errors_by_field
 
             stats["errors_by"] = {args.by: errors_by_field(store, args.dataset, args.by)}
         _print_json(stats)
         return 0
-    from indexer.pipeline import error_rows, errors_by_field, format_stats
+    from edgeminer.indexer.pipeline import error_rows, errors_by_field, format_stats
 
     groups = errors_by_field(store, args.dataset, args.by) if args.by else []
     print(format_stats(stats))
@@ -140,7 +140,7 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from indexer.demo import build_demo
+    from edgeminer.indexer.demo import build_demo
 
     if not args.no_serve:
         _serve_settings(args, settings)  # refuse an exposed server before the minutes of building
@@ -161,7 +161,7 @@ DEMO_AFTER_INGEST: list[Callable[[argparse.Namespace, Settings, Any], None]] = [
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from service.api.app import create_app
+    from edgeminer.service.api.app import create_app
 
     settings = _serve_settings(args, settings)  # refuses an exposed server without a key, before binding
     app = create_app(settings)
@@ -174,7 +174,7 @@ def _serve_settings(args: argparse.Namespace, settings: Settings) -> Settings:
     """The settings with the serve options applied. On an address other machines can reach (not
     loopback) without an API key, raise CliError unless --insecure-no-key; print which Host names the
     server answers to when that is not only localhost."""
-    from service.api.middleware import allowed_host_names, is_loopback
+    from edgeminer.service.api.middleware import allowed_host_names, is_loopback
 
     updates: dict[str, Any] = {}
     for name in ("host", "port", "api_key"):
@@ -313,7 +313,12 @@ def _register_extras() -> None:
     """Import the modules that add subcommands. Each appends to EXTRA_COMMANDS / DEMO_AFTER_INGEST."""
     import importlib
 
-    for module in ("service.cli_analysis", "service.cli_mining", "service.cli_export", "service.cli_check"):
+    for module in (
+        "edgeminer.service.cli_analysis",
+        "edgeminer.service.cli_mining",
+        "edgeminer.service.cli_export",
+        "edgeminer.service.cli_check",
+    ):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -346,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _is_user_error(exc: Exception) -> bool:
-    from indexer.store import StoreError
+    from edgeminer.indexer.store import StoreError
 
     names = {"SourceError", "EmbedderError", "EdgeminerError", "NotSupported"}
     mro = {c.__name__ for c in type(exc).__mro__}

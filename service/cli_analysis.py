@@ -11,8 +11,8 @@ import argparse
 import sys
 from typing import Any
 
-from service.cli import DEMO_AFTER_INGEST, EXTRA_COMMANDS, CliError, _print_json, _store
-from service.settings import Settings
+from edgeminer.service.cli import DEMO_AFTER_INGEST, EXTRA_COMMANDS, CliError, _print_json, _store
+from edgeminer.service.settings import Settings
 
 
 def _progress(quiet: bool) -> Any:
@@ -42,7 +42,7 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_analyze(args: argparse.Namespace, settings: Settings) -> int:
-    from indexer.analysis.run import analyze, format_slices
+    from edgeminer.indexer.analysis.run import analyze, format_slices
 
     store = _store(settings)
     report = analyze(
@@ -64,8 +64,8 @@ def cmd_analyze(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_clusters(args: argparse.Namespace, settings: Settings) -> int:
-    from indexer.analysis.clustering import slice_quality
-    from indexer.analysis.run import format_clusters, format_slices, load_analysis
+    from edgeminer.indexer.analysis.clustering import slice_quality
+    from edgeminer.indexer.analysis.run import format_clusters, format_slices, load_analysis
 
     store = _store(settings)
     info = store.get_dataset(args.dataset)
@@ -158,7 +158,7 @@ def register(sub: Any) -> None:
 
 def demo_step(args: argparse.Namespace, settings: Settings, store: Any) -> None:
     """The demo's analysis: analyze `demo`, print the top failure clusters and the per-slice check."""
-    from indexer.analysis.run import analyze, format_clusters, format_slices, load_analysis
+    from edgeminer.indexer.analysis.run import analyze, format_clusters, format_slices, load_analysis
 
     print("analyzing the demo (UMAP + HDBSCAN)...", flush=True)
     report = analyze(store, "demo", progress=_progress(False))

@@ -13,8 +13,8 @@ import argparse
 import sys
 from typing import Any
 
-from service.cli import EXTRA_COMMANDS, _print_json, _store
-from service.settings import Settings
+from edgeminer.service.cli import EXTRA_COMMANDS, _print_json, _store
+from edgeminer.service.settings import Settings
 
 #: exit codes: healthy, problems found, the check could not run (unknown dataset...).
 EXIT_OK, EXIT_PROBLEMS, EXIT_CANNOT_CHECK = 0, 1, 2
@@ -44,7 +44,7 @@ class _Bar:
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
-    from indexer.store import DatasetNotFound, StoreError
+    from edgeminer.indexer.store import DatasetNotFound, StoreError
 
     store = _store(settings)
     bar = _Bar(args.dataset, enabled=not (args.quiet or args.json))

@@ -14,16 +14,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from service import cli
-from service.settings import Settings
+from edgeminer.service import cli
+from edgeminer.service.settings import Settings
 
 DEMO_DATASET = "demo"
 DEMO_BUDGET = 200
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from service.export.common import TARGETS, ExportRequest, check_media_base_url
-    from service.export.runner import export_path, plan_export, run_export
+    from edgeminer.service.export.common import TARGETS, ExportRequest, check_media_base_url
+    from edgeminer.service.export.runner import export_path, plan_export, run_export
 
     store = cli._store(settings)
     ids = None
@@ -103,7 +103,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_labels_import(args: argparse.Namespace, settings: Settings) -> int:
-    from service.export.labels import LabelImportError, import_labels
+    from edgeminer.service.export.labels import LabelImportError, import_labels
 
     store = cli._store(settings)
     try:
@@ -198,13 +198,13 @@ def register(sub: Any) -> None:
 
 def demo_round_trip(args: argparse.Namespace, settings: Settings, store: Any) -> None:
     """`edgeminer demo`'s last step: the label round trip with the demo's true pool labels."""
-    from service.export.roundtrip import read_truth, run_round_trip
+    from edgeminer.service.export.roundtrip import read_truth, run_round_trip
 
     truth_path = Path(getattr(args, "demo_dir", "./demo-data")) / "pool_truth.csv"
     if not truth_path.is_file():
         print(f"label round trip skipped: {truth_path} is missing (rebuild the demo with --force)")
         return
-    from indexer.store import DocNotFound
+    from edgeminer.indexer.store import DocNotFound
 
     try:  # once per demo dataset: re-running `edgeminer demo` must not label another batch each time
         done = store.get_doc(DEMO_DATASET, "roundtrip", "demo")

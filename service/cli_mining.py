@@ -11,12 +11,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from service.cli import EXTRA_COMMANDS, CliError, _print_json, _store
-from service.settings import Settings
+from edgeminer.service.cli import EXTRA_COMMANDS, CliError, _print_json, _store
+from edgeminer.service.settings import Settings
 
 
 def _where(store: Any, dataset: str, args: argparse.Namespace) -> str | None:
-    from service.filters import build_where, parse_filters
+    from edgeminer.service.filters import build_where, parse_filters
 
     filters: list[Any] = list(parse_filters(args.filters)) if args.filters else []
     for item in args.where_eq or []:
@@ -58,7 +58,7 @@ def _check_budget(budget: int, settings: Settings) -> None:
 
 
 def cmd_mine(args: argparse.Namespace, settings: Settings) -> int:
-    from service.mining import Seeds, mine
+    from edgeminer.service.mining import Seeds, mine
 
     store = _store(settings)
     _check_budget(args.budget, settings)
@@ -119,7 +119,7 @@ def cmd_mine(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_select(args: argparse.Namespace, settings: Settings) -> int:
-    from service.selection import select
+    from edgeminer.service.selection import select
 
     store = _store(settings)
     _check_budget(args.budget, settings)
@@ -161,8 +161,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any) -> None:
-    from service.mining import AGGREGATIONS, DEFAULT_AGGREGATION
-    from service.selection import STRATEGIES
+    from edgeminer.service.mining import AGGREGATIONS, DEFAULT_AGGREGATION
+    from edgeminer.service.selection import STRATEGIES
 
     p = sub.add_parser(
         "mine",

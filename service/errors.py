@@ -342,7 +342,7 @@ def to_problem(exc: BaseException, *, dataset: str | None = None) -> EdgeminerEr
         return DatasetUnreadable(dataset or (match.group(1) if match else None), ref)
     if isinstance(exc, EdgeminerError):
         return exc
-    from indexer import store as st
+    from edgeminer.indexer import store as st
 
     if isinstance(exc, st.DatasetNotFound):
         return DatasetNotFound(exc.name, exc.known)
@@ -419,7 +419,7 @@ def install_handlers(app: Any) -> None:
             err.detail = f"no route {request.method} {request.url.path}; the API is described at /docs"
         return problem_response(err, headers=getattr(exc, "headers", None))
 
-    from indexer.store import StoreError
+    from edgeminer.indexer.store import StoreError
 
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)

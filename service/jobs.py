@@ -39,8 +39,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from indexer.store import DatasetNotFound, Store, StoreError
-from service.errors import JobNotFound, ServiceUnavailable
+from edgeminer.indexer.store import DatasetNotFound, Store, StoreError
+from edgeminer.service.errors import JobNotFound, ServiceUnavailable
 
 log = logging.getLogger("edgeminer.jobs")
 
@@ -282,7 +282,7 @@ class JobRunner:
                 doc["status"] = "cancelled"
                 doc["error"] = str(exc)
         except Exception as exc:  # noqa: BLE001 - a job's failure is recorded, never lost
-            from service.errors import to_problem
+            from edgeminer.service.errors import to_problem
 
             problem = to_problem(exc, dataset=doc.get("dataset"))  # logs internal errors with a reference
             with self._lock:

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
-from indexer.store import (
+from edgeminer.indexer.store import (
     EXACT_SEARCH_MAX_CANDIDATES,
     Store,
     embeddings_to_numpy,
@@ -186,7 +186,7 @@ def issue_sample_ids(store: Store, dataset: str, issue_id: str) -> list[str]:
 
 @functools.lru_cache(maxsize=8)
 def _cached_embedder(config_json: str, device: str) -> Any:
-    from indexer.embedders import load_embedder
+    from edgeminer.indexer.embedders import load_embedder
 
     return load_embedder(json.loads(config_json), device=device)
 
@@ -219,7 +219,7 @@ def embed_text(embedder: Any, text: str, *, dataset: str = "") -> np.ndarray:
 
 
 def embed_image(embedder: Any, data: bytes, *, what: str = "uploaded image") -> np.ndarray:
-    from indexer.pipeline import ImageLoadError, decode_image_bytes
+    from edgeminer.indexer.pipeline import ImageLoadError, decode_image_bytes
 
     try:
         img = decode_image_bytes(data)

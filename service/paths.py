@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from service.errors import PathOutsideRoots
+from edgeminer.service.errors import PathOutsideRoots
 
 #: the setting that lists the roots, as an environment variable (what an operator changes).
 INGEST_ROOTS_ENV = "EDGEMINER_INGEST_ROOTS"

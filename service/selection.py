@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from indexer.store import Store
-from service.mining import MiningError, candidate_where, exported_ids
+from edgeminer.indexer.store import Store
+from edgeminer.service.mining import MiningError, candidate_where, exported_ids
 
 STRATEGIES = ("least_confidence", "margin", "ratio", "entropy", "mc_variance", "bald", "random")
 _MC_HINT = "it needs MC-dropout passes at ingest (--mc-passes with a torchscript model that has dropout)"

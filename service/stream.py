@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from indexer.store import UNCERTAINTY_COLUMNS, Store
-from service.mining import MiningError, dataset_embedder, normalize
+from edgeminer.indexer.store import UNCERTAINTY_COLUMNS, Store
+from edgeminer.service.mining import MiningError, dataset_embedder, normalize
 
 PERIODS = {"hour": 3600, "day": 86400, "week": 7 * 86400}
 #: the folder under a local data dir that keeps uploaded stream images, one subfolder per dataset.
@@ -152,8 +152,8 @@ def _resolve_uri(uri: str, roots: Sequence[str]) -> Path:
     """The image file ``uri`` names, if it lies under one of the dataset's media roots. The roots are
     checked first, on the resolved path, so a uri outside them gets the same answer whether it exists
     or not (no probing the server's files through this route)."""
-    from service.errors import MediaOutsideRoots
-    from service.paths import inside_roots, resolved_roots
+    from edgeminer.service.errors import MediaOutsideRoots
+    from edgeminer.service.paths import inside_roots, resolved_roots
 
     if "\x00" in uri or not inside_roots(uri, resolved_roots(roots)):
         raise MediaOutsideRoots(
@@ -180,7 +180,7 @@ def decide(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Embed, score, store and decide on one sample; returns the recorded decision document."""
-    from indexer.scores import classes_for_probs, score_all, top2
+    from edgeminer.indexer.scores import classes_for_probs, score_all, top2
 
     policy.check()
     info = store.get_dataset(dataset)
@@ -332,7 +332,7 @@ def _why(reasons: list[dict[str, Any]], send: bool, budget: int) -> str:
 
 
 def _embed(embedder: Any, data: bytes, what: str = "the image") -> Any:
-    from indexer.pipeline import ImageLoadError, decode_image_bytes
+    from edgeminer.indexer.pipeline import ImageLoadError, decode_image_bytes
 
     try:
         img = decode_image_bytes(data)
@@ -367,7 +367,7 @@ def _nearest_issue_example(
         known = {d["id"] for d in docs}
         missing = [i for i in issues if i not in known]
         if missing:
-            from service.errors import IssueNotFound
+            from edgeminer.service.errors import IssueNotFound
 
             raise IssueNotFound(dataset, missing[0])
         docs = [d for d in docs if d["id"] in set(issues)]
@@ -401,7 +401,7 @@ def upload_name(sample_id: str, data: bytes) -> str:
     """The file name an uploaded image is saved under: a hash of the sample id (never the id itself,
     which is client text: ``../x`` or an absolute path must not become a path), plus an extension
     from the image's own format."""
-    from indexer.pipeline import ImageLoadError, identify_image_bytes
+    from edgeminer.indexer.pipeline import ImageLoadError, identify_image_bytes
 
     try:
         fmt = identify_image_bytes(data)
@@ -416,7 +416,7 @@ def _save_upload(store: Store, dataset: str, folder: Path, sample_id: str, data:
     media root of the dataset). Uploads land only in ``<folder>/<dataset>/`` under a hashed name,
     written to a temp file there and renamed into place (a rename replaces a symlink, never follows it);
     a dataset folder that is a symlink, or resolves outside ``folder``, is refused."""
-    from indexer.store import DATASET_NAME_RE
+    from edgeminer.indexer.store import DATASET_NAME_RE
 
     if not DATASET_NAME_RE.match(dataset):  # the store checks this too; the path must never depend on it
         raise StreamError(f"invalid dataset name {dataset!r}")

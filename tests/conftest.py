@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # tests/factories.py importable as `factories`
 
-from indexer.store import Store  # noqa: E402
+from edgeminer.indexer.store import Store  # noqa: E402
 
 
 @pytest.fixture
@@ -44,8 +44,8 @@ def demo_env(tmp_path_factory: pytest.TempPathFactory) -> DemoEnv:
     ``demo_copy`` fixture, so results never depend on which tests ran before.
 
     EDGEMINER_TEST_DEMO_CACHE=<dir> reuses a demo built there before (handy while developing)."""
-    from indexer.analysis.run import analyze, load_analysis
-    from indexer.demo import build_demo
+    from edgeminer.indexer.analysis.run import analyze, load_analysis
+    from edgeminer.indexer.demo import build_demo
 
     cache = os.environ.get("EDGEMINER_TEST_DEMO_CACHE")
     base = Path(cache) if cache else tmp_path_factory.mktemp("demo")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.store import Store, embeddings_to_numpy
+from edgeminer.indexer.store import Store, embeddings_to_numpy
 
 NAN_BYTES = b"\xff"  # 0xFFFFFFFF is a float32 NaN
 HUGE_BYTES = b"\x7f"  # 0x7F7F7F7F = 3.39e38: finite, but no distance can be computed with it

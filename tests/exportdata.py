@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from indexer.store import Store
+from edgeminer.indexer.store import Store
 
 CLASSES = ["cat", "dog", "bird"]
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from indexer.scores import score_all, top2
-from indexer.store import Store
+from edgeminer.indexer.scores import score_all, top2
+from edgeminer.indexer.store import Store
 
 
 @dataclass

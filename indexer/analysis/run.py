@@ -40,9 +40,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from indexer.analysis.clustering import Clusterer, slice_quality, summarize_clusters
-from indexer.analysis.projection import PCA_CHOICES, Projector
-from indexer.store import UNCERTAINTY_COLUMNS, DocNotFound, Store, embeddings_to_numpy, now_utc
+from edgeminer.indexer.analysis.clustering import Clusterer, slice_quality, summarize_clusters
+from edgeminer.indexer.analysis.projection import PCA_CHOICES, Projector
+from edgeminer.indexer.store import UNCERTAINTY_COLUMNS, DocNotFound, Store, embeddings_to_numpy, now_utc
 
 __all__ = [
     "AnalysisReport",

@@ -26,10 +26,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import HTMLResponse
 
-from service.api.deps import api_guard
-from service.api.middleware import BodyLimit, HostGuard, allowed_host_names
-from service.errors import install_handlers
-from service.settings import Settings
+from edgeminer.service.api.deps import api_guard
+from edgeminer.service.api.middleware import BodyLimit, HostGuard, allowed_host_names
+from edgeminer.service.errors import install_handlers
+from edgeminer.service.settings import Settings
 
 log = logging.getLogger("edgeminer.service")
 
@@ -51,7 +51,7 @@ UNGUARDED = frozenset({"health"})
 
 
 def _load_router(name: str) -> APIRouter | None:
-    module_name = f"service.api.routes.{name}"
+    module_name = f"edgeminer.service.api.routes.{name}"
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -68,8 +68,8 @@ def create_app(settings: Settings | None = None, *, store: Any = None, jobs: Any
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from indexer.store import Store
-        from service.jobs import JobRunner
+        from edgeminer.indexer.store import Store
+        from edgeminer.service.jobs import JobRunner
 
         own_jobs = jobs is None
         app.state.settings = settings
@@ -139,7 +139,7 @@ def _document_problems(app: FastAPI) -> None:
     422 included) is ``application/problem+json`` with the Problem schema."""
     from fastapi.openapi.utils import get_openapi
 
-    from service.api.models import Problem
+    from edgeminer.service.api.models import Problem
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:

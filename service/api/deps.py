@@ -19,10 +19,10 @@ from urllib.parse import urlsplit
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
-from indexer.store import Store
-from service.errors import Forbidden, ServiceUnavailable, Unauthorized
-from service.jobs import JobRunner
-from service.settings import Settings
+from edgeminer.indexer.store import Store
+from edgeminer.service.errors import Forbidden, ServiceUnavailable, Unauthorized
+from edgeminer.service.jobs import JobRunner
+from edgeminer.service.settings import Settings
 
 API_KEY_HEADER = "X-API-Key"
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

@@ -21,8 +21,8 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
-from service.errors import BadRequest, PayloadTooLarge, problem_response
-from service.settings import Settings
+from edgeminer.service.errors import BadRequest, PayloadTooLarge, problem_response
+from edgeminer.service.settings import Settings
 
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::", "*"})

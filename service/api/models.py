@@ -189,7 +189,7 @@ class IngestRequest(BaseModel):
     def server_paths(self) -> list[tuple[str, str]]:
         """(field, value) of every field that names a path on the server (checked against
         ``settings.ingest_roots`` before anything is opened)."""
-        from service.paths import names_a_file
+        from edgeminer.service.paths import names_a_file
 
         emb = self.embedder
         fields = [

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from service.export.common import (
+from edgeminer.service.export.common import (
     Record,
     RenderContext,
     class_index,

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from service.errors import ValidationFailed
+from edgeminer.service.errors import ValidationFailed
 
 TARGETS = ("label_studio", "cvat", "coco", "yolo", "labelbox", "sagemaker", "csv")
 MEDIA_MODES = ("url", "copy", "relative")

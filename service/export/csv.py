@@ -7,7 +7,7 @@ import csv
 import io
 from pathlib import Path
 
-from service.export.common import SCORE_FIELDS, Record, RenderContext, write_text
+from edgeminer.service.export.common import SCORE_FIELDS, Record, RenderContext, write_text
 
 MEDIA_DIR = "images"
 BASE_COLUMNS = (

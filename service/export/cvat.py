@@ -13,8 +13,8 @@ import hashlib
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
-from service.export import coco
-from service.export.common import (
+from edgeminer.service.export import coco
+from edgeminer.service.export.common import (
     Record,
     RenderContext,
     class_index,

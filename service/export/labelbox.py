@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from service.export.common import (
+from edgeminer.service.export.common import (
     Record,
     RenderContext,
     class_index,

@@ -52,9 +52,9 @@ from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 
-from indexer.store import DatasetInfo, Store, sql_quote
-from service.export.common import ExportError, iou_xywh, percent_to_xywh
-from service.export.labelstudio import LOCAL_FILES_PREFIX
+from edgeminer.indexer.store import DatasetInfo, Store, sql_quote
+from edgeminer.service.export.common import ExportError, iou_xywh, percent_to_xywh
+from edgeminer.service.export.labelstudio import LOCAL_FILES_PREFIX
 
 LABEL_FORMATS = ("label_studio", "coco", "csv")
 MAX_REPORTED = 1000

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
 
-from service.export.common import (
+from edgeminer.service.export.common import (
     Image,
     Record,
     RenderContext,

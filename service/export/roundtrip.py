@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from indexer.store import Store
-from service.export.common import ExportRequest
-from service.export.labels import import_labels
-from service.export.runner import plan_export, run_export
+from edgeminer.indexer.store import Store
+from edgeminer.service.export.common import ExportRequest
+from edgeminer.service.export.labels import import_labels
+from edgeminer.service.export.runner import plan_export, run_export
 
 SLICE_FIELD = "slice"
 
@@ -150,7 +150,7 @@ def run_round_trip(
 ) -> RoundTrip:
     """Mine ``budget`` unlabeled rows around the labeled failures, export half to Label Studio and
     half to COCO, answer from ``truth``, import both answers back."""
-    from service.mining import Seeds, mine
+    from edgeminer.service.mining import Seeds, mine
 
     rt = RoundTrip(dataset=dataset, budget=budget)
     rt.version_before = store.version(dataset)

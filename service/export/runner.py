@@ -36,8 +36,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from indexer.store import DocNotFound, Store, ids_in
-from service.export.common import (
+from edgeminer.indexer.store import DocNotFound, Store, ids_in
+from edgeminer.service.export.common import (
     EXPORT_COLUMNS,
     ExportError,
     ExportRequest,
@@ -86,7 +86,7 @@ def _now() -> str:
 def target_module(target: str) -> ModuleType:
     if target not in TARGET_MODULES:
         raise ExportError(f"unknown export target {target!r}: choose one of {', '.join(TARGET_MODULES)}")
-    return importlib.import_module(f"service.export.{TARGET_MODULES[target]}")
+    return importlib.import_module(f"edgeminer.service.export.{TARGET_MODULES[target]}")
 
 
 def exports_dir(data_dir: str) -> Path:
@@ -110,7 +110,7 @@ def export_path(doc: Mapping[str, Any], key: str, *, data_dir: str, dataset: str
     there; an absolute one (documents written before) is used while it exists inside that folder, else
     its file name is looked up in the folder (the data dir moved). A value that resolves elsewhere (``..``,
     another folder, a symlink out) is refused with ExportError."""
-    from indexer.store import DATASET_NAME_RE
+    from edgeminer.indexer.store import DATASET_NAME_RE
 
     if key not in PATH_KEYS:
         raise ValueError(f"key must be one of {PATH_KEYS}, not {key!r}")
@@ -156,7 +156,7 @@ def resolve_selection(store: Store, dataset: str, req: ExportRequest, *, version
         try:
             doc = store.get_doc(dataset, "issue", str(req.issue))
         except DocNotFound:
-            from service.errors import IssueNotFound
+            from edgeminer.service.errors import IssueNotFound
 
             raise IssueNotFound(dataset, str(req.issue)) from None
         ids = dedupe(ids_from_doc(doc))
@@ -164,7 +164,7 @@ def resolve_selection(store: Store, dataset: str, req: ExportRequest, *, version
         doc = store.get_doc(dataset, "selection", str(req.selection))  # DocNotFound -> 404
         ids = dedupe(ids_from_doc(doc))
     else:
-        from service.filters import build_where
+        from edgeminer.service.filters import build_where
 
         filters = [req.filter] if isinstance(req.filter, Mapping) else list(req.filter or [])
         where = build_where(store.get_dataset(dataset), store.schema(dataset), filters)
@@ -265,8 +265,8 @@ class _Media:
     def _readable_path(self, uri: str) -> str:
         """The real path of a file the export may copy: under the server's media roots or the
         dataset's own (the rule the media route applies: an export zip is served too)."""
-        from service.api.routes.media import safe_local_path
-        from service.errors import EdgeminerError
+        from edgeminer.service.api.routes.media import safe_local_path
+        from edgeminer.service.errors import EdgeminerError
 
         try:
             return str(safe_local_path(uri, self.readable))
@@ -545,7 +545,7 @@ def start_export(
     """Plan the export and make sure a job is working on it. Returns (view, started): the same
     request while its job runs (or after it finished) returns the same export and job, started False;
     an export whose job died (server restart) is resumed by a new job."""
-    from service.jobs import ACTIVE, is_orphaned
+    from edgeminer.service.jobs import ACTIVE, is_orphaned
 
     with _START_LOCK:
         doc, _ = plan_export(store, dataset, req, data_dir=data_dir, force=force)
@@ -587,7 +587,7 @@ def resume_interrupted(
 def _job_doc(jobs: Any, dataset: str, job_id: str | None) -> dict[str, Any] | None:
     if not job_id or jobs is None:
         return None
-    from service.errors import JobNotFound
+    from edgeminer.service.errors import JobNotFound
 
     try:
         return dict(jobs.get(job_id, dataset))
@@ -598,7 +598,7 @@ def _job_doc(jobs: Any, dataset: str, job_id: str | None) -> dict[str, Any] | No
 def export_view(store: Store, jobs: Any, doc: Mapping[str, Any], *, with_ids: bool = False) -> dict[str, Any]:
     """The export as the API shows it: the document (ids only on request) plus its job's state.
     An export whose job died with its server shows status ``interrupted`` until it is resumed."""
-    from service.jobs import ACTIVE, is_orphaned
+    from edgeminer.service.jobs import ACTIVE, is_orphaned
 
     view = {k: v for k, v in doc.items() if k != "ids" and not k.startswith("_")}
     if with_ids:
@@ -618,7 +618,7 @@ def export_view(store: Store, jobs: Any, doc: Mapping[str, Any], *, with_ids: bo
 
 
 def get_export(store: Store, dataset: str, export_id: str) -> dict[str, Any]:
-    from service.errors import ExportNotFound
+    from edgeminer.service.errors import ExportNotFound
 
     store.get_dataset(dataset)
     try:

@@ -12,7 +12,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from service.export.common import Image, RenderContext, class_index, group_images, record_box, write_json, write_text
+from edgeminer.service.export.common import (
+    Image,
+    RenderContext,
+    class_index,
+    group_images,
+    record_box,
+    write_json,
+    write_text,
+)
 
 MEDIA_DIR = "images"
 ATTRIBUTE = "prelabel"

@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from service.export.common import (
+from edgeminer.service.export.common import (
     Record,
     RenderContext,
     class_index,

@@ -17,8 +17,8 @@ import pytest
 from fastapi.testclient import TestClient
 from servers import LiveServer
 
-from service.api.app import create_app
-from service.settings import Settings
+from edgeminer.service.api.app import create_app
+from edgeminer.service.settings import Settings
 
 
 @pytest.fixture

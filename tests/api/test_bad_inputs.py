@@ -16,9 +16,9 @@ import pytest
 from exportdata import build_classification, build_detection
 from servers import LiveServer
 
-from indexer.store import Store
-from service.api.app import create_app
-from service.settings import Settings
+from edgeminer.indexer.store import Store
+from edgeminer.service.api.app import create_app
+from edgeminer.service.settings import Settings
 
 BOM = b"\xef\xbb\xbf"
 CLASSES = ["cat", "dog", "bird"]

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from service.settings import Settings
+from edgeminer.service.settings import Settings
 
 NEW = {"name": "cars", "dim": 8, "classes": ["car", "truck"], "metadata_fields": {"weather": "string"}}
 

@@ -12,10 +12,10 @@ import pytest
 from fastapi import APIRouter
 from fastapi.testclient import TestClient
 
-import service.errors as errors
-from indexer import store as st
-from service.api.app import create_app
-from service.settings import Settings
+import edgeminer.service.errors as errors
+from edgeminer.indexer import store as st
+from edgeminer.service.api.app import create_app
+from edgeminer.service.settings import Settings
 
 SECRET = "db password is hunter2"
 
@@ -146,7 +146,7 @@ def test_shell_health_openapi_ui(
 
 
 def test_dependencies_can_be_swapped(api_settings: Settings, tmp_path: Path) -> None:
-    from service.api.deps import get_settings, get_store
+    from edgeminer.service.api.deps import get_settings, get_store
 
     other = st.Store(tmp_path / "other")
     other.create_dataset("elsewhere", dim=2, embedder={"kind": "precomputed"})

@@ -20,10 +20,10 @@ from typing import Any
 import httpx
 from exportdata import build_classification, build_detection
 
-from indexer.store import Store
-from service.export.common import ExportRequest
-from service.export.runner import export_path, plan_export
-from service.settings import Settings
+from edgeminer.indexer.store import Store
+from edgeminer.service.export.common import ExportRequest
+from edgeminer.service.export.runner import export_path, plan_export
+from edgeminer.service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -149,7 +149,7 @@ def _free_port() -> int:
 def _serve(data_dir: str, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "EDGEMINER_UI_DIR": str(log.parent / "no-ui")}
     return subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "--data-dir", data_dir, "serve", "--port", str(port)],
+        [sys.executable, "-m", "edgeminer.service.cli", "--data-dir", data_dir, "serve", "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=log.open("ab"),

@@ -13,8 +13,8 @@ from corruption import data_files, truncate
 from factories import make_synthetic
 from fastapi.testclient import TestClient
 
-from indexer.store import Store
-from service.settings import Settings
+from edgeminer.indexer.store import Store
+from edgeminer.service.settings import Settings
 
 
 def _datasets(settings: Settings, n: int, rows: int = 20) -> Store:

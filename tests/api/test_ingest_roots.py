@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from indexer.sources import SourceError, open_source
-from indexer.store import Store
-from service.paths import names_a_file, require_under_roots
-from service.settings import Settings
+from edgeminer.indexer.sources import SourceError, open_source
+from edgeminer.indexer.store import Store
+from edgeminer.service.paths import names_a_file, require_under_roots
+from edgeminer.service.settings import Settings
 
 INGEST = "/api/v1/datasets/ds/ingest"
 OUTSIDE_ROOTS = "must be under EDGEMINER_INGEST_ROOTS"
@@ -346,7 +346,7 @@ def test_the_path_guard(roots: Path, outside: Path) -> None:
 def test_the_cli_ingests_a_folder_outside_any_ingest_root(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, roots: Path, outside: Path, make_png: Callable[..., Path]
 ) -> None:
-    from service import cli
+    from edgeminer.service import cli
 
     monkeypatch.setenv("EDGEMINER_INGEST_ROOTS", str(roots))  # set, and ignored by the CLI
     png = make_png(outside / "imgs" / "a.png")

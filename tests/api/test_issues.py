@@ -9,8 +9,8 @@ import pytest
 from factories import make_synthetic
 from fastapi.testclient import TestClient
 
-from indexer.store import Store
-from service.settings import Settings
+from edgeminer.indexer.store import Store
+from edgeminer.service.settings import Settings
 
 BASE = "/api/v1/datasets/s/issues"
 

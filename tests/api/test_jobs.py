@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 from fastapi.testclient import TestClient
 
-from indexer.store import Store
-from service.jobs import INTERRUPTED
-from service.settings import Settings
+from edgeminer.indexer.store import Store
+from edgeminer.service.jobs import INTERRUPTED
+from edgeminer.service.settings import Settings
 
 
 def test_get_list_cancel(api_settings: Settings, make_client: Callable[..., TestClient]) -> None:

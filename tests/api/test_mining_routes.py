@@ -14,9 +14,9 @@ from factories import make_synthetic
 from PIL import Image
 from servers import LiveServer, run_schemathesis
 
-from indexer.store import Store
-from service.api.app import create_app
-from service.settings import Settings
+from edgeminer.indexer.store import Store
+from edgeminer.service.api.app import create_app
+from edgeminer.service.settings import Settings
 
 KEY = "s3cret-key"
 

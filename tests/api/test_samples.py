@@ -11,8 +11,8 @@ import pytest
 from factories import make_synthetic
 from fastapi.testclient import TestClient
 
-from indexer.store import Store
-from service.settings import Settings
+from edgeminer.indexer.store import Store
+from edgeminer.service.settings import Settings
 
 
 @pytest.fixture
@@ -148,7 +148,7 @@ def test_rows_json_matches_the_per_value_conversion() -> None:
 
     import pyarrow as pa
 
-    from service.api.routes.samples import jsonable, rows_json
+    from edgeminer.service.api.routes.samples import jsonable, rows_json
 
     table = pa.table(
         {

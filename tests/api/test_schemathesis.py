@@ -13,8 +13,8 @@ import pytest
 from factories import make_synthetic
 from servers import failures, run_schemathesis
 
-from indexer.store import Store
-from service.settings import Settings
+from edgeminer.indexer.store import Store
+from edgeminer.service.settings import Settings
 
 CORE_TAGS = "^(health|datasets|samples|media|issues|jobs)$"
 

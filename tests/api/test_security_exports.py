@@ -24,11 +24,11 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from torch import nn
 
-from indexer.embedders import TorchScriptEmbedder
-from indexer.store import Store
-from service.api.app import create_app
-from service.export.runner import exports_dir
-from service.settings import Settings
+from edgeminer.indexer.embedders import TorchScriptEmbedder
+from edgeminer.indexer.store import Store
+from edgeminer.service.api.app import create_app
+from edgeminer.service.export.runner import exports_dir
+from edgeminer.service.settings import Settings
 
 API = "/api/v1"
 FORMAT_ATTACKS = ["https://cdn.example/{id:>40000000}", "https://cdn.example/{id.__class__.__mro__}"]

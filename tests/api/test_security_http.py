@@ -25,10 +25,10 @@ import pytest
 from factories import make_synthetic
 from fastapi.testclient import TestClient
 
-from indexer.store import Store
-from service import cli
-from service.api.routes.jobs import public_job
-from service.settings import Settings
+from edgeminer.indexer.store import Store
+from edgeminer.service import cli
+from edgeminer.service.api.routes.jobs import public_job
+from edgeminer.service.settings import Settings
 
 PROBLEM = "application/problem+json"
 NEW = {"name": "cars", "dim": 4, "embedder": {"kind": "precomputed"}}
@@ -191,7 +191,7 @@ def test_streamed_body_is_cut_at_the_cap(
 
 
 def test_the_default_cap_admits_an_image_upload(make_client: Callable[..., TestClient], api_settings: Settings) -> None:
-    from service.api.routes.mining import MAX_IMAGE_BYTES
+    from edgeminer.service.api.routes.mining import MAX_IMAGE_BYTES
 
     largest_image_json = MAX_IMAGE_BYTES * 4 // 3 + 4 + 64 * 1024  # base64 of the largest image, plus JSON
     assert Settings().max_body_bytes >= largest_image_json
@@ -344,7 +344,8 @@ def test_serve_starts_with_a_key_or_the_explicit_flag(
 
 def test_serve_exits_1_in_a_real_process(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("EDGEMINER_API_KEY", "EDGEMINER_DEBUG")}
-    cmd = [sys.executable, "-m", "service.cli", "--data-dir", str(tmp_path / "db"), "serve", "--host", "0.0.0.0"]
+    cli = [sys.executable, "-m", "edgeminer.service.cli"]
+    cmd = [*cli, "--data-dir", str(tmp_path / "db"), "serve", "--host", "0.0.0.0"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env, cwd=Path(__file__).parents[2])
     assert proc.returncode == 1, proc.stderr
     assert "refusing to serve on 0.0.0.0 without an API key" in proc.stderr

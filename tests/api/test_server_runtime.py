@@ -7,7 +7,7 @@ from collections.abc import Callable
 from fastapi.testclient import TestClient
 from threadpoolctl import threadpool_info
 
-from service.settings import Settings
+from edgeminer.service.settings import Settings
 
 
 def _blas_threads() -> list[int]:

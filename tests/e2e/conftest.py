@@ -23,7 +23,7 @@ def browser_ok() -> None:
 @pytest.fixture(scope="session")
 def analyzed_demo(demo_env, tmp_path_factory):  # type: ignore[no-untyped-def]
     """A private copy of the analyzed demo (the browser tests flag issues and export)."""
-    from indexer.analysis.run import analyze, load_analysis
+    from edgeminer.indexer.analysis.run import analyze, load_analysis
 
     demo = demo_env.copy(tmp_path_factory.mktemp("demo-e2e"))
     if load_analysis(demo.store, "demo") is None:

@@ -61,7 +61,7 @@ def start_server(
     """`edgeminer serve` in a subprocess on a free port; returns once /api/v1/health answers."""
     port = free_port()
     script = Path(sys.executable).with_name("edgeminer")
-    exe = [str(script)] if script.is_file() else [sys.executable, "-m", "service.cli"]
+    exe = [str(script)] if script.is_file() else [sys.executable, "-m", "edgeminer.service.cli"]
     cmd = [*exe, "--data-dir", str(data_dir), "serve", "--port", str(port)]
     cmd += ["--host", "127.0.0.1"]
     if api_key:

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from indexer.analysis.run import load_analysis
+from edgeminer.indexer.analysis.run import load_analysis
 
 pytestmark = pytest.mark.e2e
 

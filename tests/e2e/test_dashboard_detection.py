@@ -12,7 +12,7 @@ from e2e_support import require_browser, start_server, stop_server
 from factories import make_synthetic
 from PIL import Image, ImageDraw
 
-from indexer.store import Store
+from edgeminer.indexer.store import Store
 
 pytestmark = pytest.mark.e2e
 
@@ -64,7 +64,7 @@ def make_detection_dataset(root: Path) -> tuple[Store, list[dict[str, Any]]]:
             )
         img.save(path)
     store.upsert_samples("boxes", rows)
-    from indexer.analysis.run import analyze
+    from edgeminer.indexer.analysis.run import analyze
 
     analyze(store, "boxes")
     return store, rows

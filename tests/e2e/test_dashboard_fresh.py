@@ -11,7 +11,7 @@ import pytest
 from e2e_support import require_browser, start_server, stop_server
 from factories import make_synthetic
 
-from indexer.store import Store
+from edgeminer.indexer.store import Store
 
 pytestmark = pytest.mark.e2e
 

@@ -10,8 +10,15 @@ import pyarrow as pa
 import pytest
 from factories import Synthetic, make_synthetic
 
-from indexer.analysis.run import AnalyzeParams, analyze, format_clusters, format_slices, get_cluster, load_analysis
-from indexer.store import Store
+from edgeminer.indexer.analysis.run import (
+    AnalyzeParams,
+    analyze,
+    format_clusters,
+    format_slices,
+    get_cluster,
+    load_analysis,
+)
+from edgeminer.indexer.store import Store
 
 FAST = {"n_neighbors": 10, "n_epochs": 30, "min_cluster_size": 15}
 
@@ -141,7 +148,7 @@ def test_bad_params_and_empty_dataset(store: Store) -> None:
 
 
 def test_cli_analyze_and_clusters(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
-    from service.cli import main
+    from edgeminer.service.cli import main
 
     _synth(store)
     args = ["--data-dir", store.uri]

@@ -17,11 +17,11 @@ import pytest
 from corruption import HUGE_BYTES, NAN_BYTES, corrupt_vectors, data_files, truncate
 from factories import Synthetic, make_synthetic
 
-from indexer.embedders import EmbedOutput
-from indexer.pipeline import ingest
-from indexer.sources import open_source
-from indexer.store import CheckReport, SchemaMismatch, Store, embeddings_to_numpy
-from service.cli import main
+from edgeminer.indexer.embedders import EmbedOutput
+from edgeminer.indexer.pipeline import ingest
+from edgeminer.indexer.sources import open_source
+from edgeminer.indexer.store import CheckReport, SchemaMismatch, Store, embeddings_to_numpy
+from edgeminer.service.cli import main
 
 NAN_IDS = [f"c1-{j:03d}" for j in range(40, 52)]  # 12 vectors of cluster 1 -> NaN
 HUGE_IDS = [f"c1-{j:03d}" for j in range(52, 56)]  # 4 -> 3.39e38 (finite, overflows every distance)
@@ -225,7 +225,7 @@ def test_ingest_turns_nan_vectors_into_error_rows(tmp_path: Path, store: Store) 
     ]
     pre = tmp_path / "p.jsonl"
     pre.write_text("".join(json.dumps(r) + "\n" for r in rows).replace("null", "NaN"))
-    from indexer.embedders import PrecomputedEmbedder
+    from edgeminer.indexer.embedders import PrecomputedEmbedder
 
     report = ingest(store, "pre", open_source(pre), PrecomputedEmbedder(), progress=False)
     assert (report.ok_rows, report.error_rows) == (2, 1)
@@ -263,7 +263,7 @@ def test_cli_check_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_mining_never_returns_a_damaged_row(store: Store, synth: Synthetic) -> None:
     """Mining's in-memory exact path (many seeds) reads vectors itself: damaged ones are skipped too."""
-    from service.mining import Seeds, mine
+    from edgeminer.service.mining import Seeds, mine
 
     corrupt_vectors(store.uri, "ds", NAN_IDS, NAN_BYTES)
     corrupt_vectors(store.uri, "ds", HUGE_IDS, HUGE_BYTES)

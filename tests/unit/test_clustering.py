@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer.analysis.clustering import Clusterer, auto_min_cluster_size, slice_quality, summarize_clusters
+from edgeminer.indexer.analysis.clustering import Clusterer, auto_min_cluster_size, slice_quality, summarize_clusters
 
 
 def _blobs(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

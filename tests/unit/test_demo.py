@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any as DemoEnv
 
-from indexer.demo import SLICES
-from indexer.pipeline import dataset_stats, errors_by_field
+from edgeminer.indexer.demo import SLICES
+from edgeminer.indexer.pipeline import dataset_stats, errors_by_field
 
 
 def test_demo_has_every_split_and_complete_rows(demo_env: DemoEnv) -> None:

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from indexer.embedders import (
+from edgeminer.indexer.embedders import (
     EmbedderError,
     NotSupported,
     OpenClipEmbedder,

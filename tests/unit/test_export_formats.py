@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from exportdata import CLASSES, DETECTION_IMAGES, build_classification, build_detection
 
-from indexer.store import Store
-from service.export import common
-from service.export.common import ExportRequest
-from service.export.runner import plan_export, run_export
+from edgeminer.indexer.store import Store
+from edgeminer.service.export import common
+from edgeminer.service.export.common import ExportRequest
+from edgeminer.service.export.runner import plan_export, run_export
 
 DM_WARNINGS = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 

@@ -11,10 +11,10 @@ import pyarrow as pa
 import pytest
 from exportdata import build_classification
 
-from indexer.store import Store
-from service.errors import IssueNotFound
-from service.export.common import ExportError, ExportRequest
-from service.export.runner import plan_export, run_export
+from edgeminer.indexer.store import Store
+from edgeminer.service.errors import IssueNotFound
+from edgeminer.service.export.common import ExportError, ExportRequest
+from edgeminer.service.export.runner import plan_export, run_export
 
 
 @pytest.fixture

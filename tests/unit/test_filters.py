@@ -10,9 +10,9 @@ import pyarrow as pa
 import pytest
 from factories import make_synthetic
 
-from indexer.store import Store
-from service.errors import InvalidFilter, UnknownField
-from service.filters import build_where, field_types, parse_filters, parse_sort, resolve_field
+from edgeminer.indexer.store import Store
+from edgeminer.service.errors import InvalidFilter, UnknownField
+from edgeminer.service.filters import build_where, field_types, parse_filters, parse_sort, resolve_field
 
 
 @pytest.fixture

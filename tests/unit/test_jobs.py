@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from indexer.store import Store
-from service.errors import JobNotFound
-from service.jobs import INTERRUPTED, JobRunner
+from edgeminer.indexer.store import Store
+from edgeminer.service.errors import JobNotFound
+from edgeminer.service.jobs import INTERRUPTED, JobRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -175,8 +175,8 @@ def test_cancel_a_queued_job(runner: JobRunner) -> None:
 CHILD = textwrap.dedent(
     """
     import sys, time
-    from indexer.store import Store
-    from service.jobs import JobRunner
+    from edgeminer.indexer.store import Store
+    from edgeminer.service.jobs import JobRunner
     store = Store(sys.argv[1])
     runner = JobRunner(store, mark_interrupted=False)
     started = runner.submit("a", "export", {"target": "coco"}, lambda ctx: (ctx.progress(1, 10), time.sleep(600)))
@@ -260,7 +260,7 @@ def test_library_run_docs_under_the_job_id_leave_the_job_doc_alone(runner: JobRu
 
 
 def test_finished_jobs_leave_memory_but_stay_readable(runner: JobRunner, monkeypatch: pytest.MonkeyPatch) -> None:
-    import service.jobs as jobs_module
+    import edgeminer.service.jobs as jobs_module
 
     monkeypatch.setattr(jobs_module, "MAX_JOBS_IN_MEMORY", 2)
     ids = [runner.submit("a", "t", {"n": n}, lambda ctx: None)["id"] for n in range(5)]

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from exportdata import build_classification, build_detection
 
-from indexer.store import Store
-from service.export.common import ExportRequest
-from service.export.labels import LabelImportError, UnknownLabels, import_labels
-from service.export.roundtrip import answer_coco, answer_label_studio
-from service.export.runner import plan_export, run_export
+from edgeminer.indexer.store import Store
+from edgeminer.service.export.common import ExportRequest
+from edgeminer.service.export.labels import LabelImportError, UnknownLabels, import_labels
+from edgeminer.service.export.roundtrip import answer_coco, answer_label_studio
+from edgeminer.service.export.runner import plan_export, run_export
 
 
 def _rows(store: Store, ds: str, ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from exportdata import build_classification, build_detection
 
-from indexer.scores import classes_for_probs, pad_probs
-from indexer.store import Store
-from service.export.labels import LabelImportError, UnknownLabels, import_labels
+from edgeminer.indexer.scores import classes_for_probs, pad_probs
+from edgeminer.indexer.store import Store
+from edgeminer.service.export.labels import LabelImportError, UnknownLabels, import_labels
 
 
 @pytest.fixture
@@ -208,7 +208,7 @@ def test_a_file_with_many_problems_lists_them_all(store: Store, cls: Any) -> Non
 def test_cli_refuses_unknown_labels_unless_add_classes(
     store: Store, cls: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from service.cli import main
+    from edgeminer.service.cli import main
 
     sid = _pool(cls)[0]
     path = tmp_path / "labels.csv"

@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from indexer.store import Store
-from service.mining import (
+from edgeminer.indexer.store import Store
+from edgeminer.service.mining import (
     EmbeddingUnavailable,
     MiningError,
     ResolvedSeeds,
@@ -365,7 +365,7 @@ def test_store_search_exact_and_index_paths(store: Store) -> None:
 
 
 def test_probes_grow_with_filter_selectivity() -> None:
-    from indexer.store import SEARCH_NPROBES, index_partitions, probes_for
+    from edgeminer.indexer.store import SEARCH_NPROBES, index_partitions, probes_for
 
     assert index_partitions(1_000_000) == 1000 and index_partitions(100_000) == 316 and index_partitions(300) == 1
     assert probes_for(1_000_000, None) == SEARCH_NPROBES

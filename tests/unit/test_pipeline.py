@@ -19,10 +19,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from indexer.embedders import PrecomputedEmbedder, TorchScriptEmbedder
-from indexer.pipeline import dataset_stats, errors_by_field, ingest
-from indexer.sources import SourceError, open_source
-from indexer.store import Store
+from edgeminer.indexer.embedders import PrecomputedEmbedder, TorchScriptEmbedder
+from edgeminer.indexer.pipeline import dataset_stats, errors_by_field, ingest
+from edgeminer.indexer.sources import SourceError, open_source
+from edgeminer.indexer.store import Store
 
 CLASSES = ["circle", "square", "none"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,7 +172,7 @@ def test_killed_cli_ingest_resumes(tmp_path: Path, model_file: Path) -> None:
     manifest = _manifest(tmp_path, 400)
     data = tmp_path / "db"
     cmd = [
-        sys.executable, "-m", "service.cli", "--data-dir", str(data), "ingest", str(manifest),
+        sys.executable, "-m", "edgeminer.service.cli", "--data-dir", str(data), "ingest", str(manifest),
         "--dataset", "ds", "--embedder", "torchscript", "--model-file", str(model_file),
         "--batch-size", "8", "--quiet",
     ]
@@ -316,7 +316,7 @@ def test_detection_rows_are_cropped_object_patches(tmp_path: Path, store: Store)
 def test_cli_fails_with_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     r = subprocess.run(
-        [sys.executable, "-m", "service.cli", "--data-dir", str(tmp_path / "db"), "ingest",
+        [sys.executable, "-m", "edgeminer.service.cli", "--data-dir", str(tmp_path / "db"), "ingest",
          str(tmp_path / "missing.csv"), "--dataset", "x", "--embedder", "precomputed"],
         capture_output=True, text=True, env=env, timeout=120,
     )
@@ -324,7 +324,8 @@ def test_cli_fails_with_one_line(tmp_path: Path) -> None:
     assert r.stderr.strip().count("\n") == 0 and "does not exist" in r.stderr
     assert "Traceback" not in r.stderr
     r = subprocess.run(
-        [sys.executable, "-m", "service.cli", "--data-dir", str(tmp_path / "db"), "stats", "--dataset", "nope"],
+        [sys.executable, "-m", "edgeminer.service.cli", "--data-dir", str(tmp_path / "db"), "stats", "--dataset",
+         "nope"],
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert r.returncode == 1 and "does not exist" in r.stderr and "Traceback" not in r.stderr

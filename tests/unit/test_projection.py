@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.analysis.projection import PCA_MIN_ROWS, Projector, normalize_rows
+from edgeminer.indexer.analysis.projection import PCA_MIN_ROWS, Projector, normalize_rows
 
 
 def _clustered(n_per: int = 80, dim: int = 24, k: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +116,7 @@ def test_normalize_rows_keeps_zero_rows() -> None:
 
 
 def test_pca_fitted_on_a_sample_and_applied_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    from indexer.analysis import projection
+    from edgeminer.indexer.analysis import projection
 
     monkeypatch.setattr(projection, "PCA_FIT_ROWS", 50)
     monkeypatch.setattr(projection, "PCA_CHUNK_ROWS", 32)

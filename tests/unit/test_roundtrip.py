@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from indexer.store import Store
-from service.export.roundtrip import read_truth, run_round_trip, slice_shares
-from service.settings import Settings
+from edgeminer.indexer.store import Store
+from edgeminer.service.export.roundtrip import read_truth, run_round_trip, slice_shares
+from edgeminer.service.settings import Settings
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_round_trip_on_the_demo(demo_copy: tuple[Store, Path, Path]) -> None:
 
 
 def test_demo_step_prints_the_figures(demo_copy: tuple[Store, Path, Path], capsys: Any) -> None:
-    from service.cli_export import demo_round_trip
+    from edgeminer.service.cli_export import demo_round_trip
 
     store, data_dir, demo_dir = demo_copy
     labeled = store.count("demo", "labeled = true")

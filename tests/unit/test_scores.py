@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from indexer import scores
-from indexer.scores import (
+from edgeminer.indexer import scores
+from edgeminer.indexer.scores import (
     SCORE_FUNCTIONS,
     bald,
     entropy,

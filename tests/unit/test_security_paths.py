@@ -22,17 +22,17 @@ from exportdata import build_classification
 from PIL import Image
 from torch import nn
 
-from indexer.embedders import TorchScriptEmbedder
-from indexer.store import Store
-from service.export.common import (
+from edgeminer.indexer.embedders import TorchScriptEmbedder
+from edgeminer.indexer.store import Store
+from edgeminer.service.export.common import (
     ExportError,
     ExportRequest,
     check_media_base_url,
     fill_media_url,
     unique_file_name,
 )
-from service.export.runner import TARGET_MODULES, export_path, exports_dir, plan_export, run_export
-from service.stream import StreamBudget, StreamError, StreamPolicy, StreamSample, decide
+from edgeminer.service.export.runner import TARGET_MODULES, export_path, exports_dir, plan_export, run_export
+from edgeminer.service.stream import StreamBudget, StreamError, StreamPolicy, StreamSample, decide
 
 CLASSES = ["circle", "square", "none"]
 

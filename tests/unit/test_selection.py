@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from factories import make_synthetic
 
-from indexer.store import Store
-from service.selection import STRATEGIES, SelectionError, select
+from edgeminer.indexer.store import Store
+from edgeminer.service.selection import STRATEGIES, SelectionError, select
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from indexer.sources import (
+from edgeminer.indexer.sources import (
     CocoSource,
     FolderSource,
     ManifestSource,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from indexer.analysis.stats import (
+from edgeminer.indexer.analysis.stats import (
     confusion,
     confusion_for,
     label_distribution,
@@ -15,7 +15,7 @@ from indexer.analysis.stats import (
     metadata_distribution_for,
     outcome_buckets,
 )
-from indexer.store import Store
+from edgeminer.indexer.store import Store
 
 CLASSES = ["cat", "dog", "bird"]
 COLS = ["id", "split", "labeled", "label", "pred_label", "pred_label2", "margin", "correct", "meta_time", "meta_size"]

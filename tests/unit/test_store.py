@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from indexer.store import (
+from edgeminer.indexer.store import (
     DatasetExists,
     DatasetNotFound,
     DocNotFound,

@@ -12,8 +12,8 @@ import pytest
 from factories import make_synthetic
 from PIL import Image
 
-from indexer.store import Store
-from service.stream import StreamBudget, StreamError, StreamPolicy, StreamSample, decide, list_decisions
+from edgeminer.indexer.store import Store
+from edgeminer.service.stream import StreamBudget, StreamError, StreamPolicy, StreamSample, decide, list_decisions
 
 NOW = dt.datetime(2026, 11, 21, 10, 30, tzinfo=dt.UTC)
 SURE = [0.96, 0.02, 0.02]
@@ -151,7 +151,7 @@ def test_image_upload_is_embedded_and_saved(store: Store, syn, tmp_path: Path) -
         classes = ["dog", "cat", "bird"]  # the model's order differs from the dataset's
 
         def embed_images(self, images):
-            from indexer.embedders import EmbedOutput
+            from edgeminer.indexer.embedders import EmbedOutput
 
             assert images[0].mode == "RGB"
             return EmbedOutput(

@@ -40,13 +40,13 @@ import pyarrow.compute as pc
 from fastapi import APIRouter, Path, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from indexer.analysis import stats
-from indexer.analysis.run import AnalyzeParams, analyze, get_cluster, load_analysis, report_result
-from indexer.store import Store, sql_quote
-from service.api.deps import JobsDep, StoreDep
-from service.api.models import JobPublic, problems
-from service.api.routes.jobs import public_job
-from service.errors import NotFound, UnknownField, ValidationFailed
+from edgeminer.indexer.analysis import stats
+from edgeminer.indexer.analysis.run import AnalyzeParams, analyze, get_cluster, load_analysis, report_result
+from edgeminer.indexer.store import Store, sql_quote
+from edgeminer.service.api.deps import JobsDep, StoreDep
+from edgeminer.service.api.models import JobPublic, problems
+from edgeminer.service.api.routes.jobs import public_job
+from edgeminer.service.errors import NotFound, UnknownField, ValidationFailed
 
 router = APIRouter(tags=["analysis"])
 

@@ -9,9 +9,9 @@ from typing import Any
 import pyarrow.compute as pc
 from fastapi import APIRouter, Response, status
 
-from indexer.store import DatasetInfo, Store
-from service.api.deps import JobsDep, SettingsDep, StoreDep
-from service.api.models import (
+from edgeminer.indexer.store import DatasetInfo, Store
+from edgeminer.service.api.deps import JobsDep, SettingsDep, StoreDep
+from edgeminer.service.api.models import (
     DatasetCounts,
     DatasetCreate,
     DatasetDetail,
@@ -21,12 +21,12 @@ from service.api.models import (
     VersionPublic,
     problems,
 )
-from service.api.routes.jobs import public_job
-from service.errors import Conflict, ValidationFailed
-from service.export.runner import exports_dir
-from service.filters import field_types
-from service.paths import names_a_file, require_under_roots
-from service.stream import STREAM_UPLOADS
+from edgeminer.service.api.routes.jobs import public_job
+from edgeminer.service.errors import Conflict, ValidationFailed
+from edgeminer.service.export.runner import exports_dir
+from edgeminer.service.filters import field_types
+from edgeminer.service.paths import names_a_file, require_under_roots
+from edgeminer.service.stream import STREAM_UPLOADS
 
 router = APIRouter(tags=["datasets"])
 
@@ -154,7 +154,7 @@ def delete_dataset(dataset: str, store: StoreDep, jobs: JobsDep, settings: Setti
 
 
 def _orphan(job: dict[str, Any]) -> bool:
-    from service.jobs import is_orphaned
+    from edgeminer.service.jobs import is_orphaned
 
     return is_orphaned(job)
 
@@ -179,9 +179,9 @@ def start_ingest(dataset: str, body: IngestRequest, store: StoreDep, jobs: JobsD
     does not exist yet is created from the source and the embedder options; an existing one keeps its
     embedder (options must agree with it). Poll ``GET /api/v1/jobs/{id}``.
     """
-    from indexer.embedders import embedder_from_options
-    from indexer.pipeline import ingest, prepare_dataset
-    from indexer.sources import open_source
+    from edgeminer.indexer.embedders import embedder_from_options
+    from edgeminer.indexer.pipeline import ingest, prepare_dataset
+    from edgeminer.indexer.sources import open_source
 
     roots = list(settings.ingest_roots)
     for field, value in body.server_paths():

@@ -23,9 +23,9 @@ from fastapi import APIRouter, FastAPI, File, Form, Query, Request, Response, Up
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from service.api.deps import JobsDep, SettingsDep, StoreDep
-from service.api.models import Filter, problems
-from service.errors import Conflict, NotFound
+from edgeminer.service.api.deps import JobsDep, SettingsDep, StoreDep
+from edgeminer.service.api.models import Filter, problems
+from edgeminer.service.errors import Conflict, NotFound
 
 log = logging.getLogger("edgeminer.exports")
 
@@ -35,7 +35,7 @@ async def _resume_exports(app: FastAPI) -> AsyncIterator[None]:
     store = getattr(app.state, "store", None)
     jobs = getattr(app.state, "jobs", None)
     if store is not None and jobs is not None:
-        from service.export.runner import resume_interrupted
+        from edgeminer.service.export.runner import resume_interrupted
 
         try:
             settings = getattr(app.state, "settings", None)
@@ -86,7 +86,7 @@ class ExportCreate(BaseModel):
     @field_validator("media_base_url")
     @classmethod
     def _media_base_url(cls, value: str | None) -> str | None:
-        from service.export.common import check_media_base_url
+        from edgeminer.service.export.common import check_media_base_url
 
         return None if value is None else check_media_base_url(value)  # ValueError -> 422 naming the field
 
@@ -149,7 +149,7 @@ def _default_base_url(request: Request, task: str) -> str:
     """This server's media route for the row (full size). Object rows would come back cropped, so a
     detection export by URL needs a media_base_url under which the whole images are served."""
     if task == "detection":
-        from service.export.common import ExportError
+        from edgeminer.service.export.common import ExportError
 
         raise ExportError(
             "a detection export with media 'url' needs media_base_url (or EDGEMINER_MEDIA_BASE_URL): this "
@@ -175,15 +175,15 @@ def create_export(
     jobs: JobsDep,
     settings: SettingsDep,
 ) -> dict[str, Any]:
-    from service.export.common import ExportRequest
-    from service.export.runner import start_export
+    from edgeminer.service.export.common import ExportRequest
+    from edgeminer.service.export.runner import start_export
 
     data = body.model_dump(exclude={"force"})
     if data["filter"] is not None:
         data["filter"] = [f.model_dump() for f in body.filter or []]
     if data["media"] == "url" and not data["media_base_url"]:
         if settings.media_base_url:
-            from service.export.common import ExportError, check_media_base_url
+            from edgeminer.service.export.common import ExportError, check_media_base_url
 
             try:
                 check_media_base_url(settings.media_base_url)
@@ -201,7 +201,7 @@ def create_export(
 
 @router.get("/datasets/{dataset}/exports", response_model=list[ExportPublic], response_model_exclude_none=True)
 def list_exports(dataset: str, store: StoreDep, jobs: JobsDep) -> list[dict[str, Any]]:
-    from service.export.runner import EXPORT_KIND, export_view
+    from edgeminer.service.export.runner import EXPORT_KIND, export_view
 
     store.get_dataset(dataset)
     docs = store.list_docs(dataset, EXPORT_KIND)
@@ -221,8 +221,8 @@ def get_export(
     jobs: JobsDep,
     ids: Annotated[bool, Query(description="include the exact ids exported")] = False,
 ) -> dict[str, Any]:
-    from service.export.runner import export_view
-    from service.export.runner import get_export as load
+    from edgeminer.service.export.runner import export_view
+    from edgeminer.service.export.runner import get_export as load
 
     return export_view(store, jobs, load(store, dataset, export_id), with_ids=ids)
 
@@ -233,9 +233,9 @@ def get_export(
     responses={200: {"content": {"application/zip": {}}}, **problems(404, 409)},
 )
 def download_export(dataset: str, export_id: str, store: StoreDep, settings: SettingsDep) -> FileResponse:
-    from service.export.common import ExportError
-    from service.export.runner import export_path
-    from service.export.runner import get_export as load
+    from edgeminer.service.export.common import ExportError
+    from edgeminer.service.export.runner import export_path
+    from edgeminer.service.export.runner import get_export as load
 
     doc = load(store, dataset, export_id)
     if doc.get("status") != "done":
@@ -279,8 +279,8 @@ def import_labels(
 ) -> Any:
     """Import labels: the whole file is read and checked before the job is queued, so a malformed file
     or (without ``add_classes``) a label outside the dataset's classes is a 422 and nothing is written."""
-    from service.export.labels import check_classes, display_name, parse_labels
-    from service.export.labels import import_labels as run_import
+    from edgeminer.service.export.labels import check_classes, display_name, parse_labels
+    from edgeminer.service.export.labels import import_labels as run_import
 
     info = store.get_dataset(dataset)
     name = display_name(file.filename)
@@ -308,8 +308,8 @@ def import_labels(
     except TimeoutError:
         return JSONResponse({"job_id": job["id"], "status": "queued"}, status_code=status.HTTP_202_ACCEPTED)
     if done["status"] != "succeeded":
-        from service.errors import EdgeminerError
-        from service.export.labels import LabelImportError
+        from edgeminer.service.errors import EdgeminerError
+        from edgeminer.service.export.labels import LabelImportError
 
         if done.get("error_type") in ("LabelImportError", "UnknownLabels", "ExportError", "SchemaMismatch"):
             raise LabelImportError(done.get("error") or "the labels import failed", job_id=job["id"])

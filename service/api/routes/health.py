@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from service.api.deps import API_KEY_HEADER, SettingsDep, StoreDep, key_matches
-from service.api.models import Health, UnreadableDataset
+from edgeminer.service.api.deps import API_KEY_HEADER, SettingsDep, StoreDep, key_matches
+from edgeminer.service.api.models import Health, UnreadableDataset
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/health", response_model=Health)
 def health(request: Request, store: StoreDep, settings: SettingsDep) -> Health:
-    from service.api.app import _version
+    from edgeminer.service.api.app import _version
 
     auth = "none"
     if settings.api_key:

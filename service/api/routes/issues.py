@@ -14,10 +14,10 @@ from typing import Any
 
 from fastapi import APIRouter, Response, status
 
-from indexer.store import DocNotFound, Store
-from service.api.deps import StoreDep
-from service.api.models import IssueChange, IssueCreate, IssuePublic, IssueUpdate, problems
-from service.errors import IssueNotFound
+from edgeminer.indexer.store import DocNotFound, Store
+from edgeminer.service.api.deps import StoreDep
+from edgeminer.service.api.models import IssueChange, IssueCreate, IssuePublic, IssueUpdate, problems
+from edgeminer.service.errors import IssueNotFound
 
 router = APIRouter(tags=["issues"])
 ISSUE_KIND = "issue"

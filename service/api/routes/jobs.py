@@ -11,9 +11,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from service.api.deps import JobsDep
-from service.api.models import JobPublic, problems
-from service.errors import scrub
+from edgeminer.service.api.deps import JobsDep
+from edgeminer.service.api.models import JobPublic, problems
+from edgeminer.service.errors import scrub
 
 router = APIRouter(tags=["jobs"])
 

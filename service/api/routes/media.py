@@ -35,11 +35,11 @@ from urllib.parse import urljoin, urlsplit
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, Response
 
-from indexer.store import DatasetInfo, Store
-from service.api.deps import SettingsDep, StoreDep
-from service.api.models import problems
-from service.errors import MediaNotFound, MediaOutsideRoots, SampleNotFound, Unsupported, ValidationFailed
-from service.settings import Settings
+from edgeminer.indexer.store import DatasetInfo, Store
+from edgeminer.service.api.deps import SettingsDep, StoreDep
+from edgeminer.service.api.models import problems
+from edgeminer.service.errors import MediaNotFound, MediaOutsideRoots, SampleNotFound, Unsupported, ValidationFailed
+from edgeminer.service.settings import Settings
 
 router = APIRouter(tags=["media"])
 

@@ -23,18 +23,18 @@ from typing import Annotated, Any, Literal, TypeVar
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from indexer.store import DocNotFound, Store
-from service.api.deps import SettingsDep, StoreDep
-from service.api.models import Filter, Page, problems
-from service.errors import (
+from edgeminer.indexer.store import DocNotFound, Store
+from edgeminer.service.api.deps import SettingsDep, StoreDep
+from edgeminer.service.api.models import Filter, Page, problems
+from edgeminer.service.errors import (
     BudgetTooLarge,
     IssueNotFound,
     NotFound,
     Unsupported,
     ValidationFailed,
 )
-from service.filters import build_where
-from service.mining import (
+from edgeminer.service.filters import build_where
+from edgeminer.service.mining import (
     AGGREGATIONS,
     MAX_SEEDS,
     EmbeddingUnavailable,
@@ -44,9 +44,17 @@ from service.mining import (
     mine,
     mine_record,
 )
-from service.selection import STRATEGIES, select, selection_record
-from service.settings import Settings
-from service.stream import PERIODS, STREAM_UPLOADS, StreamBudget, StreamPolicy, StreamSample, decide, list_decisions
+from edgeminer.service.selection import STRATEGIES, select, selection_record
+from edgeminer.service.settings import Settings
+from edgeminer.service.stream import (
+    PERIODS,
+    STREAM_UPLOADS,
+    StreamBudget,
+    StreamPolicy,
+    StreamSample,
+    decide,
+    list_decisions,
+)
 
 router = APIRouter(tags=["mining"])
 
@@ -231,7 +239,7 @@ def _where(store: Store, dataset: str, filters: list[Filter]) -> str | None:
 def _columns(store: Store, dataset: str, columns: list[str] | None) -> list[str] | None:
     if not columns:
         return None
-    from service.api.routes.samples import select_columns
+    from edgeminer.service.api.routes.samples import select_columns
 
     return [c for c in select_columns(store, dataset, columns) if c != "id"]
 
@@ -246,7 +254,7 @@ def _decode_image(text: str, field: str) -> bytes:
         ) from exc
     if not data:
         raise ValidationFailed(f"{field} is empty; send the image file's bytes base64-encoded")
-    from indexer.pipeline import ImageLoadError, identify_image_bytes
+    from edgeminer.indexer.pipeline import ImageLoadError, identify_image_bytes
 
     try:
         identify_image_bytes(data)  # the header only: a full decode happens once, where it is embedded
@@ -259,7 +267,7 @@ def _decode_image(text: str, field: str) -> bytes:
 
 
 def _items(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    from service.api.routes.samples import jsonable
+    from edgeminer.service.api.routes.samples import jsonable
 
     return [{k: jsonable(v) for k, v in r.items()} for r in rows]
 

@@ -18,11 +18,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from fastapi import APIRouter, Query
 
-from indexer.store import Store
-from service.api.deps import StoreDep
-from service.api.models import Page, SampleQuery, problems
-from service.errors import SampleNotFound, UnknownField
-from service.filters import build_where, field_types, parse_filters, parse_sort
+from edgeminer.indexer.store import Store
+from edgeminer.service.api.deps import StoreDep
+from edgeminer.service.api.models import Page, SampleQuery, problems
+from edgeminer.service.errors import SampleNotFound, UnknownField
+from edgeminer.service.filters import build_where, field_types, parse_filters, parse_sort
 
 router = APIRouter(tags=["samples"])
 
