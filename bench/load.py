@@ -200,21 +200,31 @@ def main() -> None:
         reps = [r[li] for r in runs]
         results.append(median_level(reps, clients))
     one = results[0]["all"]["rps"] if levels[0] == 1 else None
+    # the ratio against one client is taken within each repeat (same warm server, minutes apart at most),
+    # then its median and spread over the repeats
+    ratios: dict[int, list[float]] = {}
+    if levels[0] == 1:
+        for li, clients in enumerate(levels):
+            ratios[clients] = [r[li]["all"]["rps"] / r[0]["all"]["rps"] for r in runs if r[0]["all"]["rps"]]
     print()
-    print(f"{'clients':>7} {'route':<9} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}  {'x 1 client':>10}")
+    print(f"{'clients':>7} {'route':<9} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}  {'x 1 client':>18}")
     for res in results:
         for route in (*ROUTES, "all"):
             s = res["all"] if route == "all" else res["routes"][route]
-            ratio = f"{s['rps'] / one:.2f}" if (one and route == "all") else ""
+            ratio = ""
+            if one and route == "all" and ratios.get(res["clients"]):
+                rs = ratios[res["clients"]]
+                ratio = f"{statistics.median(rs):.2f}" + (f" ({min(rs):.2f}-{max(rs):.2f})" if len(rs) > 1 else "")
             print(f"{res['clients']:>7} {route:<9} {s['rps']:>7.1f} {s['p50_ms']:>8.1f} {s['p95_ms']:>8.1f} "
-                  f"{s['p99_ms']:>8.1f}  {ratio:>10}")
+                  f"{s['p99_ms']:>8.1f}  {ratio:>18}")
         if res["errors"]:
             print(f"        {res['errors']} failed requests, e.g. {res['first_errors'][0]}")
     if args.repeats > 1:
-        print(f"(median of {args.repeats} repeats per cell; req/s spread shown in bench/results/load.json)")
+        print(f"(median of {args.repeats} repeats per cell; the ratio is taken within each repeat: median (min-max))")
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
-    (out / "load.json").write_text(json.dumps({"load_before": load1, "levels": results, "runs": runs}, indent=1))
+    doc = {"load_before": load1, "levels": results, "ratios_vs_one_client": ratios, "runs": runs}
+    (out / "load.json").write_text(json.dumps(doc, indent=1))
 
 
 def median_level(reps: list[dict[str, Any]], clients: int) -> dict[str, Any]:
