@@ -30,17 +30,20 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edgeminer.indexer.errors import InputError, NotSupported
+
 DEFAULT_OPEN_CLIP_MODEL = "ViT-B-32"
 DEFAULT_OPEN_CLIP_PRETRAINED = "laion2b_s34b_b79k"
 EMBEDDER_KINDS = ("open_clip", "torchscript", "precomputed")
 
 
-class EmbedderError(Exception):
-    """An embedder cannot be built or run; the message says what to do."""
+class EmbedderError(InputError):
+    """An embedder cannot be built or run as configured (unknown model, missing model file, a package not
+    installed, vectors of another model); the message says what to do."""
 
 
-class NotSupported(EmbedderError):
-    """The dataset's embedder cannot do this (e.g. a text query without a text tower)."""
+# NotSupported (the dataset's embedder cannot do this, e.g. a text query without a text tower) is the
+# tree's class from indexer/errors.py, importable from here as before.
 
 
 @dataclass

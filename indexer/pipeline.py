@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -27,7 +26,10 @@ import numpy as np
 import pyarrow as pa
 
 from edgeminer.indexer import scores as scoring
+from edgeminer.indexer.counts import row_counts
+from edgeminer.indexer.documents import RUN, RunDoc, RunError, new_run_doc, now_iso
 from edgeminer.indexer.embedders import Embedder, EmbedderError, EmbedOutput
+from edgeminer.indexer.errors import InputError, InvalidProbabilities, UnknownField, ValidationFailed
 from edgeminer.indexer.store import Store, now_utc, usable_vectors
 
 ProgressFn = Callable[[int, int, str], None]
@@ -82,8 +84,9 @@ class IngestReport:
 # ---------------------------------------------------------------------------------------------
 
 
-class ImageLoadError(Exception):
-    pass
+class ImageLoadError(InputError):
+    """Bytes or a file that is not a readable image (missing, not an image, truncated, too many pixels);
+    the message says which. At ingest it makes the row an error row; from a request it refuses it."""
 
 
 def load_image(uri: str) -> Any:
@@ -274,9 +277,9 @@ def ingest(
     build_indexes: bool = True,
 ) -> IngestReport:
     if batch_size < 1:
-        raise ValueError("batch_size must be >= 1")
+        raise ValidationFailed("batch_size must be >= 1")
     if workers < 1:
-        raise ValueError("workers must be >= 1")
+        raise ValidationFailed("workers must be >= 1")
     started = time.perf_counter()
     info = prepare_dataset(store, dataset, source, embedder)
     run_id = run_id or uuid.uuid4().hex[:12]
@@ -290,17 +293,16 @@ def ingest(
     use_model = model_predicts(source, embedder)
     total = len(source)
     report.total = total
-    run_doc = {
-        "kind": "ingest",
-        "status": "running",
-        "params": {"source": str(getattr(source, "path", "")), "batch_size": batch_size, "workers": workers},
-        "version_read": report.version_read,
-        "started_at": now_utc().isoformat(),
-        # who owns it: a run left "running" by a killed process is recognised as interrupted
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-    }
-    store.put_doc(dataset, "run", run_id, run_doc)
+    run_doc = new_run_doc(
+        "ingest",
+        dataset,
+        {"source": str(getattr(source, "path", "")), "batch_size": batch_size, "workers": workers},
+        run_id=run_id,
+        status="running",
+        version_read=report.version_read,
+    )
+    run_doc["progress"]["total"] = total
+    store.put_doc(dataset, RUN, run_id, run_doc, name=run_doc["kind"])
 
     def finish(pending: tuple[list[Any], list[str], list[Future[Any]]]) -> None:
         _finish(
@@ -342,14 +344,11 @@ def ingest(
         if pending is not None:
             finish(pending)
     except BaseException as exc:
-        run_doc.update(
-            status="failed",
-            error=f"{type(exc).__name__}: {exc}" if not isinstance(exc, KeyboardInterrupt) else "interrupted",
-            counts=report.counts(),
-            version_written=store.version(dataset),
-            finished_at=now_utc().isoformat(),
-        )
-        store.put_doc(dataset, "run", run_id, run_doc)
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        run_doc["error"] = "interrupted" if interrupted else f"{type(exc).__name__}: {exc}"
+        run_doc["error_type"] = type(exc).__name__
+        _end_run(run_doc, "failed", report, store.version(dataset), time.perf_counter() - started)
+        store.put_doc(dataset, RUN, run_id, run_doc, name=run_doc["kind"])
         raise
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
@@ -359,16 +358,30 @@ def ingest(
         report.index = store.ensure_indexes(dataset)
     report.version_written = store.version(dataset)
     report.seconds = time.perf_counter() - started
-    run_doc.update(
-        status="succeeded",
-        counts=report.counts(),
-        errors=report.errors[:20],
-        version_written=report.version_written,
-        finished_at=now_utc().isoformat(),
-        seconds=round(report.seconds, 3),
-    )
-    store.put_doc(dataset, "run", run_id, run_doc)
+    _end_run(run_doc, "succeeded", report, report.version_written, report.seconds)
+    run_doc["progress"] = {"done": total, "total": total, "message": "done"}
+    run_doc["errors"] = [run_error(e) for e in report.errors[:20]]
+    store.put_doc(dataset, RUN, run_id, run_doc, name=run_doc["kind"])
     return report
+
+
+def _end_run(doc: RunDoc, status: str, report: IngestReport, version_written: int, seconds: float) -> None:
+    """Close an ingest's own ``run`` document (a CLI ingest; a job's is kept by the job runner)."""
+    doc.update(
+        {
+            "status": status,
+            "counts": dict(report.counts()),
+            "error_count": report.error_rows,
+            "version_written": version_written,
+            "finished_at": now_iso(),
+            "duration_s": round(seconds, 3),
+        }
+    )
+
+
+def run_error(error: dict[str, str]) -> RunError:
+    """An ``IngestReport.errors`` entry (id, uri, error) as a run document's error (item, message)."""
+    return {"item": error.get("id", ""), "message": f"{error.get('uri', '')}: {error.get('error', '')}"}
 
 
 def _model_version(cfg: dict[str, Any]) -> str:
@@ -568,7 +581,7 @@ def _predictions(
         p = np.asarray(rec.probs, dtype=np.float64)
         order = src_classes or classes
         if len(p) != len(order):
-            raise ValueError(f"probs has {len(p)} values but there are {len(order)} classes")
+            raise InvalidProbabilities(f"probs has {len(p)} values but there are {len(order)} classes")
         aligned = np.zeros(len(classes), dtype=np.float64)
         for k, name in enumerate(order):
             aligned[class_index[name]] = p[k]
@@ -588,7 +601,7 @@ def _predictions(
         if rec.score is not None:
             s = float(rec.score)
             if not 0.0 <= s <= 1.0:
-                raise ValueError(f"score {s} is outside [0, 1]")
+                raise InvalidProbabilities(f"score {s} is outside [0, 1]")
             out["confidence"] = s
             out["least_confidence"] = 1.0 - s
     pred = out.get("pred_label")
@@ -607,34 +620,28 @@ def _predictions(
 
 
 def dataset_stats(store: Store, dataset: str) -> dict[str, Any]:
-    """Counts per split, labeled, errors, scores present, embedder, dimension and versions."""
+    """Row counts (indexer/counts.py: per split, labeled, errors, wrong), scores present, embedder,
+    dimension and versions."""
     info = store.get_dataset(dataset)
-    cols = ["split", "labeled", "status", "correct", "embedding", "probs", *scoring_columns()]
-    meta_cols = [f"meta_{f}" for f in info.metadata_fields]
-    table = store.query(dataset, columns=[c for c in cols if c != "embedding"] + meta_cols)
-    has_emb = store.count(dataset, "embedding IS NOT NULL")
-    rows = table.to_pylist()
+    counts = row_counts(store, dataset)
     splits: dict[str, dict[str, int]] = {}
-    for r in rows:
-        s = splits.setdefault(r["split"] or "?", {"rows": 0, "labeled": 0, "errors": 0, "wrong": 0, "ok": 0})
-        s["rows"] += 1
-        s["labeled"] += bool(r["labeled"])
-        s["errors"] += r["status"] == "error"
-        s["ok"] += r["status"] == "ok"
-        s["wrong"] += r["correct"] is False
-    ok = [r for r in rows if r["status"] == "ok"]
-    complete = {
-        c: sum(1 for r in ok if r.get(c) is not None) for c in ["probs", *scoring_columns()]
-    }
+    for split, c in counts.splits.items():  # a row without a split is counted under "?"
+        into = splits.setdefault(split or "?", dict.fromkeys(c.as_dict(), 0))
+        for key, n in c.as_dict().items():
+            into[key] += n
+    score_cols = ["probs", *scoring_columns()]
+    ok_rows = store.query(dataset, where="status = 'ok'", columns=score_cols)
+    complete = {c: ok_rows.num_rows - ok_rows[c].null_count for c in score_cols}
+    has_emb = store.count(dataset, "embedding IS NOT NULL")
     versions = store.list_versions(dataset)
     return {
         "dataset": dataset,
         "task": info.task,
-        "rows": len(rows),
-        "ok": len(ok),
-        "errors": sum(1 for r in rows if r["status"] == "error"),
-        "labeled": sum(1 for r in rows if r["labeled"]),
-        "wrong": sum(1 for r in rows if r["correct"] is False),
+        "rows": counts.total,
+        "ok": counts.ok,
+        "errors": counts.errors,
+        "labeled": counts.labeled,
+        "wrong": counts.wrong,
         "with_embedding": has_emb,
         "scores_present": complete,
         "splits": splits,
@@ -653,8 +660,7 @@ def errors_by_field(store: Store, dataset: str, field: str) -> list[dict[str, An
     info = store.get_dataset(dataset)
     column = field if field in ("split", "label", "pred_label", "outcome") else f"meta_{field}"
     if field not in info.metadata_fields and column == f"meta_{field}":
-        valid = ", ".join(["split", "label", "pred_label", "outcome", *info.metadata_fields])
-        raise ValueError(f"unknown field {field!r} for dataset {dataset!r}; valid: {valid}")
+        raise UnknownField(field, ["split", "label", "pred_label", "outcome", *info.metadata_fields], dataset=dataset)
     rows = store.query(dataset, where="labeled = true AND status = 'ok'", columns=[column, "correct"]).to_pylist()
     total_errors = sum(1 for r in rows if r["correct"] is False)
     groups: dict[Any, list[int]] = {}

@@ -13,11 +13,12 @@ Direction
 
 Validation (shared by every function)
     * the input must be 2-D ``(n, C)`` (3-D ``(T, n, C)`` for the MC scores) with ``C >= 1``;
-    * NaN, infinite or negative values raise ``ValueError`` naming the row (and pass);
-    * a row whose sum is zero raises ``ValueError`` naming the row;
+    * NaN, infinite or negative values raise ``InvalidProbabilities`` (a ``ValueError``) naming the row
+      (and pass);
+    * a row whose sum is zero raises ``InvalidProbabilities`` naming the row;
     * a row that does not sum to 1 within ``1e-3``: with ``renormalize=True`` (the default) it is divided
       by its sum (so raw non-negative scores such as sigmoid outputs are accepted); with
-      ``renormalize=False`` it raises ``ValueError`` naming the row and its sum.
+      ``renormalize=False`` it raises ``InvalidProbabilities`` naming the row and its sum.
 
 With a single class (``C == 1``) there is nothing to be uncertain about: every score is 0.
 Ties between the two top classes give ``margin == 1`` and ``ratio == 1`` (maximally uncertain).
@@ -31,6 +32,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from edgeminer.indexer.errors import InvalidProbabilities, ValidationFailed
 
 __all__ = [
     "SCORE_FUNCTIONS",
@@ -72,21 +75,21 @@ def _check_rows(p: FloatArray, *, renormalize: bool, sample: int | None = None) 
     bad = ~np.isfinite(p)
     if bad.any():
         r = int(np.argwhere(bad)[0][0])
-        raise ValueError(f"probabilities contain NaN or infinity at {_where(r, sample)}: {p[r].tolist()}")
+        raise InvalidProbabilities(f"probabilities contain NaN or infinity at {_where(r, sample)}: {p[r].tolist()}")
     neg = p < 0
     if neg.any():
         r = int(np.argwhere(neg)[0][0])
-        raise ValueError(f"probabilities must be non-negative; {_where(r, sample)} has {p[r].tolist()}")
+        raise InvalidProbabilities(f"probabilities must be non-negative; {_where(r, sample)} has {p[r].tolist()}")
     sums = p.sum(axis=1)
     zero = sums <= 0
     if zero.any():
         r = int(np.flatnonzero(zero)[0])
-        raise ValueError(f"probabilities of {_where(r, sample)} sum to 0; cannot score a row with no mass")
+        raise InvalidProbabilities(f"probabilities of {_where(r, sample)} sum to 0; cannot score a row with no mass")
     off = np.abs(sums - 1.0) > SUM_TOLERANCE
     if off.any():
         if not renormalize:
             r = int(np.flatnonzero(off)[0])
-            raise ValueError(
+            raise InvalidProbabilities(
                 f"probabilities of {_where(r, sample)} sum to {sums[r]:.6g}, not 1 "
                 f"(tolerance {SUM_TOLERANCE}); pass renormalize=True to divide each row by its sum, "
                 "or apply a softmax first"
@@ -104,14 +107,14 @@ def check_probs(probs: Any, *, renormalize: bool = True) -> FloatArray:
     try:
         p = np.array(probs, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"probabilities must be a numeric (n, C) array: {exc}") from None
+        raise InvalidProbabilities(f"probabilities must be a numeric (n, C) array: {exc}") from None
     if p.ndim != 2:
-        raise ValueError(
+        raise InvalidProbabilities(
             f"probabilities must be 2-D (n samples, C classes), got shape {p.shape}; "
             "for a single sample pass [[p1, p2, ...]]"
         )
     if p.shape[1] < 1:
-        raise ValueError("probabilities must have at least one class column, got shape " + str(p.shape))
+        raise InvalidProbabilities("probabilities must have at least one class column, got shape " + str(p.shape))
     return _check_rows(p, renormalize=renormalize)
 
 
@@ -119,11 +122,11 @@ def _check_mc(mc_probs: Any, *, renormalize: bool) -> FloatArray:
     try:
         p = np.array(mc_probs, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"MC probabilities must be a numeric (T, n, C) array: {exc}") from None
+        raise InvalidProbabilities(f"MC probabilities must be a numeric (T, n, C) array: {exc}") from None
     if p.ndim != 3:
-        raise ValueError(f"MC probabilities must be 3-D (T passes, n samples, C classes), got {p.shape}")
+        raise InvalidProbabilities(f"MC probabilities must be 3-D (T passes, n samples, C classes), got {p.shape}")
     if p.shape[0] < 1 or p.shape[2] < 1:
-        raise ValueError(f"MC probabilities need at least one pass and one class, got shape {p.shape}")
+        raise InvalidProbabilities(f"MC probabilities need at least one pass and one class, got shape {p.shape}")
     for t in range(p.shape[0]):
         p[t] = _check_rows(p[t], renormalize=renormalize, sample=t)
     return p
@@ -256,7 +259,7 @@ def uncertainty(probs: Any, *, method: str = "least_confidence", renormalize: bo
     fn = SCORE_FUNCTIONS.get(method)
     if fn is None:
         valid = ", ".join(SCORE_FUNCTIONS)
-        raise ValueError(f"unknown uncertainty method {method!r}; valid methods: {valid}")
+        raise ValidationFailed(f"unknown uncertainty method {method!r}; valid methods: {valid}")
     return fn(probs, renormalize=renormalize)
 
 
@@ -292,7 +295,9 @@ def score_all(probs: Any, mc_probs: Any | None = None, *, renormalize: bool = Tr
         mc = np.asarray(mc_probs)
         if mc.ndim != 3 or mc.shape[1:] != (n, c):
             want = f"(T, {n}, {c})"
-            raise ValueError(f"MC probabilities must have shape {want} to match probs {(n, c)}, got {mc.shape}")
+            raise InvalidProbabilities(
+                f"MC probabilities must have shape {want} to match probs {(n, c)}, got {mc.shape}"
+            )
         out["mc_variance"] = mc_variance(mc, renormalize=renormalize)
         out["bald"] = bald(mc, renormalize=renormalize)
     return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
@@ -309,7 +314,7 @@ def top2(probs: Any, classes: Sequence[str], *, renormalize: bool = True) -> tup
     p = check_probs(probs, renormalize=renormalize)
     names = list(classes)
     if len(names) != p.shape[1]:
-        raise ValueError(f"got {len(names)} class names for probabilities with {p.shape[1]} columns")
+        raise InvalidProbabilities(f"got {len(names)} class names for probabilities with {p.shape[1]} columns")
     if p.shape[0] == 0:
         return [], []
     order = np.argsort(-p, axis=1, kind="stable")
@@ -345,7 +350,7 @@ def classes_for_probs(n_values: int, classes: Sequence[str], model_classes: int 
             f"send {least} to {total} values in this order: the model's {least} classes first; the classes "
             f"added after them ({added}) may be left out (probability 0)"
         )
-    raise ValueError(f"probs has {n_values} values, the dataset has {total} classes ({shown}): {want}")
+    raise InvalidProbabilities(f"probs has {n_values} values, the dataset has {total} classes ({shown}): {want}")
 
 
 def pad_probs(probs: Any, n_classes: int) -> FloatArray:
@@ -353,10 +358,10 @@ def pad_probs(probs: Any, n_classes: int) -> FloatArray:
     last axis); the stored probs of rows scored before classes were added read this way."""
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim == 0:
-        raise ValueError("probabilities must be an array, not a single number")
+        raise InvalidProbabilities("probabilities must be an array, not a single number")
     have = p.shape[-1]
     if have > n_classes:
-        raise ValueError(f"probabilities have {have} columns, more than the {n_classes} classes")
+        raise InvalidProbabilities(f"probabilities have {have} columns, more than the {n_classes} classes")
     if have == n_classes:
         return p
     pad = [(0, 0)] * (p.ndim - 1) + [(0, n_classes - have)]

@@ -39,6 +39,18 @@ os.environ.setdefault("RUST_LOG", "error")
 import lancedb  # noqa: E402  (after the log level is set)
 import orjson  # noqa: E402
 
+from edgeminer.indexer.errors import (  # noqa: E402
+    DatasetExists,
+    DatasetNotFound,
+    DatasetUnreadable,
+    DocNotFound,
+    EdgeminerError,
+    InvalidDatasetName,
+    NotSupported,
+    SchemaMismatch,
+    ValidationFailed,
+)
+
 # ----------------------------------------------------------------------------------------------
 # Schema
 # ----------------------------------------------------------------------------------------------
@@ -129,49 +141,12 @@ CATALOG_SCHEMA = pa.schema(
 
 
 # ----------------------------------------------------------------------------------------------
-# Errors (the indexer's own; the service maps them into its error tree)
+# Errors: the store raises classes of the one tree in indexer/errors.py (documented there); the names it
+# imports from there stay importable from here.
 # ----------------------------------------------------------------------------------------------
 
-
-class StoreError(Exception):
-    """Base class of the store's errors."""
-
-
-class DatasetNotFound(StoreError):
-    def __init__(self, name: str, known: Sequence[str] = ()):
-        self.name = name
-        self.known = list(known)
-        hint = f" Known datasets: {', '.join(self.known)}." if self.known else " No dataset exists yet."
-        super().__init__(f"dataset {name!r} does not exist.{hint}")
-
-
-class DatasetExists(StoreError):
-    def __init__(self, name: str):
-        self.name = name
-        super().__init__(f"dataset {name!r} already exists")
-
-
-class InvalidDatasetName(StoreError, ValueError):
-    def __init__(self, name: str):
-        self.name = name
-        super().__init__(
-            f"invalid dataset name {name!r}: use 1-63 letters, digits, '-' or '_' "
-            "(starting with a letter or digit, no '__')"
-        )
-
-
-class SchemaMismatch(StoreError, ValueError):
-    """Data that does not fit the dataset (wrong vector dimension, a metadata type clash...)."""
-
-
-class DocNotFound(StoreError, KeyError):
-    def __init__(self, kind: str, doc_id: str):
-        self.kind = kind
-        self.doc_id = doc_id
-        super().__init__(f"{kind} {doc_id!r} not found")
-
-    def __str__(self) -> str:  # KeyError quotes its message otherwise
-        return str(self.args[0])
+#: what older callers catch as "anything the store refuses": every error the store raises is one.
+StoreError = EdgeminerError
 
 
 # ----------------------------------------------------------------------------------------------
@@ -418,7 +393,7 @@ class Store:
         elif schema is not None:
             tbl = self._db.create_table(name, schema=schema, exist_ok=True)
         else:
-            raise StoreError(f"table {name!r} is missing from {self.uri}")
+            raise DatasetUnreadable(name.partition("__")[0], reason=f"table {name!r} is missing from {self.uri}")
         self._tables[name] = tbl
         return tbl
 
@@ -484,9 +459,9 @@ class Store:
         if not isinstance(name, str) or not DATASET_NAME_RE.match(name):
             raise InvalidDatasetName(str(name))
         if task not in TASKS:
-            raise ValueError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
+            raise ValidationFailed(f"task must be one of {', '.join(TASKS)}, not {task!r}", field="task")
         if int(dim) <= 0:
-            raise ValueError(f"embedding dimension must be positive, not {dim}")
+            raise ValidationFailed(f"embedding dimension must be positive, not {dim}", field="dim")
         for fname, ftype in (metadata_fields or {}).items():
             _check_meta_field(fname, ftype)
         with self.lock(name):
@@ -853,6 +828,37 @@ class Store:
 
     # -- search ---------------------------------------------------------------------------------
 
+    def prefer_exact(self, dataset: str, candidates: int, *, n_queries: int = 1) -> bool:
+        """Whether to search ``candidates`` rows exactly rather than through the vector index.
+
+        This is where the exact-vs-index decision is made, the only place: :meth:`search` asks it when
+        called with ``exact=None``, and service/mining/search.py's ``NeighbourSearch`` asks it once per
+        search and then runs that mode (passing ``exact=`` to :meth:`search`).
+
+        Exact when the dataset has no vector index, or the filter leaves at most
+        EXACT_SEARCH_MAX_CANDIDATES rows (ranking that many vectors costs about one index query). A
+        caller ranking ``n_queries`` > FEW_QUERIES vectors at once against the same candidates loads their
+        vectors once, so exact search pays up to ``n_queries`` x MATRIX_ROWS_PER_QUERY candidates (at most
+        MATRIX_MAX_ROWS).
+
+        Parameters
+        ----------
+        dataset : str
+        candidates : int
+            Rows the filter leaves.
+        n_queries : int
+            Query vectors ranked at once against those rows.
+
+        Returns
+        -------
+        bool
+            True for the exact path, False for the index.
+        """
+        small = EXACT_SEARCH_MAX_CANDIDATES
+        if n_queries > FEW_QUERIES:
+            small = min(MATRIX_MAX_ROWS, max(small, n_queries * MATRIX_ROWS_PER_QUERY))
+        return candidates <= small or not self.has_vector_index(dataset)
+
     def search(
         self,
         dataset: str,
@@ -867,26 +873,57 @@ class Store:
         candidates: int | None = None,
         lancedb_defaults: bool = False,
     ) -> pa.Table:
-        """Nearest ok rows to ``vector`` by cosine distance (``_distance`` = 1 - cos), filter applied
-        *before* the search so ``k`` results come back whenever ``k`` rows match.
+        """Nearest ok rows to ``vector`` by cosine distance (``_distance`` = 1 - cos), the filter applied
+        *before* the search so ``k`` rows come back whenever ``k`` rows match. A row whose stored vector is
+        NaN / infinite / too large to compare (damaged on disk) is never a result; `edgeminer check` lists them.
 
-        ``exact=None`` picks: exact search when there is no vector index or the filter leaves at most
-        EXACT_SEARCH_MAX_CANDIDATES rows (their vectors are read and ranked in numpy: LanceDB's flat
-        search scans every vector whatever the filter), else the IVF_PQ index, prefiltered, probing
-        ``nprobes`` partitions (default :func:`probes_for`: enough that the probed partitions hold
-        about SEARCH_PROBE_MATCHES matching rows, so a selective filter still finds its rows) and
-        re-ranking ``refine_factor`` x k on the full vectors. If the probed partitions hold fewer than
-        ``k`` matching rows, the search is redone exactly. ``candidates``: the filter's row count when
-        the caller knows it (saves a count). ``lancedb_defaults``: the index with LanceDB's default
-        query settings (a benchmark peer).
+        Parameters
+        ----------
+        dataset : str
+        vector : array-like
+        k : int
+        where : str or None
+            A trusted filter clause (``status = 'ok'`` is added: ok rows carry an embedding; testing
+            ``embedding IS NOT NULL`` would read every vector).
+        columns : sequence of str or None
+            Columns besides ``id`` and ``_distance`` (None: all, ``embedding`` included).
+        exact : bool or None
+            The mode to run: True ranks the matching rows' vectors in numpy (LanceDB's flat search scans
+            every vector whatever the filter); False searches the IVF_PQ index, prefiltered, probing
+            ``nprobes`` partitions (default :func:`probes_for`), re-ranking ``refine_factor`` x k on the
+            full vectors, redone exactly when the probed partitions hold fewer than ``k`` matching rows.
+            None: :meth:`prefer_exact` decides (the one place that does).
+        nprobes, refine_factor, candidates, lancedb_defaults
+            Index query settings; the filter's row count when the caller knows it (saves a count);
+            LanceDB's default query settings (a benchmark peer).
 
-        Rows with status 'ok' carry an embedding (error rows have none), so the filter does not test
-        ``embedding IS NOT NULL``: that test reads every vector.
+        Returns
+        -------
+        pa.Table
+            Up to ``k`` rows, nearest first, with ``_distance``.
 
-        A row whose stored vector is NaN / infinite / too large to compare (damaged on disk after it was
-        written: writes refuse such vectors) is never a result, on either path; `edgeminer check` lists
-        them. A query vector like that raises SchemaMismatch.
+        Raises
+        ------
+        SchemaMismatch
+            The query vector has NaN or infinite values (or values too large to compare).
         """
+        tbl, clause, vec = self._search_input(dataset, vector, where)
+        k = int(k)
+        if candidates is None and (exact is None or (not exact and nprobes is None and not lancedb_defaults)):
+            candidates = int(tbl.count_rows(clause))
+        if exact is None:
+            exact = self.prefer_exact(dataset, candidates or 0)
+        cols = None if columns is None else list(dict.fromkeys(["id", *columns]))
+        if exact:
+            return self._exact_search(dataset, tbl, vec, k, clause, cols)
+        if not lancedb_defaults and nprobes is None:
+            nprobes = probes_for(int(tbl.count_rows()), candidates)
+        return self._index_search(dataset, tbl, vec, k, clause, cols, nprobes, refine_factor, lancedb_defaults)
+
+    def _search_input(
+        self, dataset: str, vector: Sequence[float] | np.ndarray, where: str | None
+    ) -> tuple[Any, str, np.ndarray]:
+        """(samples table, the filter with ``status = 'ok'``, the query as float32), the query checked."""
         tbl = self._samples(dataset)
         clause = "status = 'ok'"
         if where:
@@ -894,17 +931,21 @@ class Store:
         vec = np.asarray(vector, dtype=np.float32).reshape(-1)
         if not usable_vectors(vec[None, :])[0]:
             raise SchemaMismatch("the query vector has NaN or infinite values (or values too large to compare)")
-        k = int(k)
-        if exact is None or (not exact and nprobes is None and not lancedb_defaults):
-            if candidates is None:
-                candidates = int(tbl.count_rows(clause))
-        if exact is None:
-            exact = not self.has_vector_index(dataset) or (candidates or 0) <= EXACT_SEARCH_MAX_CANDIDATES
-        cols = None if columns is None else list(dict.fromkeys(["id", *columns]))
-        if exact:
-            return self._exact_search(dataset, tbl, vec, k, clause, cols)
-        if not lancedb_defaults and nprobes is None:
-            nprobes = probes_for(int(tbl.count_rows()), candidates)
+        return tbl, clause, vec
+
+    def _index_search(
+        self,
+        dataset: str,
+        tbl: Any,
+        vec: np.ndarray,
+        k: int,
+        clause: str,
+        cols: list[str] | None,
+        nprobes: int | None,
+        refine_factor: int | None,
+        lancedb_defaults: bool,
+    ) -> pa.Table:
+        """The IVF_PQ search of :meth:`search` (exact instead when the probed partitions hold too few rows)."""
         # the vectors come back too, so a row whose stored vector went bad after the index was built
         # (NaN, overflow: corruption on disk) is dropped instead of served with a made-up distance
         want = None if cols is None else list(dict.fromkeys([*cols, "embedding", "_distance"]))
@@ -1305,7 +1346,9 @@ class Store:
             tbl.optimize(cleanup_older_than=dt.timedelta(days=7))
 
 
-class _LanceMissing(StoreError):
+class _LanceMissing(NotSupported):
+    """This installation cannot read a table fragment by fragment (``edgeminer check``, /health's file list)."""
+
     def __init__(self) -> None:
         super().__init__("reading a table fragment by fragment needs the pylance package: pip install pylance")
 
@@ -1456,6 +1499,15 @@ def _usable_results(result: pa.Table, dim: int) -> pa.Table:
 #: a filter leaving at most this many candidates is searched exactly: reading and ranking their vectors
 #: costs about one index search at ~1,000 rows (bench/search.py --crossover, 100k and 1M x 512).
 EXACT_SEARCH_MAX_CANDIDATES = 1_000
+#: at most this many query vectors on the exact path are searched one by one instead of loading every
+#: candidate vector into memory once (service/mining/search.py's NeighbourSearch).
+FEW_QUERIES = 2
+#: candidate rows whose vectors cost about one index query to read (~11 us a row vs 11-25 ms a query,
+#: bench/search.py --crossover at 100k and 1M): with n query vectors ranked at once, up to n times this
+#: many candidates are ranked exactly in memory.
+MATRIX_ROWS_PER_QUERY = 2000
+#: most candidate vectors loaded into memory for an exact multi-query search (~0.5 GB at 512 dims).
+MATRIX_MAX_ROWS = 250_000
 #: rows per batch when the exact search reads candidate vectors.
 EXACT_BATCH_ROWS = 65_536
 

@@ -1,6 +1,9 @@
 """The `edgeminer` command line: a thin layer over the library functions.
 
-Every subcommand is a ``cmd_<name>(args, settings) -> int`` function registered in ``build_parser``.
+Every subcommand is a ``cmd_<name>(args, settings) -> int`` function registered in ``build_parser``:
+ingest, stats, demo and serve here, the others by an explicit ``register(subparsers)`` call per command
+module (``cli_analysis``, ``cli_mining``, ``cli_export``, ``cli_check``). Those modules share
+``service/cli_common.py`` (``CliError``, ``open_store``, ``print_json``), never this module's names.
 Errors the user can act on are printed as one line (``edgeminer: error: ...``) with exit code 1;
 Ctrl-C exits 130 after saying what was kept.
 """
@@ -8,19 +11,14 @@ Ctrl-C exits 130 after saying what was kept.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+from edgeminer.service import cli_analysis, cli_check, cli_export, cli_mining
+from edgeminer.service.cli_common import CliError, DemoStep, open_store, print_json
 from edgeminer.service.settings import Settings
-
-Handler = Callable[[argparse.Namespace, Settings], int]
-
-
-class CliError(Exception):
-    """A problem with the user's input, printed as one line."""
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -28,16 +26,6 @@ def _settings(args: argparse.Namespace) -> Settings:
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
     return Settings(**overrides)
-
-
-def _store(settings: Settings) -> Any:
-    from edgeminer.indexer.store import Store
-
-    return Store(settings.data_dir)
-
-
-def _print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, default=str))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,7 +60,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from edgeminer.indexer.pipeline import ingest
     from edgeminer.indexer.sources import open_source
 
-    store = _store(settings)
+    store = open_store(settings)
     source = open_source(
         args.source,
         kind=args.format,
@@ -111,14 +99,14 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     from edgeminer.indexer.pipeline import dataset_stats
 
-    store = _store(settings)
+    store = open_store(settings)
     stats = dataset_stats(store, args.dataset)
     if args.json:
         if args.by:
             from edgeminer.indexer.pipeline import errors_by_field
 
             stats["errors_by"] = {args.by: errors_by_field(store, args.dataset, args.by)}
-        _print_json(stats)
+        print_json(stats)
         return 0
     from edgeminer.indexer.pipeline import error_rows, errors_by_field, format_stats
 
@@ -144,7 +132,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     if not args.no_serve:
         _serve_settings(args, settings)  # refuse an exposed server before the minutes of building
-    store = _store(settings)
+    store = open_store(settings)
     summary = build_demo(args.demo_dir, store, seed=args.seed, force=args.force, progress=True)
     print(summary.describe())
     for step in DEMO_AFTER_INGEST:
@@ -154,8 +142,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return cmd_serve(args, settings)
 
 
-#: steps `edgeminer demo` runs after the ingest (analysis, the label round trip), in order.
-DEMO_AFTER_INGEST: list[Callable[[argparse.Namespace, Settings, Any], None]] = []
+#: steps `edgeminer demo` runs after the ingest, in order: the analysis, then the label round trip.
+DEMO_AFTER_INGEST: tuple[DemoStep, ...] = (cli_analysis.demo_step, cli_export.demo_round_trip)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -280,8 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_options(p)
     p.set_defaults(handler=cmd_serve)
 
-    for register in EXTRA_COMMANDS:
-        register(sub)
+    cli_analysis.register(sub)  # analyze, clusters
+    cli_mining.register(sub)  # mine, select
+    cli_export.register(sub)  # export, labels import
+    cli_check.register(sub)  # check
     return parser
 
 
@@ -305,29 +295,7 @@ def _add_serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-url-fetch", action="store_true", help="allow http(s) image URIs (public hosts only)")
 
 
-#: functions ``register(subparsers)`` adding the analysis, mining, export... subcommands.
-EXTRA_COMMANDS: list[Callable[[Any], None]] = []
-
-
-def _register_extras() -> None:
-    """Import the modules that add subcommands. Each appends to EXTRA_COMMANDS / DEMO_AFTER_INGEST."""
-    import importlib
-
-    for module in (
-        "edgeminer.service.cli_analysis",
-        "edgeminer.service.cli_mining",
-        "edgeminer.service.cli_export",
-        "edgeminer.service.cli_check",
-    ):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    _register_extras()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -342,22 +310,53 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback on request
         if os.environ.get("EDGEMINER_DEBUG"):
             raise
-        if not _is_user_error(exc):
-            print(f"edgeminer: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
-            print("(set EDGEMINER_DEBUG=1 for the traceback)", file=sys.stderr)
-            return 2
-        print(f"edgeminer: error: {exc}", file=sys.stderr)
-        return 1
+        return _report_error(exc)
 
 
-def _is_user_error(exc: Exception) -> bool:
-    from edgeminer.indexer.store import StoreError
+#: exit codes besides 0 (done) and 130 (interrupted); `edgeminer check` answers 1 / 2 its own way.
+EXIT_ERROR = 1  # the input, a name or a path given is wrong: the message says what to fix
+EXIT_INTERNAL = 2  # a bug (any exception outside the error tree): report it with the traceback
+EXIT_UNREADABLE = 3  # a dataset's data files are missing or damaged: run `edgeminer check`
 
-    names = {"SourceError", "EmbedderError", "EdgeminerError", "NotSupported"}
-    mro = {c.__name__ for c in type(exc).__mro__}
-    return isinstance(exc, (CliError, StoreError, ValueError, FileNotFoundError, PermissionError)) or bool(
-        names & mro
-    )
+
+def exit_codes() -> dict[type[BaseException], int]:
+    """Error class -> exit code: the CLI's one table over the error tree (indexer/errors.py), looked up
+    along the error's MRO like the API's status table; an exception with no row is a bug (EXIT_INTERNAL)."""
+    from edgeminer.indexer import errors as e
+
+    return {
+        e.EdgeminerError: EXIT_INTERNAL,  # ours, without a better class (its message is still shown)
+        e.InputError: EXIT_ERROR,
+        e.NotSupported: EXIT_ERROR,
+        e.NotFound: EXIT_ERROR,
+        e.Conflict: EXIT_ERROR,
+        e.Unauthorized: EXIT_ERROR,
+        e.PermissionDenied: EXIT_ERROR,
+        e.Unavailable: EXIT_ERROR,
+        e.DatasetUnreadable: EXIT_UNREADABLE,
+        CliError: EXIT_ERROR,
+        FileNotFoundError: EXIT_ERROR,  # a path named on the command line
+        PermissionError: EXIT_ERROR,
+    }
+
+
+def _report_error(exc: Exception) -> int:
+    """Print ``exc`` as one line (two for a bug) and return its exit code from :func:`exit_codes`."""
+    from edgeminer.indexer.errors import unreadable_error
+
+    unreadable = unreadable_error(exc)  # the storage engine's errors carry no type of their own
+    if unreadable is not None:
+        reason = f" ({unreadable.reason})" if unreadable.reason else ""
+        print(f"edgeminer: error: {unreadable}{reason}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    table = exit_codes()
+    code = next((table[c] for c in type(exc).__mro__ if c in table), None)
+    if code is None:
+        print(f"edgeminer: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print("(set EDGEMINER_DEBUG=1 for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+    print(f"edgeminer: error: {exc}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

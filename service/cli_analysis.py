@@ -1,8 +1,8 @@
 """`edgeminer analyze` and `edgeminer clusters`, and the demo's analysis step.
 
-Importing this module registers the subcommands (``service.cli.EXTRA_COMMANDS``) and appends the
-analysis to ``service.cli.DEMO_AFTER_INGEST`` (it prints the ranked failure clusters and the per-slice
-precision / recall table of the demo's planted slices).
+``register(subparsers)`` adds the subcommands (called by ``service/cli.py``'s ``build_parser``);
+:func:`demo_step` is the first of ``cli.DEMO_AFTER_INGEST`` (it prints the ranked failure clusters and the
+per-slice precision / recall table of the demo's planted slices).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Any
 
-from edgeminer.service.cli import DEMO_AFTER_INGEST, EXTRA_COMMANDS, CliError, _print_json, _store
+from edgeminer.service.cli_common import CliError, open_store, print_json
 from edgeminer.service.settings import Settings
 
 
@@ -44,7 +44,7 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_analyze(args: argparse.Namespace, settings: Settings) -> int:
     from edgeminer.indexer.analysis.run import analyze, format_slices
 
-    store = _store(settings)
+    store = open_store(settings)
     report = analyze(
         store,
         args.dataset,
@@ -54,7 +54,7 @@ def cmd_analyze(args: argparse.Namespace, settings: Settings) -> int:
         progress=_progress(args.quiet or args.json),
     )
     if args.json:
-        _print_json(report.to_dict())
+        print_json(report.to_dict())
         return 0
     print(report.describe())
     if report.slices:
@@ -67,7 +67,7 @@ def cmd_clusters(args: argparse.Namespace, settings: Settings) -> int:
     from edgeminer.indexer.analysis.clustering import slice_quality
     from edgeminer.indexer.analysis.run import format_clusters, format_slices, load_analysis
 
-    store = _store(settings)
+    store = open_store(settings)
     info = store.get_dataset(args.dataset)
     doc = load_analysis(store, args.dataset)
     if doc is None:
@@ -80,7 +80,7 @@ def cmd_clusters(args: argparse.Namespace, settings: Settings) -> int:
         slices, truth = _slices_for(store, args.dataset, info, args.truth_field, doc, slice_quality)
     if args.json:
         clusters = [c for c in doc.get("clusters", []) if args.all or c.get("is_failure")]
-        _print_json(
+        print_json(
             {
                 "run_id": doc.get("run_id"),
                 "base_error_rate": doc.get("base_error_rate"),
@@ -168,9 +168,3 @@ def demo_step(args: argparse.Namespace, settings: Settings, store: Any) -> None:
     if report.slices:
         print()
         print(format_slices(report.slices, report.truth_field))
-
-
-if register not in EXTRA_COMMANDS:
-    EXTRA_COMMANDS.append(register)
-if demo_step not in DEMO_AFTER_INGEST:
-    DEMO_AFTER_INGEST.append(demo_step)

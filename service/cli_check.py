@@ -1,6 +1,6 @@
 """`edgeminer check`: read a dataset's files to the end and say whether they are intact.
 
-Importing this module registers the subcommand (``service.cli.EXTRA_COMMANDS``). The work is
+``register(subparsers)`` adds the subcommand (called by ``service/cli.py``'s ``build_parser``). The work is
 ``Store.check``: every fragment of the samples and docs tables is read, vectors are tested (finite, the
 dataset's dimension), row counts are compared with what the tables record, and each index must answer a
 query. Lance data files carry no checksums, so a file overwritten in place reads back "fine" to every
@@ -13,7 +13,7 @@ import argparse
 import sys
 from typing import Any
 
-from edgeminer.service.cli import EXTRA_COMMANDS, _print_json, _store
+from edgeminer.service.cli_common import open_store, print_json
 from edgeminer.service.settings import Settings
 
 #: exit codes: healthy, problems found, the check could not run (unknown dataset...).
@@ -46,7 +46,7 @@ class _Bar:
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     from edgeminer.indexer.store import DatasetNotFound, StoreError
 
-    store = _store(settings)
+    store = open_store(settings)
     bar = _Bar(args.dataset, enabled=not (args.quiet or args.json))
     try:
         report = store.check(args.dataset, progress=bar)
@@ -59,7 +59,7 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         bar.close()
     if args.json:
-        _print_json(report.to_dict())
+        print_json(report.to_dict())
     else:
         print(report.summary())
         if not report.ok:
@@ -88,6 +88,3 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable report (no progress bar)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_check)
-
-
-EXTRA_COMMANDS.append(register)

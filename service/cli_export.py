@@ -1,8 +1,7 @@
 """CLI: ``edgeminer export`` and ``edgeminer labels import``, and the demo's label round trip step.
 
-Importing this module registers the subcommands (``service.cli.EXTRA_COMMANDS``) and appends the
-round trip to ``service.cli.DEMO_AFTER_INGEST`` (the CLI imports analysis, mining, export in that
-order, so it runs after the analysis step).
+``register(subparsers)`` adds the subcommands (called by ``service/cli.py``'s ``build_parser``);
+:func:`demo_round_trip` is the last of ``cli.DEMO_AFTER_INGEST`` (it runs after the analysis step).
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgeminer.service import cli
+from edgeminer.service.cli_common import CliError, open_store, print_json
 from edgeminer.service.settings import Settings
 
 DEMO_DATASET = "demo"
@@ -23,37 +22,37 @@ DEMO_BUDGET = 200
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from edgeminer.service.export.common import TARGETS, ExportRequest, check_media_base_url
-    from edgeminer.service.export.runner import export_path, plan_export, run_export
+    from edgeminer.service.export.runner import export_path, get_export, plan_export, run_export
 
-    store = cli._store(settings)
+    store = open_store(settings)
     ids = None
     if args.ids:
         ids = [i.strip() for i in args.ids.split(",") if i.strip()]
     if args.ids_file:
         path = Path(args.ids_file)
         if not path.is_file():
-            raise cli.CliError(f"--ids-file {str(path)!r} does not exist")
+            raise CliError(f"--ids-file {str(path)!r} does not exist")
         ids = (ids or []) + [line.strip() for line in path.read_text().splitlines() if line.strip()]
     filters = None
     if args.filter:
         try:
             filters = json.loads(args.filter)
         except json.JSONDecodeError as exc:
-            raise cli.CliError(
+            raise CliError(
                 f'--filter is not valid JSON ({exc}); e.g. \'[{{"field": "slice", "value": "x"}}]\''
             ) from None
     if args.target not in TARGETS:
-        raise cli.CliError(f"unknown target {args.target!r}: choose one of {', '.join(TARGETS)}")
+        raise CliError(f"unknown target {args.target!r}: choose one of {', '.join(TARGETS)}")
     if args.base_url:
         try:
             check_media_base_url(args.base_url)
         except ValueError as exc:
-            raise cli.CliError(f"--base-url: {exc}") from None
+            raise CliError(f"--base-url: {exc}") from None
     if args.media == "url" and not args.base_url and settings.media_base_url:
         try:
             check_media_base_url(settings.media_base_url)
         except ValueError as exc:
-            raise cli.CliError(f"EDGEMINER_MEDIA_BASE_URL is not usable: {exc}; or pass --base-url") from None
+            raise CliError(f"EDGEMINER_MEDIA_BASE_URL is not usable: {exc}; or pass --base-url") from None
     req = ExportRequest(
         target=args.target,
         ids=ids,
@@ -79,7 +78,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     )
     if not args.quiet:
         print(file=sys.stderr)
-    doc = store.get_doc(args.dataset, "export", doc["id"])
+    doc = get_export(store, args.dataset, doc["id"])
     folder = export_path(doc, "path", data_dir=settings.data_dir, dataset=args.dataset)
     zip_path = export_path(doc, "zip", data_dir=settings.data_dir, dataset=args.dataset)
     if args.out:
@@ -90,7 +89,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         zip_path = dest
     if args.json:
         shown = {k: v for k, v in doc.items() if k != "ids" and not k.startswith("_")}
-        cli._print_json({**shown, "path": str(folder), "zip": str(zip_path)})
+        print_json({**shown, "path": str(folder), "zip": str(zip_path)})
     else:
         print(
             f"export {doc['id']}: {summary['rows_exported']} of {doc['count']} rows to {args.target} "
@@ -105,7 +104,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_labels_import(args: argparse.Namespace, settings: Settings) -> int:
     from edgeminer.service.export.labels import LabelImportError, import_labels
 
-    store = cli._store(settings)
+    store = open_store(settings)
     try:
         report = import_labels(
             store,
@@ -117,8 +116,10 @@ def cmd_labels_import(args: argparse.Namespace, settings: Settings) -> int:
             add_classes=args.add_classes,
         )
     except LabelImportError as exc:  # refused whole: nothing was written
-        if args.json:
-            cli._print_json(exc.to_dict())
+        if args.json:  # the problem document the API answers for the same refusal
+            from edgeminer.service.errors import to_problem
+
+            print_json(to_problem(exc).to_dict())
             return 1
         print(f"edgeminer: error: {exc.detail}", file=sys.stderr)
         for problem in exc.extras.get("errors", [])[5:20]:
@@ -126,7 +127,7 @@ def cmd_labels_import(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  {problem['source']}{field}: {problem['message']}", file=sys.stderr)
         return 1
     if args.json:
-        cli._print_json(report.to_dict())
+        print_json(report.to_dict())
         return 0
     print(report.summary())
     for item in report.unmatched[:20]:
@@ -219,7 +220,3 @@ def demo_round_trip(args: argparse.Namespace, settings: Settings, store: Any) ->
     text = rt.describe()
     store.put_doc(DEMO_DATASET, "roundtrip", "demo", {"describe": text})
     print(text)
-
-
-cli.EXTRA_COMMANDS.append(register)
-cli.DEMO_AFTER_INGEST.append(demo_round_trip)

@@ -1,8 +1,10 @@
-"""`edgeminer mine` and `edgeminer select`: thin commands over service/mining.py and service/selection.py.
+"""`edgeminer mine` and `edgeminer select`: thin commands over service/mining/ and service/selection.py.
 
 Filters use the API's structured form, as JSON (``--filters '[{"field": "area", "op": "gt", "value": 100}]'``)
 or the shorthand ``--where-eq field=value`` (repeatable). Output: a table, ``--json`` for the full
-result, or ``--ids-out FILE`` for one id per line (the input of an export).
+result, or ``--ids-out FILE`` for one id per line (the input of an export). The result is saved as a
+``selection`` document (``--no-record`` to skip), the same document the API's routes leave
+(service/selection.py's ``record_selection``); ``edgeminer export --selection <id>`` takes it.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from edgeminer.service.cli import EXTRA_COMMANDS, CliError, _print_json, _store
+from edgeminer.service.cli_common import CliError, open_store, print_json
 from edgeminer.service.settings import Settings
 
 
-def _where(store: Any, dataset: str, args: argparse.Namespace) -> str | None:
-    from edgeminer.service.filters import build_where, parse_filters
+def _filters(args: argparse.Namespace) -> list[Any]:
+    """The structured filters of ``--filters`` and ``--where-eq``."""
+    from edgeminer.service.filters import parse_filters
 
     filters: list[Any] = list(parse_filters(args.filters)) if args.filters else []
     for item in args.where_eq or []:
@@ -24,7 +27,20 @@ def _where(store: Any, dataset: str, args: argparse.Namespace) -> str | None:
             raise CliError(f"--where-eq takes field=value, not {item!r}")
         name, value = item.split("=", 1)
         filters.append({"field": name.strip(), "op": "eq", "value": value})
+    return filters
+
+
+def _where(store: Any, dataset: str, filters: list[Any]) -> str | None:
+    from edgeminer.service.filters import build_where
+
     return build_where(store.get_dataset(dataset), store.schema(dataset), filters)
+
+
+def _record(store: Any, dataset: str, result: Any, filters: list[Any], args: argparse.Namespace) -> str | None:
+    """Save the result as a selection document (the same one the API leaves), unless --no-record."""
+    from edgeminer.service.selection import record_selection
+
+    return None if args.no_record else record_selection(store, dataset, result, filters=filters)
 
 
 def _print_rows(rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -57,11 +73,9 @@ def _check_budget(budget: int, settings: Settings) -> None:
         raise CliError(f"budget {budget} is above the limit of {settings.max_budget} (EDGEMINER_MAX_BUDGET)")
 
 
-def cmd_mine(args: argparse.Namespace, settings: Settings) -> int:
-    from edgeminer.service.mining import Seeds, mine
+def _seeds(args: argparse.Namespace) -> Any:
+    from edgeminer.service.mining import Seeds
 
-    store = _store(settings)
-    _check_budget(args.budget, settings)
     ids = list(args.ids or [])
     if args.ids_file:
         ids += [line.strip() for line in Path(args.ids_file).read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -77,7 +91,7 @@ def cmd_mine(args: argparse.Namespace, settings: Settings) -> int:
             raise CliError("--pair takes A:B (a top-2 confusion pair)")
         a, b = args.pair.split(":", 1)
         pair = (a, b)
-    seeds = Seeds(
+    return Seeds(
         ids=ids,
         issue=args.issue,
         cluster=args.cluster,
@@ -88,6 +102,15 @@ def cmd_mine(args: argparse.Namespace, settings: Settings) -> int:
         text=args.text,
         image=Path(args.image).read_bytes() if args.image else None,
     )
+
+
+def cmd_mine(args: argparse.Namespace, settings: Settings) -> int:
+    from edgeminer.service.mining import mine
+
+    store = open_store(settings)
+    _check_budget(args.budget, settings)
+    seeds = _seeds(args)
+    filters = _filters(args)
     result = mine(
         store,
         args.dataset,
@@ -95,16 +118,19 @@ def cmd_mine(args: argparse.Namespace, settings: Settings) -> int:
         budget=args.budget,
         k=args.k,
         aggregation=args.aggregation,
-        where=_where(store, args.dataset, args),
+        where=_where(store, args.dataset, filters),
         include_labeled=args.include_labeled,
         include_exported=args.include_exported,
         dedup_distance=args.dedup,
         columns=["uri", "pred_label", "confidence"],
         device="cpu" if (args.device or settings.device) == "auto" else (args.device or settings.device),
     )
+    selection_id = _record(store, args.dataset, result, filters, args)
     _write_ids(args.ids_out, result.rows)
     if args.json:
-        _print_json({**result.summary(), "seed_ids": result.seeds.ids, "items": result.rows})
+        print_json(
+            {**result.summary(), "seed_ids": result.seeds.ids, "selection_id": selection_id, "items": result.rows}
+        )
         return 0
     s = result.summary()
     print(
@@ -115,14 +141,21 @@ def cmd_mine(args: argparse.Namespace, settings: Settings) -> int:
         where = f"cluster {m['cluster']}" if m["cluster"] is not None else "seed vectors"
         print(f"  mode {m['mode']}: {m['size']} seeds ({where}), {m['found']} rows")
     _print_rows(result.rows, ["rank", "id", "distance", "pred_label", "confidence", "seeds"])
+    _print_selection(selection_id)
     return 0
+
+
+def _print_selection(selection_id: str | None) -> None:
+    if selection_id:
+        print(f"saved as selection {selection_id} (edgeminer export --selection {selection_id} ...)")
 
 
 def cmd_select(args: argparse.Namespace, settings: Settings) -> int:
     from edgeminer.service.selection import select
 
-    store = _store(settings)
+    store = open_store(settings)
     _check_budget(args.budget, settings)
+    filters = _filters(args)
     result = select(
         store,
         args.dataset,
@@ -130,15 +163,16 @@ def cmd_select(args: argparse.Namespace, settings: Settings) -> int:
         budget=args.budget,
         explore=args.explore,
         per_class_cap=args.per_class_cap,
-        where=_where(store, args.dataset, args),
+        where=_where(store, args.dataset, filters),
         include_labeled=args.include_labeled,
         include_exported=args.include_exported,
         seed=args.seed,
         columns=["uri", "pred_label"],
     )
+    selection_id = _record(store, args.dataset, result, filters, args)
     _write_ids(args.ids_out, result.rows)
     if args.json:
-        _print_json({**result.summary(), "items": result.rows})
+        print_json({**result.summary(), "selection_id": selection_id, "items": result.rows})
         return 0
     s = result.summary()
     parts = ", ".join(f"{n} {k}" for k, n in s["counts"].items()) or "nothing"
@@ -146,6 +180,7 @@ def cmd_select(args: argparse.Namespace, settings: Settings) -> int:
     if s["skipped_no_score"]:
         print(f"  ({s['skipped_no_score']} candidates had no {args.strategy} score and were skipped)")
     _print_rows(result.rows, ["rank", "id", "part", "score", "pred_label"])
+    _print_selection(selection_id)
     return 0
 
 
@@ -158,6 +193,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--include-exported", action="store_true", help="rows already exported are candidates too")
     p.add_argument("--ids-out", default=None, help="write the selected ids to this file, one per line")
     p.add_argument("--json", action="store_true", help="the full result as JSON")
+    p.add_argument(
+        "--no-record", action="store_true", help="do not save the result as a selection document (for exports)"
+    )
 
 
 def register(sub: Any) -> None:
@@ -200,6 +238,3 @@ def register(sub: Any) -> None:
     p.add_argument("--per-class-cap", type=int, default=None, help="most rows per predicted class")
     p.add_argument("--seed", type=int, default=0, help="random seed (reproducible picks)")
     p.set_defaults(handler=cmd_select)
-
-
-EXTRA_COMMANDS.append(register)

@@ -1,71 +1,201 @@
-"""The service's errors: one tree, one handler, every response ``application/problem+json`` (RFC 9457).
+"""The HTTP side of edgeminer's errors: every error response is ``application/problem+json`` (RFC 9457).
 
-Our exceptions (status in brackets)::
+The errors themselves are one tree without HTTP in it (indexer/errors.py, drawn there with what each
+means). Here is only how the API answers them: one table, :data:`problem_table`, gives each class its
+status, title and type, and an error takes the row of the nearest class in its MRO (so a subclass gets
+its parent's status unless it has a row of its own). The statuses, by the same tree::
 
-    EdgeminerError [500]                  base: status, title, type, detail, extras
-    ├── BadRequest [400]                  the request cannot be served as written
-    │   ├── ValidationFailed [422]        a field of the request is wrong (``errors`` lists them)
-    │   │   ├── InvalidFilter [422]       a structured filter's op / value does not fit its field
-    │   │   ├── UnknownField [422]        a filter / sort field the dataset does not have (lists valid ones)
-    │   │   └── BudgetTooLarge [422]      a budget above settings.max_budget
-    │   ├── InvalidSource [422]           an ingest source the server cannot read
-    │   └── Unsupported [422]             valid request the dataset cannot do (text query, non-CLIP)
-    ├── Unauthorized [401]                missing or wrong X-API-Key
-    ├── Forbidden [403]
-    │   ├── MediaOutsideRoots [403]       a media file outside every allowed root (or a private URL)
-    │   └── PathOutsideRoots [403]        a server path in a request outside settings.ingest_roots
+    EdgeminerError [500]              an error of ours without a better class: its detail is shown
+    ├── InputError [422]              what the caller sent cannot be used as given
+    │   ├── ValidationFailed          (and FastAPI's request validation, pydantic's ValidationError)
+    │   ├── InvalidFilter
+    │   ├── UnknownField
+    │   ├── BudgetTooLarge
+    │   ├── InvalidDatasetName
+    │   ├── SchemaMismatch
+    │   ├── InvalidProbabilities
+    │   ├── InvalidSource
+    │   │   └── SourceError           indexer/sources/base.py
+    │   ├── ImageLoadError
+    │   ├── EmbedderError
+    │   ├── MiningError               service/mining/errors.py
+    │   │   ├── SelectionError
+    │   │   └── StreamError
+    │   └── ExportError
+    │       └── LabelImportError
+    │           └── UnknownLabels
+    ├── NotSupported [422]            a valid request this dataset cannot serve (text query, non-CLIP)
+    │   └── EmbeddingUnavailable
     ├── NotFound [404]
-    │   ├── DatasetNotFound               lists the known datasets
+    │   ├── DatasetNotFound           lists the known datasets
+    │   ├── DocNotFound               titled by its kind ("Issue not found")
     │   ├── SampleNotFound
     │   ├── IssueNotFound
     │   ├── JobNotFound
     │   ├── ExportNotFound
-    │   └── MediaNotFound                 the row exists, its image file does not
+    │   ├── MediaNotFound
+    │   └── SeedsNotFound
     ├── Conflict [409]
     │   └── DatasetExists
-    ├── PayloadTooLarge [413]             a request body over settings.max_body_bytes (service/api/middleware.py)
-    ├── DatasetUnreadable [500]           a data file is missing or damaged (the store's own error is only logged)
-    └── ServiceUnavailable [503]          e.g. the job runner is shutting down
+    ├── Unauthorized [401]            with ``WWW-Authenticate``
+    ├── PermissionDenied [403]
+    │   ├── PathOutsideRoots
+    │   └── MediaOutsideRoots
+    ├── DatasetUnreadable [500]       logged with a reference; its detail names the dataset and the fix
+    └── Unavailable [503]
 
-Errors raised elsewhere are mapped by :func:`to_problem` too: the store's (``DatasetNotFound`` -> 404,
-``DatasetExists`` -> 409, ``InvalidDatasetName`` / ``SchemaMismatch`` -> 422, ``DocNotFound`` -> 404),
-a source's ``SourceError`` and an embedder's ``NotSupported`` / ``EmbedderError`` -> 422, other
-``ValueError``s (library validation that names the valid choices) -> 422, FastAPI's request
-validation -> 422 with the field list, Starlette's HTTP errors (unknown route, wrong method) keep their
-status. An error from the storage engine (lance / LanceDB: a missing or truncated data file) is a 500
-``DatasetUnreadable`` naming the dataset and ``edgeminer check``, whichever exception carried it, so server
-paths and rustc source locations never reach the client. Anything else is a 500 whose body says only
-"internal error" and a reference to the log line; the traceback goes to the server log, never to the client.
+    HTTP only (answers the HTTP layer builds itself, never raised):
+    BadRequest [400]                  e.g. a Host header the server does not answer to
+    PayloadTooLarge [413]             a request body over settings.max_body_bytes
 
-Routes raise these exceptions; they never build error responses or raise ``HTTPException`` themselves.
+Starlette's own HTTP errors (unknown route, wrong method) keep their status. A storage-engine error
+(lance / LanceDB: a missing or truncated data file), whatever exception carried it, is answered as
+:class:`DatasetUnreadable` naming the dataset and ``edgeminer check``, so server paths and rustc source
+locations never reach the client. Anything else -- a ``ValueError``, ``TypeError`` or ``KeyError`` too --
+is a bug: a 500 whose body says only "internal error" and a reference to the log line with the traceback.
+
+Routes raise the tree's errors; they never build error responses or raise ``HTTPException`` themselves.
+The names of the tree stay importable from here (plus the older ``Forbidden``, ``ServiceUnavailable``
+and ``Unsupported``).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+
+from edgeminer.indexer.errors import (
+    BudgetTooLarge,
+    Conflict,
+    DatasetExists,
+    DatasetNotFound,
+    DatasetUnreadable,
+    DocNotFound,
+    EdgeminerError,
+    ExportNotFound,
+    InputError,
+    InvalidDatasetName,
+    InvalidFilter,
+    InvalidProbabilities,
+    InvalidSource,
+    IssueNotFound,
+    JobNotFound,
+    MediaNotFound,
+    MediaOutsideRoots,
+    NotFound,
+    NotSupported,
+    PathOutsideRoots,
+    PermissionDenied,
+    SampleNotFound,
+    SchemaMismatch,
+    Unauthorized,
+    Unavailable,
+    UnknownField,
+    ValidationFailed,
+    dataset_in_text,
+    is_storage_text,
+    storage_failure,
+    unreadable_error,
+)
+
+__all__ = [
+    "BadRequest",
+    "BudgetTooLarge",
+    "Conflict",
+    "DatasetExists",
+    "DatasetNotFound",
+    "DatasetUnreadable",
+    "DocNotFound",
+    "EdgeminerError",
+    "ExportNotFound",
+    "Forbidden",
+    "InputError",
+    "InvalidDatasetName",
+    "InvalidFilter",
+    "InvalidProbabilities",
+    "InvalidSource",
+    "IssueNotFound",
+    "JobNotFound",
+    "MediaNotFound",
+    "MediaOutsideRoots",
+    "NotFound",
+    "NotSupported",
+    "PathOutsideRoots",
+    "PayloadTooLarge",
+    "PermissionDenied",
+    "Problem",
+    "ProblemType",
+    "SampleNotFound",
+    "SchemaMismatch",
+    "ServiceUnavailable",
+    "Unauthorized",
+    "Unavailable",
+    "UnknownField",
+    "Unsupported",
+    "ValidationFailed",
+    "install_handlers",
+    "problem_response",
+    "problem_table",
+    "problem_type",
+    "scrub",
+    "storage_failure",
+    "to_problem",
+]
 
 log = logging.getLogger("edgeminer.service")
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "urn:edgeminer:problem:"
 
+#: the names these classes had when they were HTTP errors
+Forbidden = PermissionDenied
+ServiceUnavailable = Unavailable
+Unsupported = NotSupported
 
-class EdgeminerError(Exception):
-    """Base of the service's errors. ``detail`` says what happened and what to do about it."""
 
-    status: int = 500
-    title: str = "Internal error"
-    slug: str = "internal-error"
+# -- the problem document -------------------------------------------------------------------------
 
-    def __init__(self, detail: str = "", *, title: str | None = None, **extras: Any):
-        super().__init__(detail or self.title)
-        self.detail = detail or self.title
+
+@dataclass(frozen=True)
+class ProblemType:
+    """How the API answers one class of error: its status, a short title and the slug of its ``type``."""
+
+    status: int
+    title: str
+    slug: str
+
+
+INTERNAL = ProblemType(500, "Internal error", "internal-error")
+VALIDATION = ProblemType(422, "Validation failed", "validation-failed")
+
+
+class Problem:
+    """One problem+json answer. ``extras`` become members of the body (``known_datasets``, ``field``...)."""
+
+    status: int = INTERNAL.status
+    title: str = INTERNAL.title
+    slug: str = INTERNAL.slug
+
+    def __init__(
+        self,
+        detail: str = "",
+        *,
+        status: int | None = None,
+        title: str | None = None,
+        slug: str | None = None,
+        **extras: Any,
+    ):
+        if status is not None:
+            self.status = status
         if title is not None:
             self.title = title
+        if slug is not None:
+            self.slug = slug
+        self.detail = detail or self.title
         self.extras: dict[str, Any] = extras
 
     @property
@@ -73,317 +203,149 @@ class EdgeminerError(Exception):
         return TYPE_PREFIX + self.slug
 
     def to_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "type": self.type,
-            "title": self.title,
-            "status": self.status,
-            "detail": self.detail,
-        }
+        body: dict[str, Any] = {"type": self.type, "title": self.title, "status": self.status, "detail": self.detail}
         for key, value in self.extras.items():
             if key not in body:
                 body[key] = value
         return body
 
+    def __repr__(self) -> str:
+        return f"Problem({self.status} {self.slug}: {self.detail!r})"
 
-# -- 400 / 422 ----------------------------------------------------------------------------------
 
+class BadRequest(Problem):
+    """A request the HTTP layer refuses before any route runs (e.g. a Host header it does not answer to)."""
 
-class BadRequest(EdgeminerError):
     status = 400
     title = "Bad request"
     slug = "bad-request"
 
 
-class ValidationFailed(BadRequest):
-    status = 422
-    title = "Validation failed"
-    slug = "validation-failed"
+class PayloadTooLarge(Problem):
+    """A request body over ``settings.max_body_bytes`` (service/api/middleware.py)."""
 
-    def __init__(self, detail: str = "", *, errors: Sequence[Mapping[str, Any]] = (), **extras: Any):
-        if errors:
-            extras["errors"] = [dict(e) for e in errors]
-        super().__init__(detail, **extras)
-
-
-class InvalidFilter(ValidationFailed):
-    title = "Invalid filter"
-    slug = "invalid-filter"
-
-    def __init__(self, detail: str, *, field: str | None = None, op: str | None = None, index: int | None = None):
-        extras: dict[str, Any] = {}
-        if field is not None:
-            extras["field"] = field
-        if op is not None:
-            extras["op"] = op
-        if index is not None:
-            extras["filter_index"] = index
-        super().__init__(detail, **extras)
-
-
-class UnknownField(ValidationFailed):
-    title = "Unknown field"
-    slug = "unknown-field"
-
-    def __init__(self, field: str, valid: Iterable[str], *, what: str = "field", index: int | None = None):
-        self.field = field
-        self.valid = sorted(valid)
-        extras: dict[str, Any] = {"field": field, "valid_fields": self.valid}
-        if index is not None:
-            extras["filter_index"] = index
-        super().__init__(f"unknown {what} {field!r}; valid: {', '.join(self.valid)}", **extras)
-
-
-class BudgetTooLarge(ValidationFailed):
-    title = "Budget too large"
-    slug = "budget-too-large"
-
-    def __init__(self, budget: int, max_budget: int):
-        super().__init__(
-            f"budget {budget} is above the server's limit of {max_budget}; ask for fewer rows "
-            "(or raise EDGEMINER_MAX_BUDGET on the server)",
-            budget=budget,
-            max_budget=max_budget,
-        )
-
-
-class InvalidSource(BadRequest):
-    status = 422
-    title = "Invalid source"
-    slug = "invalid-source"
-
-
-class Unsupported(BadRequest):
-    status = 422
-    title = "Not supported"
-    slug = "unsupported"
-
-
-# -- 401 / 403 ----------------------------------------------------------------------------------
-
-
-class Unauthorized(EdgeminerError):
-    status = 401
-    title = "Unauthorized"
-    slug = "unauthorized"
-
-
-class Forbidden(EdgeminerError):
-    status = 403
-    title = "Forbidden"
-    slug = "forbidden"
-
-
-class MediaOutsideRoots(Forbidden):
-    title = "Media outside the allowed roots"
-    slug = "media-outside-roots"
-
-
-class PathOutsideRoots(Forbidden):
-    """A request names a server path outside ``settings.ingest_roots`` (see :mod:`service.paths`)."""
-
-    title = "Path outside the ingest roots"
-    slug = "path-outside-roots"
-
-
-# -- 404 ----------------------------------------------------------------------------------------
-
-
-class NotFound(EdgeminerError):
-    status = 404
-    title = "Not found"
-    slug = "not-found"
-
-
-class DatasetNotFound(NotFound):
-    title = "Dataset not found"
-    slug = "dataset-not-found"
-
-    def __init__(self, name: str, known: Sequence[str] = ()):
-        hint = f"known datasets: {', '.join(known)}" if known else "no dataset exists yet (create one first)"
-        super().__init__(f"dataset {name!r} does not exist; {hint}", dataset=name, known_datasets=list(known))
-
-
-class SampleNotFound(NotFound):
-    title = "Sample not found"
-    slug = "sample-not-found"
-
-    def __init__(self, dataset: str, sample_id: str):
-        super().__init__(f"no sample {sample_id!r} in dataset {dataset!r}", dataset=dataset, sample_id=sample_id)
-
-
-class IssueNotFound(NotFound):
-    title = "Issue not found"
-    slug = "issue-not-found"
-
-    def __init__(self, dataset: str, issue_id: str):
-        super().__init__(
-            f"no issue {issue_id!r} in dataset {dataset!r}; list them with GET /api/v1/datasets/{dataset}/issues",
-            dataset=dataset,
-            issue_id=issue_id,
-        )
-
-
-class JobNotFound(NotFound):
-    title = "Job not found"
-    slug = "job-not-found"
-
-    def __init__(self, job_id: str):
-        super().__init__(f"no job {job_id!r}; list jobs with GET /api/v1/jobs", job_id=job_id)
-
-
-class ExportNotFound(NotFound):
-    title = "Export not found"
-    slug = "export-not-found"
-
-    def __init__(self, dataset: str, export_id: str):
-        super().__init__(f"no export {export_id!r} in dataset {dataset!r}", dataset=dataset, export_id=export_id)
-
-
-class MediaNotFound(NotFound):
-    title = "Media not found"
-    slug = "media-not-found"
-
-
-# -- 409 / 503 ----------------------------------------------------------------------------------
-
-
-class Conflict(EdgeminerError):
-    status = 409
-    title = "Conflict"
-    slug = "conflict"
-
-
-class DatasetExists(Conflict):
-    title = "Dataset exists"
-    slug = "dataset-exists"
-
-    def __init__(self, name: str):
-        super().__init__(f"dataset {name!r} already exists; pick another name or ingest into it", dataset=name)
-
-
-class PayloadTooLarge(EdgeminerError):
     status = 413
     title = "Payload too large"
     slug = "payload-too-large"
 
 
-class DatasetUnreadable(EdgeminerError):
-    """The store failed reading a dataset's files (missing or truncated data file, damaged manifest)."""
-
-    title = "Dataset unreadable"
-    slug = "dataset-unreadable"
-
-    def __init__(self, dataset: str | None, reference: str | None = None):
-        if dataset:
-            what, command = f"dataset {dataset!r} cannot be read", f"edgeminer check --dataset {dataset}"
-        else:
-            what, command = "the data store cannot be read", "edgeminer check --dataset <name>"
-        where = f"reference {reference} in the server log" if reference else "details in the server log"
-        extras: dict[str, Any] = {"dataset": dataset}
-        if reference:
-            extras["reference"] = reference
-        super().__init__(
-            f"{what}: one of its data files is missing or damaged; run `{command}` on the server ({where})",
-            **extras,
-        )
+# -- the one table --------------------------------------------------------------------------------
 
 
-class ServiceUnavailable(EdgeminerError):
-    status = 503
-    title = "Service unavailable"
-    slug = "service-unavailable"
+@functools.cache
+def problem_table() -> dict[type[BaseException], ProblemType]:
+    """Error class -> how the API answers it. Looked up along the error's MRO (:func:`problem_type`):
+    a class without a row answers as its nearest ancestor that has one. Built on first use, so this module
+    imports none of the modules that define errors next to their code (they may import it)."""
+    from edgeminer.indexer.embedders import EmbedderError
+    from edgeminer.indexer.pipeline import ImageLoadError
+    from edgeminer.service.export.common import ExportError
+    from edgeminer.service.export.labels import LabelImportError, UnknownLabels
+    from edgeminer.service.mining import EmbeddingUnavailable, MiningError, SeedsNotFound
+
+    return {
+        EdgeminerError: INTERNAL,
+        # the caller's input: 422
+        InputError: ProblemType(422, "Invalid input", "invalid-input"),
+        ValidationFailed: VALIDATION,
+        InvalidFilter: ProblemType(422, "Invalid filter", "invalid-filter"),
+        UnknownField: ProblemType(422, "Unknown field", "unknown-field"),
+        BudgetTooLarge: ProblemType(422, "Budget too large", "budget-too-large"),
+        InvalidDatasetName: ProblemType(422, "Invalid dataset name", "invalid-dataset-name"),
+        SchemaMismatch: ProblemType(422, "Data does not fit the dataset", "schema-mismatch"),
+        InvalidProbabilities: ProblemType(422, "Invalid probabilities", "invalid-probabilities"),
+        InvalidSource: ProblemType(422, "Invalid source", "invalid-source"),
+        ImageLoadError: ProblemType(422, "Unreadable image", "unreadable-image"),
+        EmbedderError: ProblemType(422, "Embedder problem", "embedder-problem"),
+        MiningError: ProblemType(422, "Invalid mining request", "invalid-mining-request"),
+        ExportError: ProblemType(422, "Invalid export request", "invalid-export"),
+        LabelImportError: ProblemType(422, "Invalid labels file", "invalid-labels"),
+        UnknownLabels: ProblemType(422, "Unknown labels", "unknown-labels"),
+        NotSupported: ProblemType(422, "Not supported", "unsupported"),
+        EmbeddingUnavailable: ProblemType(422, "Not supported", "unsupported"),
+        # what the request names does not exist: 404
+        NotFound: ProblemType(404, "Not found", "not-found"),
+        DatasetNotFound: ProblemType(404, "Dataset not found", "dataset-not-found"),
+        SampleNotFound: ProblemType(404, "Sample not found", "sample-not-found"),
+        IssueNotFound: ProblemType(404, "Issue not found", "issue-not-found"),
+        JobNotFound: ProblemType(404, "Job not found", "job-not-found"),
+        ExportNotFound: ProblemType(404, "Export not found", "export-not-found"),
+        MediaNotFound: ProblemType(404, "Media not found", "media-not-found"),
+        SeedsNotFound: ProblemType(404, "Seed not found", "seeds-not-found"),
+        # the rest
+        Conflict: ProblemType(409, "Conflict", "conflict"),
+        DatasetExists: ProblemType(409, "Dataset exists", "dataset-exists"),
+        Unauthorized: ProblemType(401, "Unauthorized", "unauthorized"),
+        PermissionDenied: ProblemType(403, "Forbidden", "forbidden"),
+        PathOutsideRoots: ProblemType(403, "Path outside the ingest roots", "path-outside-roots"),
+        MediaOutsideRoots: ProblemType(403, "Media outside the allowed roots", "media-outside-roots"),
+        DatasetUnreadable: ProblemType(500, "Dataset unreadable", "dataset-unreadable"),
+        Unavailable: ProblemType(503, "Service unavailable", "service-unavailable"),
+    }
 
 
-# -- mapping ------------------------------------------------------------------------------------
-
-
-def _mro_names(exc: BaseException) -> set[str]:
-    return {c.__name__ for c in type(exc).__mro__}
-
-
-#: text only the storage engine's errors carry (and that must not reach a client: server paths, the
-#: rustc / cargo source locations lance appends to its messages).
-_STORAGE_MARKERS = ("lance error", "LanceError", "/rustc/", ".cargo/registry", "__samples.lance", "__docs.lance")
-_TABLE_MISSING = re.compile(r"Table '[^']*' was not found")
-_TABLE_NAME = re.compile(r"([A-Za-z0-9][A-Za-z0-9_-]*?)__(?:samples|docs)\b")
-
-
-def storage_failure(exc: BaseException) -> BaseException | None:
-    """The storage engine's error behind ``exc`` (itself or what it was raised ``from``), if any."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        text = current.detail if isinstance(current, EdgeminerError) else str(current)
-        if any(marker in text for marker in _STORAGE_MARKERS):
-            return current
-        if not isinstance(current, EdgeminerError) and _TABLE_MISSING.search(text):
-            return current  # LanceDB: the catalog lists the dataset, its table directory is gone
-        current = current.__cause__
+def problem_type(cls: type[BaseException]) -> ProblemType | None:
+    """The row of the nearest class in ``cls``'s MRO that has one; None: not one of our errors (a bug)."""
+    table = problem_table()
+    for klass in cls.__mro__:
+        found = table.get(klass)
+        if found is not None:
+            return found
     return None
+
+
+# -- mapping --------------------------------------------------------------------------------------
 
 
 def scrub(text: str, dataset: str | None = None) -> str:
     """``text`` for a client: a storage-engine message becomes the generic unreadable-dataset one."""
-    if any(marker in text for marker in _STORAGE_MARKERS) or _TABLE_MISSING.search(text):
-        match = _TABLE_NAME.search(text)
-        return DatasetUnreadable(dataset or (match.group(1) if match else None)).detail
+    if is_storage_text(text):
+        return DatasetUnreadable(dataset or dataset_in_text(text)).detail
     return text
 
 
-def to_problem(exc: BaseException, *, dataset: str | None = None) -> EdgeminerError:
-    """Map any exception to an :class:`EdgeminerError` (unknown ones become a logged 500). ``dataset``:
-    the dataset the request was about, named in a :class:`DatasetUnreadable`."""
-    failure = storage_failure(exc)
-    if failure is not None:
+def to_problem(exc: BaseException, *, dataset: str | None = None) -> Problem:
+    """The answer to ``exc``: its row of the table; a storage-engine failure as :class:`DatasetUnreadable`;
+    anything else as a logged 500 with a reference. ``dataset``: the dataset the request was about."""
+    unreadable = unreadable_error(exc, dataset)
+    if unreadable is not None and unreadable.reference is None:
         ref = uuid.uuid4().hex[:12]
-        match = _TABLE_NAME.search(str(failure))
-        log.error("dataset unreadable %s: %s: %s", ref, type(failure).__name__, failure, exc_info=exc)
-        return DatasetUnreadable(dataset or (match.group(1) if match else None), ref)
-    if isinstance(exc, EdgeminerError):
-        return exc
-    from edgeminer.indexer import store as st
-
-    if isinstance(exc, st.DatasetNotFound):
-        return DatasetNotFound(exc.name, exc.known)
-    if isinstance(exc, st.DatasetExists):
-        return DatasetExists(exc.name)
-    if isinstance(exc, st.InvalidDatasetName):
-        return ValidationFailed(str(exc), title="Invalid dataset name", field="name")
-    if isinstance(exc, st.SchemaMismatch):
-        return ValidationFailed(str(exc), title="Data does not fit the dataset")
-    if isinstance(exc, st.DocNotFound):
-        return NotFound(str(exc), title=f"{exc.kind.capitalize()} not found", kind=exc.kind, id=exc.doc_id)
+        cause = storage_failure(exc) or exc
+        log.error(
+            "dataset unreadable %s: %s: %s", ref, type(cause).__name__, unreadable.reason or cause, exc_info=exc
+        )
+        exc = DatasetUnreadable(unreadable.dataset or dataset, ref)
+    elif unreadable is not None:
+        exc = unreadable
+    kind = problem_type(type(exc))
+    if kind is not None:
+        extras = dict(getattr(exc, "extras", None) or {})
+        title = getattr(exc, "title", None) or kind.title
+        return Problem(str(exc) or kind.title, status=kind.status, title=title, slug=kind.slug, **extras)
     from pydantic import ValidationError
 
-    if isinstance(exc, ValidationError):
+    if isinstance(exc, ValidationError):  # a model validated inside a route: the caller's values
         errors = [{"loc": [str(p) for p in e.get("loc", ())], "message": e.get("msg", "")} for e in exc.errors()]
         summary = "; ".join(f"{'.'.join(e['loc']) or 'value'}: {e['message']}" for e in errors[:5])
-        return ValidationFailed(f"invalid value: {summary}", errors=errors)
-    names = _mro_names(exc)
-    if "SourceError" in names:
-        return InvalidSource(str(exc))
-    if "NotSupported" in names:
-        return Unsupported(str(exc))
-    if "EmbedderError" in names:
-        return ValidationFailed(str(exc), title="Embedder problem")
-    if isinstance(exc, ValueError):
-        # library validation (score options, budgets, sources...) says what is wrong and what is valid
-        return ValidationFailed(str(exc) or type(exc).__name__)
-    if isinstance(exc, (FileNotFoundError, PermissionError)):
-        return InvalidSource(f"{exc.strerror or 'cannot read'}: {exc.filename}" if exc.filename else str(exc))
+        return _problem(VALIDATION, f"invalid value: {summary}", errors=errors)
     ref = uuid.uuid4().hex[:12]
     log.error("internal error %s: %s: %s", ref, type(exc).__name__, exc, exc_info=exc)
-    return EdgeminerError(f"internal error (reference {ref} in the server log)", reference=ref)
+    return _problem(INTERNAL, f"internal error (reference {ref} in the server log)", reference=ref)
 
 
-def problem_response(err: EdgeminerError, headers: Mapping[str, str] | None = None) -> Any:
+def _problem(kind: ProblemType, detail: str, **extras: Any) -> Problem:
+    return Problem(detail, status=kind.status, title=kind.title, slug=kind.slug, **extras)
+
+
+def problem_response(err: Problem | BaseException, headers: Mapping[str, str] | None = None) -> Any:
+    """The problem+json response for ``err`` (an exception is mapped by :func:`to_problem` first)."""
     from fastapi.responses import JSONResponse
 
+    problem = err if isinstance(err, Problem) else to_problem(err)
     hdrs = dict(headers or {})
-    if err.status == 401:
+    if problem.status == 401:
         hdrs.setdefault("WWW-Authenticate", 'ApiKey header="X-API-Key"')
-    return JSONResponse(err.to_dict(), status_code=err.status, media_type=PROBLEM_JSON, headers=hdrs)
+    return JSONResponse(problem.to_dict(), status_code=problem.status, media_type=PROBLEM_JSON, headers=hdrs)
 
 
 def install_handlers(app: Any) -> None:
@@ -401,7 +363,7 @@ def install_handlers(app: Any) -> None:
             loc = [str(p) for p in e.get("loc", ())]
             errors.append({"loc": loc, "field": ".".join(loc[1:]) or ".".join(loc), "message": e.get("msg", "")})
         summary = "; ".join(f"{e['field'] or 'request'}: {e['message']}" for e in errors[:5])
-        return problem_response(ValidationFailed(f"the request is not valid: {summary}", errors=errors))
+        return problem_response(_problem(VALIDATION, f"the request is not valid: {summary}", errors=errors))
 
     async def on_http(request: Any, exc: Exception) -> Any:
         assert isinstance(exc, StarletteHTTPException)
@@ -412,27 +374,24 @@ def install_handlers(app: Any) -> None:
             405: "Method not allowed",
             413: "Payload too large",
         }
-        err = EdgeminerError(str(exc.detail), title=titles.get(exc.status_code, "HTTP error"))
-        err.status = exc.status_code
-        err.slug = err.title.lower().replace(" ", "-")
+        title = titles.get(exc.status_code, "HTTP error")
+        detail = str(exc.detail)
         if exc.status_code == 404 and exc.detail == "Not Found":
-            err.detail = f"no route {request.method} {request.url.path}; the API is described at /docs"
-        return problem_response(err, headers=getattr(exc, "headers", None))
-
-    from edgeminer.indexer.store import StoreError
+            detail = f"no route {request.method} {request.url.path}; the API is described at /docs"
+        problem = Problem(detail, status=exc.status_code, title=title, slug=title.lower().replace(" ", "-"))
+        return problem_response(problem, headers=getattr(exc, "headers", None))
 
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(EdgeminerError, on_error)
-    app.add_exception_handler(StoreError, on_error)
     app.add_exception_handler(Exception, on_error)  # last resort, in Starlette's ServerErrorMiddleware
     app.add_middleware(CatchAllMiddleware)
 
 
 class CatchAllMiddleware:
-    """Turn any exception a route lets through (a source's or an embedder's error, a bug) into a problem
-    response before Starlette's server-error middleware would log it as a crash; 500s are logged once
-    with their reference. If the response already started, the connection is closed as usual."""
+    """Turn any exception a route lets through (a bug included) into a problem response before Starlette's
+    server-error middleware would log it as a crash; 500s are logged once with their reference. If the
+    response already started, the connection is closed as usual."""
 
     def __init__(self, app: Any):
         self.app = app

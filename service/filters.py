@@ -35,8 +35,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from edgeminer.indexer.errors import InvalidFilter, UnknownField
 from edgeminer.indexer.store import META_PREFIX, DatasetInfo, sql_quote
-from edgeminer.service.errors import InvalidFilter, UnknownField
 
 OPS = ("eq", "ne", "lt", "le", "gt", "ge", "between", "in", "contains", "is_null")
 COMPARE = {"eq": "=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}

@@ -9,7 +9,10 @@ A job is a ``run`` document in its dataset's docs table (``store.put_doc(ds, "ru
     id, kind, dataset, params, status (queued | running | succeeded | failed | cancelled),
     progress {done, total, message}, counts {...}, errors [{item, message}] (first 200), error_count,
     error (why it failed), result {...}, version_read, version_written, created_at, started_at,
-    finished_at, pid, host, runner, interrupted (bool), resumed_from / resumed_by
+    finished_at, duration_s, pid, host, runner, interrupted (bool), resumed_from / resumed_by
+
+(``indexer.documents.RunDoc``; built by ``indexer.documents.new_run_doc``, like the run documents the
+CLI ingest and the analysis write themselves.)
 
 Progress writes are throttled (at most one per ``progress_interval`` seconds; state changes always
 write). When a runner starts, jobs that a dead process left ``queued`` or ``running`` are marked
@@ -27,7 +30,6 @@ of that dict are lifted to the job document.
 from __future__ import annotations
 
 import builtins
-import datetime as dt
 import logging
 import os
 import socket
@@ -37,10 +39,11 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
+from edgeminer.indexer.documents import JSONObject, RunDoc, RunError, new_run_doc, now_iso
+from edgeminer.indexer.errors import JobNotFound, Unavailable
 from edgeminer.indexer.store import DatasetNotFound, Store, StoreError
-from edgeminer.service.errors import JobNotFound, ServiceUnavailable
 
 log = logging.getLogger("edgeminer.jobs")
 
@@ -58,8 +61,7 @@ JobFn = Callable[["JobContext"], "Mapping[str, Any] | None"]
 _LIVE_RUNNERS: set[str] = set()
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat()
+_now = now_iso
 
 
 def _pid_alive(pid: Any) -> bool:
@@ -90,7 +92,7 @@ class JobCancelled(Exception):
 
 @dataclass
 class _Job:
-    doc: dict[str, Any]
+    doc: RunDoc
     fn: JobFn
     cancel: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
@@ -143,7 +145,8 @@ class JobContext:
                 prog["total"] = int(total)
             if message is not None:
                 prog["message"] = str(message)
-            finished = prog.get("total") is not None and prog["done"] >= prog["total"]
+            goal = prog["total"]
+            finished = goal is not None and prog["done"] >= goal
         now = time.monotonic()
         if finished or now - self._last_write >= self._runner.progress_interval:
             self._last_write = now
@@ -161,6 +164,33 @@ class JobContext:
         with self._runner._lock:
             counts = self._job.doc["counts"]
             counts[name] = int(counts.get(name, 0)) + int(n)
+
+
+def _apply_result(doc: RunDoc, returned: Any) -> None:
+    """Fold what a job function returned into its document (status ``succeeded``): ``counts``,
+    ``errors``, ``error_count``, ``version_read`` and ``version_written`` are lifted to the document,
+    the rest becomes ``result``."""
+    if returned is None:
+        result: JSONObject = {}
+    elif isinstance(returned, Mapping):
+        result = dict(returned)
+    else:
+        result = {"value": returned}
+    if result.get("version_read") is not None:
+        doc["version_read"] = result.pop("version_read")
+    if result.get("version_written") is not None:
+        doc["version_written"] = result.pop("version_written")
+    for name, n in dict(result.pop("counts", None) or {}).items():
+        doc["counts"][name] = n
+    for err in list(result.pop("errors", None) or []):
+        doc["error_count"] = int(doc.get("error_count", 0)) + 1
+        if len(doc["errors"]) < MAX_STORED_ERRORS:
+            doc["errors"].append(cast(RunError, dict(err)) if isinstance(err, Mapping) else {"message": str(err)})
+    if result.get("error_count") is not None:  # the full count when ``errors`` is a sample
+        doc["error_count"] = max(int(doc["error_count"]), int(result.pop("error_count")))
+    doc["result"] = result
+    doc["status"] = "succeeded"
+    doc["progress"]["message"] = "done"
 
 
 class JobRunner:
@@ -184,38 +214,42 @@ class JobRunner:
         self._slots = threading.BoundedSemaphore(max(1, int(max_parallel)))
         self._closed = False
         _LIVE_RUNNERS.add(self.runner_id)
-        self.marked_at_start: list[dict[str, Any]] = self.mark_interrupted() if mark_interrupted else []
+        self.marked_at_start: list[RunDoc] = self.mark_interrupted() if mark_interrupted else []
 
     # -- submitting ---------------------------------------------------------------------------
 
-    def submit(self, dataset: str, kind: str, params: Mapping[str, Any] | None, fn: JobFn, **extra: Any) -> dict:
-        """Queue ``fn`` for ``dataset``; returns the job document (status ``queued``)."""
+    def submit(self, dataset: str, kind: str, params: Mapping[str, Any] | None, fn: JobFn, **extra: Any) -> RunDoc:
+        """Queue ``fn`` for ``dataset``.
+
+        Parameters
+        ----------
+        dataset:
+            The dataset the job works on (jobs of one dataset run one after the other).
+        kind:
+            The job kind (``ingest``, ``analyze``, ``export``...).
+        params:
+            What the job was asked to do, recorded in the document.
+        fn:
+            ``fn(ctx) -> dict | None``, run in a background thread with a :class:`JobContext`.
+        **extra:
+            More document keys (e.g. ``resumed_from``).
+
+        Returns
+        -------
+        RunDoc
+            A copy of the job document, status ``queued``.
+
+        Raises
+        ------
+        Unavailable
+            The runner is closed (the server is shutting down).
+        DatasetNotFound
+            ``dataset`` does not exist.
+        """
         if self._closed:
-            raise ServiceUnavailable("the server is shutting down and takes no new jobs; retry after restart")
+            raise Unavailable("the server is shutting down and takes no new jobs; retry after restart")
         self.store.get_dataset(dataset)  # DatasetNotFound before anything is queued
-        doc: dict[str, Any] = {
-            "id": uuid.uuid4().hex,
-            "kind": str(kind),
-            "dataset": dataset,
-            "params": dict(params or {}),
-            "status": "queued",
-            "progress": {"done": 0, "total": None, "message": "queued"},
-            "counts": {},
-            "errors": [],
-            "error_count": 0,
-            "error": None,
-            "result": None,
-            "version_read": None,
-            "version_written": None,
-            "created_at": _now(),
-            "started_at": None,
-            "finished_at": None,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "runner": self.runner_id,
-            "interrupted": False,
-            **extra,
-        }
+        doc = new_run_doc(kind, dataset, params, runner=self.runner_id, **extra)
         job = _Job(doc=doc, fn=fn)
         with self._lock:
             self._jobs[doc["id"]] = job
@@ -245,6 +279,7 @@ class JobRunner:
     def _run(self, job: _Job) -> None:
         doc = job.doc
         ctx = JobContext(self, job)
+        start = time.monotonic()
         with self._lock:
             doc["status"] = "running"
             doc["started_at"] = _now()
@@ -256,27 +291,8 @@ class JobRunner:
         self._persist(job)
         try:
             returned = job.fn(ctx)
-            if returned is None:
-                result: dict[str, Any] = {}
-            elif isinstance(returned, Mapping):
-                result = dict(returned)
-            else:
-                result = {"value": returned}
             with self._lock:
-                for key in ("version_read", "version_written"):
-                    if result.get(key) is not None:
-                        doc[key] = result.pop(key)
-                for name, n in dict(result.pop("counts", None) or {}).items():
-                    doc["counts"][name] = n
-                for err in list(result.pop("errors", None) or []):
-                    doc["error_count"] = int(doc.get("error_count", 0)) + 1
-                    if len(doc["errors"]) < MAX_STORED_ERRORS:
-                        doc["errors"].append(dict(err) if isinstance(err, Mapping) else {"message": str(err)})
-                if result.get("error_count") is not None:  # the full count when ``errors`` is a sample
-                    doc["error_count"] = max(int(doc["error_count"]), int(result.pop("error_count")))
-                doc["result"] = result
-                doc["status"] = "succeeded"
-                doc["progress"]["message"] = "done"
+                _apply_result(doc, returned)
         except JobCancelled as exc:
             with self._lock:
                 doc["status"] = "cancelled"
@@ -292,6 +308,7 @@ class JobRunner:
         finally:
             with self._lock:
                 doc["finished_at"] = _now()
+                doc["duration_s"] = round(time.monotonic() - start, 3)
                 if doc.get("version_written") is None:
                     try:
                         after = self.store.version(doc["dataset"])
@@ -321,19 +338,21 @@ class JobRunner:
             log.exception("could not persist job %s", snapshot["id"])
 
     @staticmethod
-    def _public(job: _Job) -> dict[str, Any]:
+    def _public(job: _Job) -> RunDoc:
         doc = job.doc
         return {
             **doc,
             "params": dict(doc["params"]),
-            "progress": dict(doc["progress"]),
+            "progress": doc["progress"].copy(),
             "counts": dict(doc["counts"]),
-            "errors": [dict(e) for e in doc["errors"]],
+            "errors": [e.copy() for e in doc["errors"]],
         }
 
     # -- reading ------------------------------------------------------------------------------
 
-    def get(self, job_id: str, dataset: str | None = None) -> dict[str, Any]:
+    def get(self, job_id: str, dataset: str | None = None) -> RunDoc:
+        """The job's document: the live copy for a job of this runner, else the stored one (searched in
+        ``dataset``, or every dataset). Raises JobNotFound."""
         with self._lock:
             job = self._jobs.get(job_id)
             if job is not None:
@@ -353,12 +372,12 @@ class JobRunner:
         kind: str | None = None,
         status: str | None = None,
         limit: int | None = None,
-    ) -> builtins.list[dict[str, Any]]:
+    ) -> builtins.list[RunDoc]:
         """Jobs newest first (live copies for this runner's jobs, stored docs for the rest)."""
         if dataset is not None:
             self.store.get_dataset(dataset)
         names = [dataset] if dataset else [d.name for d in self.store.list_datasets()]
-        found: dict[str, dict[str, Any]] = {}
+        found: dict[str, RunDoc] = {}
         for name in names:
             try:
                 for doc in self.store.list_docs(name, RUN_KIND):
@@ -377,7 +396,7 @@ class JobRunner:
         out.sort(key=lambda d: (d.get("created_at") or "", d["id"]), reverse=True)
         return out[:limit] if limit is not None else out
 
-    def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
+    def wait(self, job_id: str, timeout: float | None = None) -> RunDoc:
         """Block until the job finishes (for the CLI and tests); returns its document."""
         with self._lock:
             job = self._jobs.get(job_id)
@@ -387,7 +406,7 @@ class JobRunner:
             raise TimeoutError(f"job {job_id} still {job.doc['status']} after {timeout} s")
         return self.get(job_id)
 
-    def cancel(self, job_id: str) -> dict[str, Any]:
+    def cancel(self, job_id: str) -> RunDoc:
         """Cancel a queued job now; ask a running one to stop (it checks ``ctx.cancelled``)."""
         with self._lock:
             job = self._jobs.get(job_id)
@@ -408,9 +427,9 @@ class JobRunner:
 
     # -- restarts -----------------------------------------------------------------------------
 
-    def mark_interrupted(self) -> builtins.list[dict[str, Any]]:
+    def mark_interrupted(self) -> builtins.list[RunDoc]:
         """Mark jobs a dead process left queued/running as failed; returns the docs it changed."""
-        changed: builtins.list[dict[str, Any]] = []
+        changed: builtins.list[RunDoc] = []
         try:
             datasets = [d.name for d in self.store.list_datasets()]
         except StoreError:
@@ -423,22 +442,22 @@ class JobRunner:
             for doc in docs:
                 if not is_orphaned(doc):
                     continue
-                doc = _clean(doc, name)
-                doc.update(
-                    status="failed",
-                    error=INTERRUPTED,
-                    interrupted=True,
-                    finished_at=_now(),
-                    status_before_restart=doc.get("status"),
+                run = _clean(doc, name)
+                run.update(
+                    {
+                        "status": "failed",
+                        "error": INTERRUPTED,
+                        "interrupted": True,
+                        "finished_at": _now(),
+                        "status_before_restart": run["status"],
+                    }
                 )
-                self.store.put_doc(name, RUN_KIND, doc["id"], doc, name=str(doc.get("kind", "")))
-                changed.append(doc)
-                log.warning("job %s (%s on %s) was interrupted by a restart", doc["id"], doc.get("kind"), name)
+                self.store.put_doc(name, RUN_KIND, run["id"], run, name=run["kind"])
+                changed.append(run)
+                log.warning("job %s (%s on %s) was interrupted by a restart", run["id"], run["kind"], name)
         return changed
 
-    def interrupted(
-        self, kinds: Iterable[str] | None = None, dataset: str | None = None
-    ) -> builtins.list[dict[str, Any]]:
+    def interrupted(self, kinds: Iterable[str] | None = None, dataset: str | None = None) -> builtins.list[RunDoc]:
         """Jobs failed by a restart that nobody resumed yet, oldest first."""
         wanted = set(kinds) if kinds is not None else None
         docs = [
@@ -448,12 +467,10 @@ class JobRunner:
         ]
         return sorted(docs, key=lambda d: d.get("created_at") or "")
 
-    def resume(
-        self, kinds: Iterable[str], fn_factory: Callable[[dict[str, Any]], JobFn | None]
-    ) -> builtins.list[dict[str, Any]]:
+    def resume(self, kinds: Iterable[str], fn_factory: Callable[[RunDoc], JobFn | None]) -> builtins.list[RunDoc]:
         """Resubmit interrupted jobs of ``kinds``: ``fn_factory(old_doc)`` returns the function to run
         (or None to leave that job failed). The new job has the old params and ``resumed_from``."""
-        started: builtins.list[dict[str, Any]] = []
+        started: builtins.list[RunDoc] = []
         for old in self.interrupted(kinds):
             fn = fn_factory(old)
             if fn is None:
@@ -462,8 +479,8 @@ class JobRunner:
                 new = self.submit(old["dataset"], old["kind"], old.get("params"), fn, resumed_from=old["id"])
             except StoreError:
                 continue
-            old = dict(old, resumed_by=new["id"])
-            self.store.put_doc(old["dataset"], RUN_KIND, old["id"], old, name=str(old.get("kind", "")))
+            old = {**old, "resumed_by": new["id"]}
+            self.store.put_doc(old["dataset"], RUN_KIND, old["id"], old, name=old["kind"])
             started.append(new)
         return started
 
@@ -480,7 +497,9 @@ class JobRunner:
             workers = list(self._workers.values())
         for job in queued:
             with self._lock:
-                job.doc.update(status="cancelled", error="the server shut down before it started", finished_at=_now())
+                job.doc.update(
+                    {"status": "cancelled", "error": "the server shut down before it started", "finished_at": _now()}
+                )
                 job.done.set()
             self._persist(job)
         deadline = time.monotonic() + timeout
@@ -490,9 +509,9 @@ class JobRunner:
             _LIVE_RUNNERS.discard(self.runner_id)
 
 
-def _clean(doc: Mapping[str, Any], dataset: str | None = None) -> dict[str, Any]:
-    """A stored run doc in the job shape (docs written by library code, e.g. a CLI ingest, may lack
-    fields); store bookkeeping keys (``_created_at``...) dropped."""
+def _clean(doc: Mapping[str, Any], dataset: str | None = None) -> RunDoc:
+    """A stored run doc in the job shape (docs written before ``new_run_doc`` existed may lack fields);
+    store bookkeeping keys (``_created_at``...) dropped."""
     out = {k: v for k, v in doc.items() if not k.startswith("_")}
     if dataset is not None:
         out.setdefault("dataset", dataset)
@@ -505,4 +524,4 @@ def _clean(doc: Mapping[str, Any], dataset: str | None = None) -> dict[str, Any]
     out.setdefault("created_at", out.get("started_at") or doc.get("_created_at"))
     if not isinstance(out.get("progress"), Mapping):
         out["progress"] = {"done": 0, "total": None, "message": None}
-    return out
+    return cast(RunDoc, out)

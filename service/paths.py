@@ -3,7 +3,8 @@
 An API request that names a file or folder on the server (an ingest source, an image root, a vectors
 file, a model file...) may only name one under a configured ingest root. The check comes before the
 path is opened: the path is made absolute (``~`` expanded, relative paths against the server's working
-directory) and resolved, symlinks followed, and the result must lie inside one of the resolved roots.
+directory) and resolved, symlinks followed, and the result must lie inside one of the resolved roots
+(the rule of indexer/roots.py, shared with the media roots).
 Otherwise the request is refused with a 403 whose text is the same whether the path exists or not (it
 echoes the caller's own string, never the resolved one, which could name a symlink's target). With no
 ingest roots configured every such request is refused, and the 403 says which setting to change.
@@ -15,10 +16,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from edgeminer.service.errors import PathOutsideRoots
+from edgeminer.indexer.errors import PathOutsideRoots
+from edgeminer.indexer.roots import is_under, real_path, real_roots
 
 #: the setting that lists the roots, as an environment variable (what an operator changes).
 INGEST_ROOTS_ENV = "EDGEMINER_INGEST_ROOTS"
@@ -28,43 +30,10 @@ _TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 
 
-def _real(path: str | os.PathLike[str]) -> str:
-    """Absolute, ``~`` expanded, symlinks resolved the way opening it would: a ``..`` after a symlink
-    climbs from the link's target (never collapsed lexically first); the path need not exist."""
-    return os.path.realpath(os.path.expanduser(os.fspath(path)))
-
-
-def resolved_roots(roots: Iterable[str]) -> list[str]:
-    """The real paths of the configured roots (empty and URL-like entries skipped), in order."""
-    out: list[str] = []
-    for root in roots:
-        if not root or not str(root).strip() or "://" in str(root):
-            continue
-        try:
-            out.append(_real(str(root).strip()))
-        except (OSError, ValueError):
-            continue
-    return list(dict.fromkeys(out))
-
-
-def is_under(path: str, root: str) -> bool:
-    """``path`` is ``root`` or inside it (both absolute, normalised)."""
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def inside_roots(path: str | os.PathLike[str], real_roots: Sequence[str]) -> bool:
-    """Whether ``path`` resolves (symlinks followed) inside one of ``real_roots`` (already resolved)."""
-    try:
-        real = _real(path)
-    except (OSError, ValueError, RuntimeError):
-        return False
-    return any(is_under(real, r) for r in real_roots)
-
-
 def require_under_roots(value: str | os.PathLike[str], roots: Sequence[str], *, field: str) -> Path:
     """The resolved path of ``value`` if it lies under one of ``roots`` (``settings.ingest_roots``);
     else :class:`PathOutsideRoots` (403), with a message that does not depend on whether it exists."""
-    allowed = resolved_roots(roots)
+    allowed = real_roots(roots)
     if not allowed:
         raise PathOutsideRoots(
             f"{field}: this server reads no paths named in API requests: set {INGEST_ROOTS_ENV} to the "
@@ -74,7 +43,7 @@ def require_under_roots(value: str | os.PathLike[str], roots: Sequence[str], *, 
             setting=INGEST_ROOTS_ENV,
         )
     try:
-        real: str | None = _real(value)
+        real: str | None = real_path(value)
     except (OSError, ValueError, RuntimeError):  # e.g. an embedded NUL byte
         real = None
     if real is None or not any(is_under(real, r) for r in allowed):

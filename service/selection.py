@@ -6,31 +6,41 @@ entropy, mc_variance, bald; ``random`` ranks at random. An ``explore`` share of 
 uniformly at random from the candidates the exploitation part did not take (exploitation vs
 exploration), an optional per-class cap limits how many rows one predicted class may take, and a
 ``seed`` makes the random parts reproducible. The result says how many rows came from each part.
+
+Recording: :func:`record_selection` stores a mine or select result as a ``selection`` document (what an
+export can take as its input). ``edgeminer mine`` / ``edgeminer select`` and ``POST /mine`` /
+``POST /select`` all call it, so they leave the same document for the same request.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from edgeminer.indexer.store import Store
-from edgeminer.service.mining import MiningError, candidate_where, exported_ids
+from edgeminer.service.mining import MineResult, MiningError, candidate_where, exported_ids
 
-STRATEGIES = ("least_confidence", "margin", "ratio", "entropy", "mc_variance", "bald", "random")
+#: how rows are ranked for labeling (the API's ``strategy`` field).
+Strategy = Literal["least_confidence", "margin", "ratio", "entropy", "mc_variance", "bald", "random"]
+STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
 _MC_HINT = "it needs MC-dropout passes at ingest (--mc-passes with a torchscript model that has dropout)"
 SCORE_HINTS = {"mc_variance": _MC_HINT, "bald": _MC_HINT}
 
 
 class SelectionError(MiningError):
-    """A selection request that cannot be served (HTTP 422)."""
+    """A selection request that cannot be served as asked (an unknown strategy, a score the dataset does
+    not have, a budget out of range...)."""
 
 
 @dataclass
 class SelectionResult:
+    """What :func:`select` picked: the rows (rank, id, part, score, extra columns) and how."""
+
     dataset: str
     strategy: str
     budget: int
@@ -42,8 +52,12 @@ class SelectionResult:
     per_class_cap: int | None
     seed: int
     version: int
+    include_labeled: bool = False
+    include_exported: bool = False
+    columns: list[str] | None = None
 
     def summary(self) -> dict[str, Any]:
+        """The result without its rows (what the CLI prints and the API returns around the items)."""
         return {
             "dataset": self.dataset,
             "strategy": self.strategy,
@@ -57,6 +71,25 @@ class SelectionResult:
             "seed": self.seed,
             "version": self.version,
         }
+
+    def params(self, filters: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+        """The request as a selection document records it (``filters``: the structured filters the
+        ``where`` clause was built from, as plain dicts)."""
+        return {
+            "strategy": self.strategy,
+            "budget": self.budget,
+            "explore": self.explore,
+            "per_class_cap": self.per_class_cap,
+            "filters": [dict(f) for f in filters],
+            "include_labeled": self.include_labeled,
+            "include_exported": self.include_exported,
+            "seed": self.seed,
+            "columns": self.columns,
+        }
+
+    def record(self, filters: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+        """The selection document of this result (kind ``select``): ``kind``, ``params``, ``ids``, ``summary``."""
+        return selection_record(self, self.params(filters))
 
 
 def _check(strategy: str, budget: int, explore: float, per_class_cap: int | None) -> None:
@@ -87,114 +120,222 @@ def select(
     """Pick ``min(budget, candidates)`` rows (fewer only when the per-class cap leaves too few):
     ``round(budget * explore)`` at random, the rest by ``strategy`` (highest uncertainty first).
 
-    Rows whose score is missing are skipped and counted; if no candidate has the score the request
-    fails with a message saying how to get it."""
+    Parameters
+    ----------
+    store : Store
+    dataset : str
+    strategy : str
+        One of STRATEGIES: a score column (higher = less certain), or ``random``.
+    budget, explore, per_class_cap
+        Rows wanted; the share of them drawn at random (in [0, 1]) from the candidates the strategy did
+        not take; the most rows one predicted class may take (None: no cap).
+    where, include_labeled, include_exported
+        A trusted filter clause (from service/filters.py); let labeled / exported rows be candidates.
+    seed : int
+        Makes the random parts (explore, tie breaks, ``random``) reproducible.
+    columns : sequence of str or None
+        Extra columns on each result row.
+
+    Returns
+    -------
+    SelectionResult
+        Rows whose score is missing are skipped and counted (``skipped_no_score``).
+
+    Raises
+    ------
+    SelectionError
+        An option out of range, or no candidate has the strategy's score (the message says how to get it).
+    """
     _check(strategy, budget, explore, per_class_cap)
     version = store.version(dataset)
     clause = candidate_where(
-        where,
-        include_labeled=include_labeled,
-        include_exported=include_exported,
+        where, include_labeled=include_labeled, include_exported=include_exported,
         exported_ids=None if include_exported else exported_ids(store, dataset),
     )
-    score_col = None if strategy == "random" else strategy
+    pool = _candidates(store, dataset, clause, None if strategy == "random" else strategy)
+    picker = _pick(pool, strategy, budget=budget, explore=explore, per_class_cap=per_class_cap, seed=seed)
+    return SelectionResult(
+        dataset=dataset, strategy=strategy, budget=budget, explore=float(explore), candidates=len(pool.ids),
+        rows=_rows(store, dataset, pool, picker, columns), counts=picker.counts(), skipped_no_score=pool.skipped,
+        per_class_cap=per_class_cap, seed=seed, version=version, include_labeled=include_labeled,
+        include_exported=include_exported, columns=None if columns is None else list(columns),
+    )
+
+
+@dataclass
+class _Pool:
+    """The candidates in a stable base order (ids sorted), their predicted classes, and the score column
+    (None for ``random``) with the mask of rows that have one."""
+
+    ids: np.ndarray
+    preds: np.ndarray
+    scores: np.ndarray | None = None
+    has: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    skipped: int = 0
+
+
+def _candidates(store: Store, dataset: str, clause: str, score_col: str | None) -> _Pool:
     cols = ["id", "pred_label"] + ([score_col] if score_col else [])
     table = store.query(dataset, where=clause, columns=cols)
     ids = np.asarray(table["id"].to_pylist(), dtype=object)
-    n_candidates = len(ids)
     preds = np.asarray([p if p is not None else "" for p in table["pred_label"].to_pylist()], dtype=object)
     # a stable base order (ids sorted) so the result depends only on the data and the seed
-    base = np.argsort(ids, kind="stable") if n_candidates else np.zeros(0, np.int64)
-    ids, preds = ids[base], preds[base]
-    rng = np.random.default_rng(seed)
-    skipped = 0
-    if score_col:
-        raw = table[score_col].to_pylist()
-        scores = np.asarray([np.nan if v is None else v for v in raw], dtype=np.float64)[base]
-        has = ~np.isnan(scores)
-        skipped = int((~has).sum())
-        if n_candidates and not has.any():
-            hint = SCORE_HINTS.get(score_col, "re-ingest the rows with the model's probabilities")
-            raise SelectionError(
-                f"none of the {n_candidates} candidate rows of dataset {dataset!r} has a {score_col!r} "
-                f"score: {hint}; or choose another strategy ({', '.join(s for s in STRATEGIES if s != score_col)})"
-            )
-    target = min(budget, n_candidates - skipped) if score_col else min(budget, n_candidates)
-    n_explore = int(round(target * float(explore))) if score_col else target
-    n_exploit = target - n_explore
-    per_class: dict[str, int] = {}
-    chosen: list[int] = []
-    part: list[str] = []
+    base = np.argsort(ids, kind="stable") if len(ids) else np.zeros(0, np.int64)
+    pool = _Pool(ids[base], preds[base])
+    if score_col is None:
+        return pool
+    raw = table[score_col].to_pylist()
+    pool.scores = np.asarray([np.nan if v is None else v for v in raw], dtype=np.float64)[base]
+    pool.has = ~np.isnan(pool.scores)
+    pool.skipped = int((~pool.has).sum())
+    if len(ids) and not pool.has.any():
+        hint = SCORE_HINTS.get(score_col, "re-ingest the rows with the model's probabilities")
+        raise SelectionError(
+            f"none of the {len(ids)} candidate rows of dataset {dataset!r} has a {score_col!r} "
+            f"score: {hint}; or choose another strategy ({', '.join(s for s in STRATEGIES if s != score_col)})"
+        )
+    return pool
 
-    def take(order: np.ndarray, limit: int, label: str) -> None:
+
+class _Picker:
+    """Takes rows in a given order, at most ``per_class_cap`` per predicted class, never one twice;
+    remembers which part (strategy, explore, random) took each."""
+
+    def __init__(self, preds: np.ndarray, per_class_cap: int | None):
+        self.preds = preds
+        self.cap = per_class_cap
+        self.per_class: dict[str, int] = {}
+        self.chosen: list[int] = []
+        self.part: list[str] = []
+
+    def take(self, order: np.ndarray, limit: int, label: str) -> None:
         got = 0
-        taken = set(chosen)
+        taken = set(self.chosen)
         for n in order.tolist():
             if got >= limit:
                 break
             if n in taken:
                 continue
-            if per_class_cap is not None and per_class.get(preds[n], 0) >= per_class_cap:
+            pred = self.preds[n]
+            if self.cap is not None and self.per_class.get(pred, 0) >= self.cap:
                 continue
-            per_class[preds[n]] = per_class.get(preds[n], 0) + 1
-            chosen.append(n)
-            part.append(label)
+            self.per_class[pred] = self.per_class.get(pred, 0) + 1
+            self.chosen.append(n)
+            self.part.append(label)
             got += 1
 
-    if score_col and n_exploit:
-        valid = np.flatnonzero(has)
+    def counts(self) -> dict[str, int]:
+        """Rows taken per part, in the order the parts first took a row."""
+        out: dict[str, int] = {}
+        for p in self.part:
+            out[p] = out.get(p, 0) + 1
+        return out
+
+
+def _pick(
+    pool: _Pool, strategy: str, *, budget: int, explore: float, per_class_cap: int | None, seed: int
+) -> _Picker:
+    """The strategy's share (highest score first), then the explore share at random (``random``: all
+    of the budget at random)."""
+    rng = np.random.default_rng(seed)
+    picker = _Picker(pool.preds, per_class_cap)
+    if pool.scores is None:
+        target = min(budget, len(pool.ids))
+        if target:
+            picker.take(rng.permutation(np.arange(len(pool.ids))), target, "random")
+        return picker
+    target = min(budget, len(pool.ids) - pool.skipped)
+    n_explore = int(round(target * float(explore)))
+    valid = np.flatnonzero(pool.has)
+    if target - n_explore:
         # highest uncertainty first; ties broken by a seeded shuffle, not by id order
         tie = rng.random(len(valid))
-        order = valid[np.lexsort((tie, -scores[valid]))]
-        take(order, n_exploit, strategy)
+        picker.take(valid[np.lexsort((tie, -pool.scores[valid]))], target - n_explore, strategy)
     if n_explore:
-        pool = np.flatnonzero(has) if score_col else np.arange(n_candidates)
-        take(rng.permutation(pool), n_explore, "explore" if score_col else "random")
-    counts: dict[str, int] = {}
-    for p in part:
-        counts[p] = counts.get(p, 0) + 1
-    rows = _rows(store, dataset, ids, chosen, part, scores if score_col else None, score_col, columns)
-    return SelectionResult(
-        dataset=dataset,
-        strategy=strategy,
-        budget=budget,
-        explore=float(explore),
-        candidates=n_candidates,
-        rows=rows,
-        counts=counts,
-        skipped_no_score=skipped,
-        per_class_cap=per_class_cap,
-        seed=seed,
-        version=version,
-    )
+        picker.take(rng.permutation(valid), n_explore, "explore")
+    return picker
 
 
 def _rows(
-    store: Store,
-    dataset: str,
-    ids: np.ndarray,
-    chosen: list[int],
-    part: list[str],
-    scores: np.ndarray | None,
-    score_col: str | None,
-    columns: Sequence[str] | None,
+    store: Store, dataset: str, pool: _Pool, picker: _Picker, columns: Sequence[str] | None
 ) -> list[dict[str, Any]]:
-    picked = [str(ids[n]) for n in chosen]
+    picked = [str(pool.ids[n]) for n in picker.chosen]
     extra: dict[str, dict[str, Any]] = {}
     cols = [c for c in dict.fromkeys(columns or []) if c not in ("id", "embedding")]
     if cols and picked:
         extra = {r["id"]: r for r in store.get_samples(dataset, picked, columns=["id", *cols]).to_pylist()}
     rows = []
-    for rank, (n, i, p) in enumerate(zip(chosen, picked, part, strict=True)):
+    for rank, (n, i, p) in enumerate(zip(picker.chosen, picked, picker.part, strict=True)):
         row: dict[str, Any] = {"id": i, "rank": rank + 1, "part": p}
-        if scores is not None and score_col:
-            row["score"] = float(scores[n])
+        if pool.scores is not None:
+            row["score"] = float(pool.scores[n])
         row.update({c: v for c, v in extra.get(i, {}).items() if c != "id"})
         rows.append(row)
     return rows
 
 
-def selection_record(result: SelectionResult, params: dict[str, Any]) -> dict[str, Any]:
-    """The selection document a select call leaves behind (kind ``selection``), for exports."""
+def selection_record(result: SelectionResult, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The selection document a select call leaves behind (kind ``select``), for exports.
+
+    Parameters
+    ----------
+    result : SelectionResult
+    params : mapping
+        The request's parameters (see :meth:`SelectionResult.params`).
+
+    Returns
+    -------
+    dict
+        ``kind``, ``params``, ``ids`` (in rank order), ``summary``.
+    """
     ids = [r["id"] for r in result.rows]
-    return {"kind": "select", "params": params, "ids": ids, "summary": result.summary()}
+    return {"kind": "select", "params": dict(params), "ids": ids, "summary": result.summary()}
+
+
+def filter_records(filters: Sequence[Any]) -> list[dict[str, Any]]:
+    """Structured filters (dicts, or objects with field/op/value such as the API's models) as plain
+    ``{"field", "op", "value"}`` dicts, so every front end records them alike.
+
+    Parameters
+    ----------
+    filters : sequence
+        What service/filters.py's ``build_where`` took.
+
+    Returns
+    -------
+    list of dict
+    """
+    return [{"field": _part(f, "field"), "op": _part(f, "op") or "eq", "value": _part(f, "value")} for f in filters]
+
+
+def _part(f: Any, name: str) -> Any:
+    return f.get(name) if isinstance(f, Mapping) else getattr(f, name, None)
+
+
+def record_selection(
+    store: Store, dataset: str, result: MineResult | SelectionResult, *, filters: Sequence[Any] = ()
+) -> str:
+    """Store a mine or select result as a ``selection`` document, the input an export can take.
+
+    The one place a selection is recorded: the CLI (``edgeminer mine`` / ``select``) and the API
+    (``POST /datasets/{ds}/mine`` / ``select``) both call it, so the same request leaves the same
+    document: ``kind`` (``mine`` / ``select``), ``params`` (the options, with the structured filters),
+    ``ids`` (in rank order), ``summary``, and for a mine the ``seeds`` spec.
+
+    Parameters
+    ----------
+    store : Store
+    dataset : str
+    result : MineResult or SelectionResult
+    filters : sequence
+        The structured filters the request's ``where`` was built from (dicts, or the API's models).
+
+    Returns
+    -------
+    str
+        The document's id: ``mine-<12 hex>`` or ``select-<12 hex>``.
+    """
+    doc = result.record(filter_records(filters))
+    selection_id = f"{doc['kind']}-{uuid.uuid4().hex[:12]}"
+    store.put_doc(dataset, "selection", selection_id, doc, name=doc["kind"])
+    return selection_id

@@ -29,11 +29,15 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
+from edgeminer.indexer.documents import DECISION, DecisionDoc, DecisionReason, NearestIssue
+from edgeminer.indexer.errors import MediaNotFound, MediaOutsideRoots
+from edgeminer.indexer.roots import root_pairs
 from edgeminer.indexer.store import UNCERTAINTY_COLUMNS, Store
+from edgeminer.service.media import safe_local_path
 from edgeminer.service.mining import MiningError, dataset_embedder, normalize
 
 PERIODS = {"hour": 3600, "day": 86400, "week": 7 * 86400}
@@ -45,7 +49,8 @@ REASONS = ("low_confidence", "high_uncertainty", "near_issue")
 
 
 class StreamError(MiningError):
-    """A stream request that cannot be decided as sent (HTTP 422)."""
+    """A stream sample or policy that cannot be decided as sent (a bad probability vector, an unreadable
+    image, a uri outside the media roots...)."""
 
 
 @dataclass
@@ -144,26 +149,23 @@ def _array(values: Any, field: str) -> np.ndarray:
 
 
 def _sent_in_period(store: Store, dataset: str, start: str) -> int:
-    docs = store.list_docs(dataset, "decision")
+    docs = store.list_docs(dataset, DECISION)
     return sum(1 for d in docs if d.get("send") and d.get("period_start") == start)
 
 
 def _resolve_uri(uri: str, roots: Sequence[str]) -> Path:
-    """The image file ``uri`` names, if it lies under one of the dataset's media roots. The roots are
-    checked first, on the resolved path, so a uri outside them gets the same answer whether it exists
-    or not (no probing the server's files through this route)."""
-    from edgeminer.service.errors import MediaOutsideRoots
-    from edgeminer.service.paths import inside_roots, resolved_roots
-
-    if "\x00" in uri or not inside_roots(uri, resolved_roots(roots)):
+    """The image file ``uri`` names, if it lies under one of the dataset's media roots: the rule of the
+    media route (service/media.py; a relative uri is looked up under each root). A uri outside the roots
+    gets the same answer whether it exists or not (no probing the server's files through this route)."""
+    try:
+        return safe_local_path(uri, root_pairs(roots))
+    except MediaOutsideRoots as exc:
         raise MediaOutsideRoots(
-            f"uri {uri!r} is outside the dataset's media roots; upload the image or add its folder as a "
-            "media root"
-        )
-    real = Path(os.path.realpath(os.path.expanduser(uri)))
-    if not real.is_file():
-        raise StreamError(f"uri {uri!r} is not an image file under the media roots; upload the image instead")
-    return real
+            f"uri {uri!r} is outside the dataset's media roots ({exc.detail}); upload the image or add its "
+            "folder as a media root"
+        ) from None
+    except MediaNotFound:
+        raise StreamError(f"uri {uri!r} is not an image file under the media roots; upload the image instead") from None
 
 
 def decide(
@@ -178,7 +180,7 @@ def decide(
     upload_dir: str | Path | None = None,
     now: dt.datetime | None = None,
     device: str = "cpu",
-) -> dict[str, Any]:
+) -> DecisionDoc:
     """Embed, score, store and decide on one sample; returns the recorded decision document."""
     from edgeminer.indexer.scores import classes_for_probs, score_all, top2
 
@@ -259,7 +261,7 @@ def decide(
     store.upsert_samples(dataset, [row])
     store.compact(dataset, min_fragments=STREAM_COMPACT_FRAGMENTS)  # one fragment per sample otherwise
 
-    reasons: list[dict[str, Any]] = []
+    reasons: list[DecisionReason] = []
     if policy.confidence_below is not None and scores["confidence"] < policy.confidence_below:
         reasons.append(
             {"reason": "low_confidence", "value": scores["confidence"], "threshold": policy.confidence_below}
@@ -288,7 +290,7 @@ def decide(
     else:
         used = budget.used(key, loader)
     decision_id = uuid.uuid4().hex[:16]
-    doc = {
+    doc: DecisionDoc = {
         "id": decision_id,
         "sample_id": sample_id,
         "send": send,
@@ -306,7 +308,7 @@ def decide(
         "decided_at": now.isoformat(),
     }
     try:
-        store.put_doc(dataset, "decision", decision_id, doc, name=sample_id)
+        store.put_doc(dataset, DECISION, decision_id, doc, name=sample_id)
     except Exception:
         if send:
             budget.refund(key)
@@ -314,7 +316,7 @@ def decide(
     return doc
 
 
-def _why(reasons: list[dict[str, Any]], send: bool, budget: int) -> str:
+def _why(reasons: list[DecisionReason], send: bool, budget: int) -> str:
     if not reasons:
         return "confident and unlike every flagged issue: not sent"
     parts = []
@@ -361,13 +363,13 @@ def _align_mc(mc: np.ndarray, emb_classes: Sequence[str] | None, classes: Sequen
 
 def _nearest_issue_example(
     store: Store, dataset: str, vec: np.ndarray, issues: Sequence[str] | None
-) -> dict[str, Any] | None:
+) -> NearestIssue | None:
     docs = store.list_docs(dataset, "issue")
     if issues is not None:
         known = {d["id"] for d in docs}
         missing = [i for i in issues if i not in known]
         if missing:
-            from edgeminer.service.errors import IssueNotFound
+            from edgeminer.indexer.errors import IssueNotFound
 
             raise IssueNotFound(dataset, missing[0])
         docs = [d for d in docs if d["id"] in set(issues)]
@@ -444,8 +446,9 @@ def _save_upload(store: Store, dataset: str, folder: Path, sample_id: str, data:
 
 def list_decisions(
     store: Store, dataset: str, *, send: bool | None = None, limit: int = 100, offset: int = 0
-) -> tuple[list[dict[str, Any]], int]:
+) -> tuple[list[DecisionDoc], int]:
     """Recorded decisions, newest first: (page, total matching)."""
-    docs = [d for d in store.list_docs(dataset, "decision") if send is None or bool(d.get("send")) == send]
+    stored = store.list_docs(dataset, DECISION)
+    docs = [cast(DecisionDoc, d) for d in stored if send is None or bool(d.get("send")) == send]
     docs.sort(key=lambda d: (d.get("decided_at", ""), d.get("_created_at", "")), reverse=True)
     return docs[offset : offset + limit], len(docs)

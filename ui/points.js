@@ -1,5 +1,5 @@
 // Decoder of the binary map served by GET /api/v1/datasets/{ds}/points (format "edgeminer-points/1",
-// see service/api/routes/analysis.py):
+// see indexer/analysis/points.py):
 //   "EMPT" | uint32 H | H bytes JSON header (padded so 8 + H is a multiple of 4) |
 //   float32 x[n] | float32 y[n] | int32 cluster[n] | uint8 outcome[n]   (offsets in the header)
 

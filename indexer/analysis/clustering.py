@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeminer.indexer.errors import ValidationFailed
+
 __all__ = [
     "BACKENDS",
     "Clusterer",
@@ -75,14 +77,14 @@ class Clusterer:
 
     def fit(self, points: np.ndarray) -> Clusterer:
         if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+            raise ValidationFailed(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
         pts = np.asarray(points, dtype=np.float64)
         if pts.ndim != 2:
             raise ValueError(f"points must be a 2-D array (rows, dims), got shape {pts.shape}")
         n = pts.shape[0]
         mcs = int(self.min_cluster_size) if self.min_cluster_size else auto_min_cluster_size(n)
         if mcs < 2:
-            raise ValueError(f"min_cluster_size must be at least 2, not {mcs}")
+            raise ValidationFailed(f"min_cluster_size must be at least 2, not {mcs}")
         ms = int(self.min_samples) if self.min_samples else min(mcs, 10)
         self.min_cluster_size_ = mcs
         self.min_samples_ = ms
@@ -176,9 +178,9 @@ def summarize_clusters(
     failure clusters first (by rank), then the others by size, noise (id -1) last.
     """
     if min_errors < 1:
-        raise ValueError(f"min_errors must be at least 1, not {min_errors}")
+        raise ValidationFailed(f"min_errors must be at least 1, not {min_errors}")
     if prior_strength < 0:
-        raise ValueError(f"prior_strength must be >= 0, not {prior_strength}")
+        raise ValidationFailed(f"prior_strength must be >= 0, not {prior_strength}")
     labels = np.asarray(labels, dtype=np.int64)
     n = labels.shape[0]
     ids = _str_list(rows.get("id"), n)

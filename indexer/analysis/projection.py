@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeminer.indexer.errors import SchemaMismatch, ValidationFailed
+
 __all__ = ["MIN_UMAP_ROWS", "PCA_MIN_ROWS", "PCA_CHOICES", "Projector", "normalize_rows"]
 
 #: below this many rows UMAP is replaced by a 2-D PCA (its spectral initialisation needs more points).
@@ -113,17 +115,17 @@ class Projector:
 
     def _check_params(self) -> None:
         if self.metric not in METRICS:
-            raise ValueError(f"metric must be one of {', '.join(METRICS)}, not {self.metric!r}")
+            raise ValidationFailed(f"metric must be one of {', '.join(METRICS)}, not {self.metric!r}")
         if self.pca not in PCA_CHOICES:
-            raise ValueError(f"pca must be one of {', '.join(PCA_CHOICES)}, not {self.pca!r}")
+            raise ValidationFailed(f"pca must be one of {', '.join(PCA_CHOICES)}, not {self.pca!r}")
         if int(self.n_neighbors) < 2:
-            raise ValueError(f"n_neighbors must be at least 2, not {self.n_neighbors}")
+            raise ValidationFailed(f"n_neighbors must be at least 2, not {self.n_neighbors}")
         if not 0.0 <= float(self.min_dist) <= 1.0:
-            raise ValueError(f"min_dist must lie in [0, 1], not {self.min_dist}")
+            raise ValidationFailed(f"min_dist must lie in [0, 1], not {self.min_dist}")
         if int(self.pca_components) < 2:
-            raise ValueError(f"pca_components must be at least 2, not {self.pca_components}")
+            raise ValidationFailed(f"pca_components must be at least 2, not {self.pca_components}")
         if self.n_epochs is not None and int(self.n_epochs) < 1:
-            raise ValueError(f"n_epochs must be positive, not {self.n_epochs}")
+            raise ValidationFailed(f"n_epochs must be positive, not {self.n_epochs}")
 
     def uses_pca(self, n_rows: int, n_features: int) -> bool:
         """Whether ``fit`` on data of this shape applies PCA first."""
@@ -139,7 +141,7 @@ class Projector:
             raise ValueError(f"embeddings must be a 2-D array (rows, dims), got shape {x.shape}")
         if not np.isfinite(x).all():
             bad = int(np.argwhere(~np.isfinite(x))[0][0])
-            raise ValueError(f"embedding row {bad} holds NaN or infinite values: re-ingest that row")
+            raise SchemaMismatch(f"embedding row {bad} holds NaN or infinite values: re-ingest that row")
         return normalize_rows(x) if self.metric == "cosine" else x
 
     def fit(self, x: np.ndarray, *, progress: Progress | None = None) -> Projector:
@@ -148,7 +150,7 @@ class Projector:
         x = self._prepare(x)
         n, d = x.shape
         if n == 0:
-            raise ValueError("nothing to project: the dataset has no rows with an embedding")
+            raise ValidationFailed("nothing to project: the dataset has no rows with an embedding")
         self.n_features_in_ = d
         self.n_fit_ = n
         self.pca_ = None
@@ -218,7 +220,7 @@ class Projector:
         if x.shape[0] == 0:
             return np.zeros((0, 2), dtype=np.float32)
         if x.shape[1] != self.n_features_in_:
-            raise ValueError(
+            raise SchemaMismatch(
                 f"embeddings have {x.shape[1]} dims, the map was fitted on {self.n_features_in_}: "
                 "the embedder changed, run analyze with --refit"
             )

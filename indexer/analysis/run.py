@@ -9,8 +9,16 @@ What an analysis writes
     * the fitted state (PCA + UMAP + the clusterer, pickled) in a file under the data directory,
       ``<data_dir>/_analysis/<dataset>/state-<run_id>.pkl``; for a remote LanceDB URI it is stored
       base64-encoded in the ``analysis`` document ``state`` instead;
-    * a ``run`` document (kind ``analyze``: params, seed, mode, counts, versions read / written,
-      duration), unless a job runner records the run (``record_run=False``).
+    * a ``run`` document (``indexer.documents.RunDoc``, kind ``analyze``: params, counts, result with
+      the mode, versions read / written, duration_s), unless a job runner records the run
+      (``record_run=False``).
+
+The ``analysis`` documents are typed in indexer/documents.py (``AnalysisDoc``, ``AnalysisStateDoc``).
+
+Steps of :func:`analyze`: ``_begin`` (parameters, previous analysis), ``_reusable`` / ``_reuse``,
+``_load_rows``, ``_saved_state`` (transform or fit), ``_project``, ``_cluster``, ``_summarize``,
+``_write_map`` (map columns, compaction, fitted state), ``_record_analysis`` (the ``analysis``
+document) and ``_record_run``.
 
 Modes (chosen in this order)
     ``reuse``      same parameters and the samples table unchanged since the last analysis: nothing
@@ -35,14 +43,16 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
 
 from edgeminer.indexer.analysis.clustering import Clusterer, slice_quality, summarize_clusters
 from edgeminer.indexer.analysis.projection import PCA_CHOICES, Projector
-from edgeminer.indexer.store import UNCERTAINTY_COLUMNS, DocNotFound, Store, embeddings_to_numpy, now_utc
+from edgeminer.indexer.documents import RUN, AnalysisDoc, AnalysisStateDoc, AnalysisStateRef, new_run_doc, now_iso
+from edgeminer.indexer.errors import ValidationFailed
+from edgeminer.indexer.store import UNCERTAINTY_COLUMNS, DatasetInfo, DocNotFound, Store, embeddings_to_numpy, now_utc
 
 __all__ = [
     "AnalysisReport",
@@ -82,11 +92,11 @@ class AnalyzeParams:
 
     def check(self) -> None:
         if self.pca not in PCA_CHOICES:
-            raise ValueError(f"pca must be one of {', '.join(PCA_CHOICES)}, not {self.pca!r}")
+            raise ValidationFailed(f"pca must be one of {', '.join(PCA_CHOICES)}, not {self.pca!r}")
         if self.min_errors < 1:
-            raise ValueError(f"min_errors must be at least 1, not {self.min_errors}")
+            raise ValidationFailed(f"min_errors must be at least 1, not {self.min_errors}")
         if self.min_cluster_size is not None and self.min_cluster_size < 2:
-            raise ValueError(f"min_cluster_size must be at least 2, not {self.min_cluster_size}")
+            raise ValidationFailed(f"min_cluster_size must be at least 2, not {self.min_cluster_size}")
 
     def projector(self) -> Projector:
         return Projector(
@@ -121,7 +131,9 @@ class AnalyzeParams:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown analysis parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise ValidationFailed(
+                f"unknown analysis parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
         return cls(**data)
 
 
@@ -183,7 +195,9 @@ def _state_path(store: Store, dataset: str, run_id: str) -> Path:
     return Path(store.uri) / "_analysis" / dataset / f"state-{run_id}.pkl"
 
 
-def _save_state(store: Store, dataset: str, run_id: str, projector: Projector, clusterer: Clusterer) -> dict:
+def _save_state(
+    store: Store, dataset: str, run_id: str, projector: Projector, clusterer: Clusterer
+) -> AnalysisStateRef:
     payload = pickle.dumps(
         {"format": 1, "projector": projector.dumps(), "clusterer": clusterer}, protocol=pickle.HIGHEST_PROTOCOL
     )
@@ -194,7 +208,8 @@ def _save_state(store: Store, dataset: str, run_id: str, projector: Projector, c
         tmp.write_bytes(payload)
         os.replace(tmp, path)
         return {"file": str(path.relative_to(store.uri)), "bytes": len(payload)}
-    store.put_doc(dataset, ANALYSIS_KIND, STATE_ID, {"run_id": run_id, "b64": base64.b64encode(payload).decode()})
+    state_doc: AnalysisStateDoc = {"run_id": run_id, "b64": base64.b64encode(payload).decode()}
+    store.put_doc(dataset, ANALYSIS_KIND, STATE_ID, state_doc)
     return {"doc": STATE_ID, "bytes": len(payload)}
 
 
@@ -229,7 +244,20 @@ def _drop_old_state(store: Store, dataset: str, ref: Mapping[str, Any] | None, k
 
 
 def load_analysis(store: Store, dataset: str) -> dict[str, Any] | None:
-    """The current analysis document (summaries included), or None before the first analyze."""
+    """The current analysis document (an ``AnalysisDoc`` as stored, with the store's ``_``-keys).
+
+    Parameters
+    ----------
+    store, dataset: the dataset.
+
+    Returns
+    -------
+    dict | None: the document (cluster summaries included), or None before the first analyze.
+
+    Raises
+    ------
+    DatasetNotFound: ``dataset`` does not exist.
+    """
     try:
         return store.get_doc(dataset, ANALYSIS_KIND, CURRENT_ID)
     except DocNotFound:
@@ -237,6 +265,21 @@ def load_analysis(store: Store, dataset: str) -> dict[str, Any] | None:
 
 
 def get_cluster(store: Store, dataset: str, cluster_id: int) -> dict[str, Any] | None:
+    """One cluster summary of the current analysis.
+
+    Parameters
+    ----------
+    store, dataset: the dataset.
+    cluster_id: the cluster (``-1``: the noise points).
+
+    Returns
+    -------
+    dict | None: the summary, or None when there is no analysis or no such cluster.
+
+    Raises
+    ------
+    DatasetNotFound: ``dataset`` does not exist.
+    """
     doc = load_analysis(store, dataset)
     if doc is None:
         return None
@@ -251,7 +294,9 @@ def _truth_field(info: Any, truth_field: str | None) -> str | None:
         name = truth_field[5:] if truth_field.startswith("meta_") else truth_field
         if name not in info.metadata_fields:
             known = ", ".join(sorted(info.metadata_fields)) or "none"
-            raise ValueError(f"truth field {truth_field!r} is not a metadata field of {info.name!r} (fields: {known})")
+            raise ValidationFailed(
+                f"truth field {truth_field!r} is not a metadata field of {info.name!r} (fields: {known})"
+            )
         return name
     return DEFAULT_TRUTH_FIELD if DEFAULT_TRUTH_FIELD in info.metadata_fields else None
 
@@ -272,8 +317,102 @@ def analyze(
     record_run: bool = True,
     run_id: str | None = None,
 ) -> AnalysisReport:
-    """Analyze ``dataset`` (see the module docstring for what is written and the modes)."""
-    start = time.perf_counter()
+    """Analyze ``dataset``: project, cluster and summarise it, and remember the result (the module
+    docstring says what is written and how the mode is chosen).
+
+    Parameters
+    ----------
+    store, dataset: the dataset to analyze.
+    params: :class:`AnalyzeParams`, or a dict of its fields (None: the defaults).
+    refit: fit a new map even when the saved one could be kept.
+    truth_field: the metadata field of the per-slice check (default: ``slice`` when the dataset has it).
+    progress: ``progress(done, total, message)``, over ``STAGES`` steps.
+    record_run: write a ``run`` document of kind ``analyze`` (False when a job runner records the run).
+    run_id: the run id (default ``analyze-<time>-<hex>``); a job passes its own.
+
+    Returns
+    -------
+    AnalysisReport: the mode (fit | transform | recluster | reuse), counts, versions and timings.
+
+    Raises
+    ------
+    ValueError: invalid or unknown parameters, an unknown ``truth_field``, or no row with an embedding.
+    DatasetNotFound: ``dataset`` does not exist.
+    """
+    run = _begin(store, dataset, params, refit=refit, truth_field=truth_field, progress=progress, run_id=run_id)
+    if _reusable(run):
+        _reuse(run)
+    else:
+        rows = _load_rows(run)
+        state = _saved_state(run, rows)
+        projector, xy = _project(run, rows, state)
+        clusterer, labels, changed = _cluster(run, rows, xy, state)
+        summary = _summarize(run, rows, xy, labels)
+        state_ref = _write_map(run, rows, xy, labels, changed, (projector, clusterer))
+        _record_analysis(run, summary, state_ref, clusterer)
+    if record_run:
+        _record_run(store, dataset, run.report, run.started_at)
+    return run.report
+
+
+@dataclass
+class _Run:
+    """One ``analyze`` call: its inputs, the previous analysis and what the steps fill in."""
+
+    store: Store
+    dataset: str
+    params: AnalyzeParams
+    info: DatasetInfo
+    truth: str | None
+    refit: bool
+    current: AnalysisDoc | None  # the previous analysis document
+    report: AnalysisReport
+    progress: ProgressFn | None
+    started: float  # time.perf_counter() at the start
+    started_at: str  # ISO time at the start
+    proj_key: str
+    clus_key: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def step(self, n: int, message: str) -> None:
+        if self.progress:
+            self.progress(n, STAGES, message)
+
+
+@dataclass
+class _Rows:
+    """The rows an analysis works on (ok rows with an embedding), as loaded."""
+
+    table: pa.Table  # every loaded column but the embedding
+    emb: np.ndarray  # (n, dim) float32
+    ids: list[str]
+    xs: np.ndarray  # the previous map's coordinates, NaN where a row has none
+    ys: np.ndarray
+    clusters: np.ndarray  # the previous clusters, -1 where a row has none
+
+    @property
+    def n(self) -> int:
+        return int(self.table.num_rows)
+
+    @property
+    def new(self) -> np.ndarray:
+        """Rows not on the previous map (ingested since)."""
+        return np.isnan(self.xs) | np.isnan(self.ys)
+
+
+def _begin(
+    store: Store,
+    dataset: str,
+    params: AnalyzeParams | Mapping[str, Any] | None,
+    *,
+    refit: bool,
+    truth_field: str | None,
+    progress: ProgressFn | None,
+    run_id: str | None,
+) -> _Run:
+    """Check the parameters and read what the run starts from (the dataset, table version, previous
+    analysis)."""
+    started = time.perf_counter()
     p = params if isinstance(params, AnalyzeParams) else AnalyzeParams.from_dict(params)
     p.check()
     info = store.get_dataset(dataset)
@@ -281,50 +420,67 @@ def analyze(
     run_id = run_id or f"analyze-{now_utc().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     started_at = now_utc().isoformat()
     version_read = store.version(dataset)
-    current = load_analysis(store, dataset)
+    current = cast("AnalysisDoc | None", load_analysis(store, dataset))
     report = AnalysisReport(
         dataset=dataset, run_id=run_id, mode="fit", version_read=version_read, params=asdict(p), truth_field=truth
     )
-    timings: dict[str, float] = {}
-
-    def step(n: int, message: str) -> None:
-        if progress:
-            progress(n, STAGES, message)
-
-    proj_key = p.projection_key(info.dim, info.embedder)
-    clus_key = p.clustering_key()
-    same_params = (
-        current is not None
-        and current.get("projection_key") == proj_key
-        and (current.get("clustering_key") == clus_key and current.get("min_errors") == p.min_errors)
+    return _Run(
+        store=store,
+        dataset=dataset,
+        params=p,
+        info=info,
+        truth=truth,
+        refit=refit,
+        current=current,
+        report=report,
+        progress=progress,
+        started=started,
+        started_at=started_at,
+        proj_key=p.projection_key(info.dim, info.embedder),
+        clus_key=p.clustering_key(),
     )
-    if (
-        not refit
-        and current is not None
-        and same_params
-        and current.get("version_written") == version_read
-        and current.get("truth_field") == truth
-    ):
-        report.mode = "reuse"
-        report.rows = int(current.get("rows", 0))
-        report.n_clusters = int(current.get("n_clusters", 0))
-        report.n_failure_clusters = int(current.get("n_failure_clusters", 0))
-        report.base_error_rate = float(current.get("base_error_rate", 0.0))
-        report.version_written = version_read
-        report.method = current.get("method", "")
-        report.pca_used = bool(current.get("pca_used"))
-        report.slices = list(current.get("slices", []))
-        report.duration_s = time.perf_counter() - start
-        step(STAGES, "reused the previous analysis")
-        if record_run:
-            _record_run(store, dataset, report, started_at)
-        return report
 
-    # -- load ------------------------------------------------------------------------------------
-    step(0, "loading rows")
+
+def _reusable(run: _Run) -> bool:
+    """Decide reuse: no refit, the same parameters and truth field as the previous analysis, and the
+    samples table unchanged since that analysis wrote it (its ``version_written`` is the version read)."""
+    cur = run.current
+    return (
+        not run.refit
+        and cur is not None
+        and cur.get("projection_key") == run.proj_key
+        and cur.get("clustering_key") == run.clus_key
+        and cur.get("min_errors") == run.params.min_errors
+        and cur.get("version_written") == run.report.version_read
+        and cur.get("truth_field") == run.truth
+    )
+
+
+def _reuse(run: _Run) -> None:
+    """Mode ``reuse``: the report says what the previous analysis found; nothing is written."""
+    cur = run.current
+    assert cur is not None  # _reusable checked
+    report = run.report
+    report.mode = "reuse"
+    report.rows = int(cur.get("rows", 0))
+    report.n_clusters = int(cur.get("n_clusters", 0))
+    report.n_failure_clusters = int(cur.get("n_failure_clusters", 0))
+    report.base_error_rate = float(cur.get("base_error_rate", 0.0))
+    report.version_written = report.version_read
+    report.method = cur.get("method", "")
+    report.pca_used = bool(cur.get("pca_used"))
+    report.slices = list(cur.get("slices", []))
+    report.duration_s = time.perf_counter() - run.started
+    run.step(STAGES, "reused the previous analysis")
+
+
+def _load_rows(run: _Run) -> _Rows:
+    """Load the ok rows with an embedding: vectors, previous map columns, labels, scores, metadata.
+    Raises ValueError when there is none."""
+    run.step(0, "loading rows")
     t = time.perf_counter()
-    meta_cols = ["meta_" + f for f in info.metadata_fields]
-    schema_names = set(store.schema(dataset).names)
+    meta_cols = ["meta_" + f for f in run.info.metadata_fields]
+    schema_names = set(run.store.schema(run.dataset).names)
     columns = [
         "id",
         "embedding",
@@ -339,87 +495,126 @@ def analyze(
         *[c for c in UNCERTAINTY_COLUMNS if c in schema_names],
         *[c for c in meta_cols if c in schema_names],
     ]
-    table = store.query(dataset, where="status = 'ok' AND embedding IS NOT NULL", columns=columns)
-    n = table.num_rows
-    if n == 0:
-        raise ValueError(f"dataset {dataset!r} has no rows with an embedding: ingest images first")
-    emb = _vectors(table.column("embedding"), info.dim)
+    table = run.store.query(run.dataset, where="status = 'ok' AND embedding IS NOT NULL", columns=columns)
+    if table.num_rows == 0:
+        raise ValidationFailed(f"dataset {run.dataset!r} has no rows with an embedding: ingest images first")
+    emb = _vectors(table.column("embedding"), run.info.dim)
     table = table.drop_columns(["embedding"])  # the Arrow copy of the vectors is freed here
-    ids = table.column("id").to_pylist()
-    xs_old = _float_col(table, "x")
-    ys_old = _float_col(table, "y")
-    cl_old = np.array([-1 if v is None else int(v) for v in table.column("cluster").to_pylist()], dtype=np.int32)
-    timings["load"] = time.perf_counter() - t
+    rows = _Rows(
+        table=table,
+        emb=emb,
+        ids=table.column("id").to_pylist(),
+        xs=_float_col(table, "x"),
+        ys=_float_col(table, "y"),
+        clusters=np.array([-1 if v is None else int(v) for v in table.column("cluster").to_pylist()], dtype=np.int32),
+    )
+    run.report.rows = rows.n
+    run.timings["load"] = time.perf_counter() - t
+    return rows
 
-    # -- project -----------------------------------------------------------------------------------
-    state = None
-    if not refit and current is not None and current.get("projection_key") == proj_key:
-        state = _load_state(store, dataset, current.get("state"))
-    have_xy = ~(np.isnan(xs_old) | np.isnan(ys_old))
-    if state is not None and have_xy.any():
-        projector, clusterer = state
-        new = ~have_xy
-        xy = np.stack([xs_old, ys_old], axis=1).astype(np.float32)
-        t = time.perf_counter()
+
+def _saved_state(run: _Run, rows: _Rows) -> tuple[Projector, Clusterer] | None:
+    """Decide transform or fit: the saved (projector, clusterer) when the map can be kept (no refit, the
+    same projection parameters, a readable saved state and some rows already on the map), else None."""
+    cur = run.current
+    if run.refit or cur is None or cur.get("projection_key") != run.proj_key:
+        return None
+    state = _load_state(run.store, run.dataset, cur.get("state"))
+    if state is None or rows.new.all():
+        return None
+    return state
+
+
+def _project(run: _Run, rows: _Rows, state: tuple[Projector, Clusterer] | None) -> tuple[Projector, np.ndarray]:
+    """The (n, 2) map: the saved one with new rows placed by the fitted model's ``transform`` (``state``
+    given), or a newly fitted one. Returns (projector, xy)."""
+    t = time.perf_counter()
+    report = run.report
+    if state is not None:
+        projector = state[0]
+        new = rows.new
+        xy = np.stack([rows.xs, rows.ys], axis=1).astype(np.float32)
         if new.any():
-            step(1, f"placing {int(new.sum())} new rows on the saved map")
-            xy[new] = projector.transform(emb[new])
-        timings["project"] = time.perf_counter() - t
+            run.step(1, f"placing {int(new.sum())} new rows on the saved map")
+            xy[new] = projector.transform(rows.emb[new])
         report.transformed = int(new.sum())
         report.fitted = int(getattr(projector, "n_fit_", 0))
-        t = time.perf_counter()
-        if current is not None and current.get("clustering_key") == clus_key:
-            report.mode = "transform"
-            step(3, "assigning clusters to new rows")
-            labels = cl_old.copy()
-            if new.any():
-                labels[new] = clusterer.predict(xy[new])
-            changed = new
-        else:
-            report.mode = "recluster"
-            step(3, f"clustering {n} points")
-            clusterer = p.clusterer().fit(xy)
-            labels = clusterer.labels_
-            changed = np.ones(n, dtype=bool)
-        timings["cluster"] = time.perf_counter() - t
     else:
-        t = time.perf_counter()
-        projector = p.projector()
-        xy = projector.fit_transform(emb, progress=lambda msg: step(1, msg))
-        timings["project"] = time.perf_counter() - t
-        report.fitted = n
-        step(3, f"clustering {n} points")
-        t = time.perf_counter()
-        clusterer = p.clusterer().fit(xy)
-        labels = clusterer.labels_
-        timings["cluster"] = time.perf_counter() - t
-        changed = np.ones(n, dtype=bool)
+        projector = run.params.projector()
+        xy = projector.fit_transform(rows.emb, progress=lambda msg: run.step(1, msg))
+        report.fitted = rows.n
+    run.timings["project"] = time.perf_counter() - t
     report.method = getattr(projector, "method_", "")
     report.pca_used = getattr(projector, "pca_", None) is not None
+    return projector, xy
 
-    # -- summarise -----------------------------------------------------------------------------------
-    step(4, "summarising clusters")
+
+def _cluster(
+    run: _Run, rows: _Rows, xy: np.ndarray, state: tuple[Projector, Clusterer] | None
+) -> tuple[Clusterer, np.ndarray, np.ndarray]:
+    """Cluster labels, and sets the mode: ``transform`` (saved state, same clustering parameters: new
+    rows get the cluster of their nearest dense neighbour), ``recluster`` (saved map, other clustering
+    parameters) or ``fit``. Returns (clusterer, labels, rows whose map columns change)."""
     t = time.perf_counter()
-    rows = {c: table.column(c).to_pylist() for c in table.column_names if c not in ("x", "y", "cluster")}
-    rows["x"] = xy[:, 0].tolist()
-    rows["y"] = xy[:, 1].tolist()
+    cur = run.current
+    if state is not None and cur is not None and cur.get("clustering_key") == run.clus_key:
+        run.report.mode = "transform"
+        run.step(3, "assigning clusters to new rows")
+        clusterer = state[1]
+        new = rows.new
+        labels = rows.clusters.copy()
+        if new.any():
+            labels[new] = clusterer.predict(xy[new])
+        changed = new
+    else:
+        run.report.mode = "recluster" if state is not None else "fit"
+        run.step(3, f"clustering {rows.n} points")
+        clusterer = run.params.clusterer().fit(xy)
+        labels = clusterer.labels_
+        changed = np.ones(rows.n, dtype=bool)
+    run.timings["cluster"] = time.perf_counter() - t
+    return clusterer, labels, changed
+
+
+def _summarize(run: _Run, rows: _Rows, xy: np.ndarray, labels: np.ndarray) -> Mapping[str, Any]:
+    """Cluster summaries over every row (clustering.summarize_clusters) and the per-slice quality check
+    (into the report) when there is a truth field."""
+    run.step(4, "summarising clusters")
+    t = time.perf_counter()
+    table = rows.table
+    cols = {c: table.column(c).to_pylist() for c in table.column_names if c not in ("x", "y", "cluster")}
+    cols["x"] = xy[:, 0].tolist()
+    cols["y"] = xy[:, 1].tolist()
     summary = summarize_clusters(
-        labels, rows, embeddings=emb, min_errors=p.min_errors, metadata_fields=info.metadata_fields
+        labels, cols, embeddings=rows.emb, min_errors=run.params.min_errors, metadata_fields=run.info.metadata_fields
     )
     ranks = {c["id"]: c["failure_rank"] for c in summary["clusters"]}
-    if truth is not None:
-        report.slices = slice_quality(labels, rows["meta_" + truth], failure_rank=ranks)
-    timings["summarise"] = time.perf_counter() - t
+    if run.truth is not None:
+        run.report.slices = slice_quality(labels, cols["meta_" + run.truth], failure_rank=ranks)
+    run.timings["summarise"] = time.perf_counter() - t
+    return summary
 
-    # -- write -----------------------------------------------------------------------------------
-    step(5, "writing coordinates and clusters")
+
+def _write_map(
+    run: _Run,
+    rows: _Rows,
+    xy: np.ndarray,
+    labels: np.ndarray,
+    changed: np.ndarray,
+    fitted: tuple[Projector, Clusterer],
+) -> AnalysisStateRef:
+    """Write ``x``, ``y``, ``cluster`` of the changed rows, then compact the table (the reuse rule
+    compares the version after that), and save the fitted state unless the run kept it. Returns where
+    the state is."""
+    run.step(5, "writing coordinates and clusters")
     t = time.perf_counter()
+    store, dataset, report = run.store, run.dataset, run.report
     idx = np.flatnonzero(changed)
-    version_written = version_read
+    report.version_written = report.version_read
     if idx.size:
         update = pa.table(
             {
-                "id": pa.array([ids[i] for i in idx], pa.string()),
+                "id": pa.array([rows.ids[i] for i in idx], pa.string()),
                 "x": pa.array(xy[idx, 0], pa.float32()),
                 "y": pa.array(xy[idx, 1], pa.float32()),
                 "cluster": pa.array(labels[idx].astype(np.int32), pa.int32()),
@@ -427,49 +622,57 @@ def analyze(
         )
         store.update_columns(dataset, update)
         store.compact(dataset)  # the map's columns were rewritten in pieces: reads stay one-fragment fast
-        version_written = store.version(dataset)
-    if report.mode in ("fit", "recluster") or state is None:
-        state_ref = _save_state(store, dataset, run_id, projector, clusterer)
-        _drop_old_state(store, dataset, (current or {}).get("state"), state_ref)
+        report.version_written = store.version(dataset)
+    old_ref = run.current.get("state") if run.current is not None else None
+    if report.mode == "transform":  # the saved state was loaded and kept
+        state_ref = AnalysisStateRef(**(old_ref or {}))
     else:
-        state_ref = dict((current or {}).get("state") or {})
-    timings["write"] = time.perf_counter() - t
+        state_ref = _save_state(store, dataset, report.run_id, *fitted)
+        _drop_old_state(store, dataset, old_ref, state_ref)
+    run.timings["write"] = time.perf_counter() - t
+    return state_ref
 
-    report.rows = n
+
+def _record_analysis(run: _Run, summary: Mapping[str, Any], state_ref: AnalysisStateRef, clusterer: Clusterer) -> None:
+    """Fill the report and write the ``analysis`` document ``current``."""
+    p, report = run.params, run.report
     report.n_clusters = summary["n_clusters"]
     report.n_failure_clusters = summary["n_failure_clusters"]
     report.base_error_rate = summary["base_error_rate"]
-    report.version_written = version_written
-    report.timings = {k: round(v, 3) for k, v in timings.items()}
-    report.duration_s = time.perf_counter() - start
-    doc = {
-        "run_id": run_id,
+    report.timings = {k: round(v, 3) for k, v in run.timings.items()}
+    report.duration_s = time.perf_counter() - run.started
+    doc: AnalysisDoc = {
+        "run_id": report.run_id,
         "mode": report.mode,
         "params": asdict(p),
         "seed": p.seed,
-        "projection_key": proj_key,
-        "clustering_key": clus_key,
+        "projection_key": run.proj_key,
+        "clustering_key": run.clus_key,
         "min_errors": p.min_errors,
         "method": report.method,
         "pca_used": report.pca_used,
         "min_cluster_size": int(getattr(clusterer, "min_cluster_size_", 0)),
         "fitted_rows": report.fitted,
         "transformed_rows": report.transformed,
-        "version_read": version_read,
-        "version_written": version_written,
+        "version_read": report.version_read,
+        "version_written": report.version_written,
         "state": state_ref,
-        "truth_field": truth,
+        "truth_field": run.truth,
         "slices": report.slices,
         "duration_s": report.duration_s,
         "timings": report.timings,
         "analyzed_at": now_utc().isoformat(),
-        **summary,
+        # clustering.summarize_clusters'
+        "base_error_rate": summary["base_error_rate"],
+        "rows": summary["rows"],
+        "judged": summary["judged"],
+        "errors": summary["errors"],
+        "n_clusters": summary["n_clusters"],
+        "n_failure_clusters": summary["n_failure_clusters"],
+        "clusters": summary["clusters"],
     }
-    store.put_doc(dataset, ANALYSIS_KIND, CURRENT_ID, doc)
-    step(STAGES, "done")
-    if record_run:
-        _record_run(store, dataset, report, started_at)
-    return report
+    run.store.put_doc(run.dataset, ANALYSIS_KIND, CURRENT_ID, doc)
+    run.step(STAGES, "done")
 
 
 def _vectors(column: pa.ChunkedArray, dim: int) -> np.ndarray:
@@ -489,7 +692,17 @@ def _float_col(table: pa.Table, name: str) -> np.ndarray:
 
 
 def report_result(report: AnalysisReport) -> dict[str, Any]:
-    """The dict a job returns: counts and versions are lifted to the run document by the job runner."""
+    """The dict an analyze job returns (also the ``result`` of the run document ``analyze`` records).
+
+    Parameters
+    ----------
+    report: what :func:`analyze` returned.
+
+    Returns
+    -------
+    dict: run id, mode, ``counts``, versions, duration, base error rate, slices and timings; the job
+    runner lifts ``counts`` and the versions to the run document. Raises nothing.
+    """
     return {
         "run_id": report.run_id,
         "mode": report.mode,
@@ -510,34 +723,28 @@ def report_result(report: AnalysisReport) -> dict[str, Any]:
 
 
 def _record_run(store: Store, dataset: str, report: AnalysisReport, started_at: str) -> None:
-    finished = now_utc().isoformat()
+    """Record the analysis as a ``run`` document of kind ``analyze`` (status succeeded)."""
     result = report_result(report)
-    store.put_doc(
+    doc = new_run_doc(
+        "analyze",
         dataset,
-        "run",
-        report.run_id,
+        report.params,
+        run_id=report.run_id,
+        status="succeeded",
+        created_at=started_at,
+        version_read=report.version_read,
+    )
+    doc.update(
         {
-            "id": report.run_id,
-            "kind": "analyze",
-            "dataset": dataset,
-            "params": report.params,
-            "seed": report.params.get("seed"),
-            "status": "succeeded",
             "progress": {"done": STAGES, "total": STAGES, "message": "done"},
             "counts": result["counts"],
-            "errors": [],
-            "error_count": 0,
             "result": result,
-            "version_read": report.version_read,
             "version_written": report.version_written,
+            "finished_at": now_iso(),
             "duration_s": round(report.duration_s, 3),
-            "created_at": started_at,
-            "started_at": started_at,
-            "finished_at": finished,
-            "pid": os.getpid(),
-        },
-        name="analyze",
+        }
     )
+    store.put_doc(dataset, RUN, report.run_id, doc, name=doc["kind"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -550,6 +757,19 @@ def _pct(v: float | None) -> str:
 
 
 def format_clusters(doc: Mapping[str, Any], *, top: int = 15, include_all: bool = False) -> str:
+    """The CLI's cluster table.
+
+    Parameters
+    ----------
+    doc: an analysis document (``load_analysis``).
+    top: at most this many clusters.
+    include_all: every cluster, not only the failure clusters.
+
+    Returns
+    -------
+    str: a header line, then one line per cluster (rank, size, errors, lift, main confusion, trait).
+    Raises nothing.
+    """
     clusters = [c for c in doc.get("clusters", []) if include_all or c.get("is_failure")]
     lines = [
         f"{doc.get('rows', 0)} rows, {doc.get('n_clusters', 0)} clusters, {doc.get('n_failure_clusters', 0)} "
@@ -591,6 +811,18 @@ def _trait(cluster: Mapping[str, Any]) -> str:
 
 
 def format_slices(slices: Sequence[Mapping[str, Any]], truth_field: str | None) -> str:
+    """The CLI's per-slice quality table.
+
+    Parameters
+    ----------
+    slices: the ``slices`` of an analysis (clustering.slice_quality).
+    truth_field: the metadata field they are slices of (for the header).
+
+    Returns
+    -------
+    str: one line per slice (best cluster, precision, recall, failure rank), "" when there are none.
+    Raises nothing.
+    """
     if not slices:
         return ""
     lines = [

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from edgeminer.indexer.errors import UnknownField, ValidationFailed
+
 __all__ = [
     "BUCKETS",
     "CORE_FIELDS",
@@ -155,11 +157,11 @@ def metadata_distribution(
     ``total``, ``error_rate``.
     """
     if scale not in SCALES:
-        raise ValueError(f"scale must be one of {', '.join(SCALES)}, not {scale!r}")
+        raise ValidationFailed(f"scale must be one of {', '.join(SCALES)}, not {scale!r}")
     if bins < 1:
-        raise ValueError(f"bins must be at least 1, not {bins}")
+        raise ValidationFailed(f"bins must be at least 1, not {bins}")
     if max_categories < 1:
-        raise ValueError(f"max_categories must be at least 1, not {max_categories}")
+        raise ValidationFailed(f"max_categories must be at least 1, not {max_categories}")
     values = _col(table, column)
     buckets = outcome_buckets(table)
     overall = _empty_counts()
@@ -220,7 +222,7 @@ def _numeric(
     if edges is not None:
         e = np.asarray(list(edges), dtype=np.float64)
         if e.ndim != 1 or e.size < 2 or not np.all(np.diff(e) > 0):
-            raise ValueError("edges must be at least two strictly increasing numbers")
+            raise ValidationFailed("edges must be at least two strictly increasing numbers")
         used_scale = "explicit"
     elif arr.size == 0:
         e = np.array([], dtype=np.float64)
@@ -228,7 +230,7 @@ def _numeric(
         lo, hi = float(arr.min()), float(arr.max())
         log_ok = lo > 0 and hi / lo > 100
         if scale == "log" and lo <= 0:
-            raise ValueError(f"log scale needs positive values; the smallest value is {lo:g}")
+            raise ValidationFailed(f"log scale needs positive values; the smallest value is {lo:g}")
         if scale == "log" or (scale == "auto" and log_ok):
             used_scale = "log"
             e = np.logspace(math.log10(lo), math.log10(hi), bins + 1) if hi > lo else np.array([lo, lo])
@@ -272,7 +274,7 @@ def confusion(table: Any, *, classes: Sequence[str] = (), top_pairs: int = 20) -
     probabilities (lower = the model hesitates more between them), from the ``margin`` score column
     (which stores ``1 - (p1 - p2)``)."""
     if top_pairs < 0:
-        raise ValueError(f"top_pairs must be >= 0, not {top_pairs}")
+        raise ValidationFailed(f"top_pairs must be >= 0, not {top_pairs}")
     labeled = [bool(v) for v in _col(table, "labeled")]
     gt = _col(table, "label")
     pred = _col(table, "pred_label")
@@ -344,15 +346,14 @@ def label_distribution_for(store: Any, dataset: str, *, where: str | None = None
 
 def resolve_field(store: Any, dataset: str, field: str) -> tuple[str, str]:
     """(column, type) of a metadata field (``slice`` -> ``meta_slice``) or a core column such as
-    ``area``; ValueError naming the fields that exist otherwise."""
+    ``area``; UnknownField (a ValueError) naming the fields that exist otherwise."""
     info = store.get_dataset(dataset)
     name = field[5:] if field.startswith("meta_") and field[5:] in info.metadata_fields else field
     if name in info.metadata_fields:
         return "meta_" + name, info.metadata_fields[name]
     if name in CORE_FIELDS:
         return name, CORE_FIELDS[name]
-    known = sorted(info.metadata_fields) + sorted(CORE_FIELDS)
-    raise ValueError(f"unknown field {field!r} for dataset {dataset!r}; fields: {', '.join(known)}")
+    raise UnknownField(field, [*info.metadata_fields, *CORE_FIELDS], dataset=dataset)
 
 
 def metadata_distribution_for(

@@ -4,9 +4,10 @@ Everything the app needs comes from ``settings`` (no module globals). The lifesp
 and the job runner (which marks jobs a dead process left running as failed) and puts them on
 ``app.state``; routes reach them through the ``Annotated`` dependencies in ``service/api/deps.py``.
 
-Routers: every module named in ``ROUTE_MODULES`` is ``service/api/routes/<name>.py`` exposing
-``router``; it is mounted under ``/api/v1`` behind the API-key guard (writes need the key when one is
-configured, reads when ``api_key_for_reads``). To add an area, add its module name to the tuple.
+Routers: each area is a module of ``service/api/routes/`` exposing ``router``, imported here and
+included in :func:`create_app` under ``/api/v1``: health without a guard, every other one behind the
+API-key guard (writes need the key when one is configured, reads when ``api_key_for_reads``). To add an
+area, import its module and include its router there.
 The dashboard (``settings.ui_dir``) is served at ``/``; OpenAPI at ``/openapi.json``, docs at ``/docs``.
 
 In front of all of it (service/api/middleware.py): ``HostGuard`` answers 400 to a ``Host`` header that is
@@ -16,49 +17,25 @@ not a loopback name, the ``host`` setting or in ``settings.allowed_hosts`` (DNS 
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import HTMLResponse
 
 from edgeminer.service.api.deps import api_guard
 from edgeminer.service.api.middleware import BodyLimit, HostGuard, allowed_host_names
+from edgeminer.service.api.routes import analysis, datasets, exports, health, issues, media, mining, samples
+from edgeminer.service.api.routes import jobs as jobs_routes
 from edgeminer.service.errors import install_handlers
 from edgeminer.service.settings import Settings
 
 log = logging.getLogger("edgeminer.service")
 
 API_PREFIX = "/api/v1"
-
-#: route modules mounted under /api/v1 (health is mounted without the API-key guard).
-ROUTE_MODULES: tuple[str, ...] = (
-    "health",
-    "datasets",
-    "samples",
-    "media",
-    "issues",
-    "jobs",
-    "analysis",
-    "mining",
-    "exports",
-)
-UNGUARDED = frozenset({"health"})
-
-
-def _load_router(name: str) -> APIRouter | None:
-    module_name = f"edgeminer.service.api.routes.{name}"
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            return None  # that area is not written yet
-        raise
-    return module.router  # type: ignore[no-any-return]
 
 
 def create_app(settings: Settings | None = None, *, store: Any = None, jobs: Any = None) -> FastAPI:
@@ -108,12 +85,16 @@ def create_app(settings: Settings | None = None, *, store: Any = None, jobs: Any
             allow_headers=["Content-Type", "X-API-Key"],
         )
 
-    for name in ROUTE_MODULES:
-        router = _load_router(name)
-        if router is None:
-            continue
-        deps = [] if name in UNGUARDED else [Depends(api_guard)]
-        app.include_router(router, prefix=API_PREFIX, dependencies=deps)
+    app.include_router(health.router, prefix=API_PREFIX)
+    guarded = [Depends(api_guard)]
+    app.include_router(datasets.router, prefix=API_PREFIX, dependencies=guarded)
+    app.include_router(samples.router, prefix=API_PREFIX, dependencies=guarded)
+    app.include_router(media.router, prefix=API_PREFIX, dependencies=guarded)
+    app.include_router(issues.router, prefix=API_PREFIX, dependencies=guarded)
+    app.include_router(jobs_routes.router, prefix=API_PREFIX, dependencies=guarded)
+    app.include_router(analysis.router, prefix=API_PREFIX, dependencies=guarded)
+    app.include_router(mining.router, prefix=API_PREFIX, dependencies=guarded)
+    app.include_router(exports.router, prefix=API_PREFIX, dependencies=guarded)
 
     _mount_ui(app, settings)
     _document_problems(app)

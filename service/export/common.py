@@ -24,13 +24,16 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 from urllib.parse import quote, urlsplit
 
-from edgeminer.service.errors import ValidationFailed
+from edgeminer.indexer.errors import InputError
 
-TARGETS = ("label_studio", "cvat", "coco", "yolo", "labelbox", "sagemaker", "csv")
-MEDIA_MODES = ("url", "copy", "relative")
+#: the labeling tools an export writes for (service/export/runner.py maps each to its module).
+Target = Literal["label_studio", "cvat", "coco", "yolo", "labelbox", "sagemaker", "csv"]
+TARGETS: tuple[Target, ...] = get_args(Target)
+MediaMode = Literal["url", "copy", "relative"]
+MEDIA_MODES: tuple[MediaMode, ...] = get_args(MediaMode)
 SELECTION_KINDS = ("ids", "issue", "selection", "filter")
 
 #: columns an export reads from the samples table (plus every ``meta_*`` column).
@@ -60,12 +63,9 @@ EXPORT_COLUMNS = (
 SCORE_FIELDS = ("confidence", "least_confidence", "margin", "ratio", "entropy", "mc_variance", "bald")
 
 
-class ExportError(ValidationFailed, ValueError):
-    """A problem with an export request or its data that the user can fix (bad target, unknown ids...).
-    A 422 problem in the API, a one-line error in the CLI."""
-
-    title = "Invalid export request"
-    slug = "invalid-export"
+class ExportError(InputError):
+    """A problem with an export request or its data that the user can fix (bad target, unknown ids, a
+    media_base_url that is not usable...)."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -87,20 +87,20 @@ def _shown(text: str, limit: int = 80) -> str:
 
 def check_media_base_url(url: str) -> str:
     """``url`` if it is a usable media_base_url: an absolute URL, at most 2000 characters, whose only
-    ``{...}`` parts are the placeholders {id}, {dataset}, {path} and {name}. ValueError says what is
-    wrong (the request models turn it into a 422 naming the field)."""
+    ``{...}`` parts are the placeholders {id}, {dataset}, {path} and {name}. ExportError (a ValueError) says
+    what is wrong (the request models turn it into a 422 naming the field)."""
     if len(url) > MAX_MEDIA_BASE_URL:
-        raise ValueError(f"media_base_url is {len(url)} characters long; at most {MAX_MEDIA_BASE_URL} are allowed")
+        raise ExportError(f"media_base_url is {len(url)} characters long; at most {MAX_MEDIA_BASE_URL} are allowed")
     stray = _STRAY_BRACE.search(_PLACEHOLDER.sub("", url))
     if stray is not None:
         names = ", ".join("{" + p + "}" for p in MEDIA_URL_PLACEHOLDERS)
-        raise ValueError(
+        raise ExportError(
             f"media_base_url {_shown(url)} contains {_shown(stray.group(0), 42)}: the only placeholders are "
             f"{names}, written exactly so (no format specs or attributes); write a literal brace as %7B / %7D"
         )
     parts = urlsplit(_PLACEHOLDER.sub("x", url))
     if not parts.scheme or not (parts.netloc or parts.scheme == "file"):
-        raise ValueError(
+        raise ExportError(
             f"media_base_url {_shown(url)} is not an absolute URL "
             "(e.g. https://cdn.example.com/images or s3://bucket/prefix)"
         )

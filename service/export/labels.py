@@ -47,7 +47,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
@@ -56,7 +56,8 @@ from edgeminer.indexer.store import DatasetInfo, Store, sql_quote
 from edgeminer.service.export.common import ExportError, iou_xywh, percent_to_xywh
 from edgeminer.service.export.labelstudio import LOCAL_FILES_PREFIX
 
-LABEL_FORMATS = ("label_studio", "coco", "csv")
+LabelFormat = Literal["label_studio", "coco", "csv"]
+LABEL_FORMATS: tuple[LabelFormat, ...] = get_args(LabelFormat)
 MAX_REPORTED = 1000
 WRITE_BATCH = 5000
 #: longest label (class name) accepted; longer ones are refused.
@@ -75,17 +76,12 @@ MAX_INT_ID = 2**63 - 1
 
 
 class LabelImportError(ExportError):
-    """The labels file cannot be read or is refused (wrong format, a malformed item, a bad label...)."""
-
-    title = "Invalid labels file"
-    slug = "invalid-labels"
+    """The labels file cannot be read or is refused whole (wrong format, a malformed item, a bad label...);
+    nothing was imported. ``errors`` lists the problems found."""
 
 
 class UnknownLabels(LabelImportError):
     """Labels that are not classes of the dataset, without ``add_classes``: nothing is imported."""
-
-    title = "Unknown labels"
-    slug = "unknown-labels"
 
 
 @dataclass

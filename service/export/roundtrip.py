@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeminer.indexer.store import Store
-from edgeminer.service.export.common import ExportRequest
+from edgeminer.service.export.common import ExportError, ExportRequest
 from edgeminer.service.export.labels import import_labels
 from edgeminer.service.export.runner import plan_export, run_export
 
@@ -29,7 +29,7 @@ def read_truth(path: str | Path) -> dict[str, str]:
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         if not reader.fieldnames or "id" not in reader.fieldnames or "label" not in reader.fieldnames:
-            raise ValueError(f"{path}: the truth CSV needs 'id' and 'label' columns")
+            raise ExportError(f"{path}: the truth CSV needs 'id' and 'label' columns")
         return {row["id"]: row["label"] for row in reader if row.get("id") and row.get("label")}
 
 

@@ -8,6 +8,8 @@ An export is a ``export`` document in the dataset's docs table::
     media_errors (count), errors [{id, message}] (first 1000), path, zip, zip_bytes, files [...],
     rows_exported, created_at, finished_at
 
+(``indexer.documents.ExportDoc``; a run adds started_at, error, chunks_resumed and version_written.)
+
 The id is ``exp-`` + a hash of the dataset and the request, so asking twice for the same export gives
 the same export (and, while it runs, the same job); ``force`` makes a new one. Rows are read at
 ``version_read`` (LanceDB time travel), so a resumed or repeated run writes the same files even if the
@@ -23,7 +25,6 @@ else never does). :func:`plan_export` and :func:`run_export` hand back absolute 
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import os
 import shutil
 import tempfile
@@ -34,9 +35,12 @@ import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
+from edgeminer.indexer.documents import ExportDoc, RunDoc
 from edgeminer.indexer.store import DocNotFound, Store, ids_in
+from edgeminer.service.export import coco, cvat, labelbox, labelstudio, sagemaker, yolo
+from edgeminer.service.export import csv as csv_target
 from edgeminer.service.export.common import (
     EXPORT_COLUMNS,
     ExportError,
@@ -57,17 +61,20 @@ from edgeminer.service.export.common import (
     write_json,
     write_text,
 )
+from edgeminer.service.media import allowed_roots, safe_local_path
 
 EXPORT_KIND = "export"  # doc kind
 JOB_KIND = "export"  # run kind
-TARGET_MODULES = {
-    "label_studio": "labelstudio",
-    "cvat": "cvat",
-    "coco": "coco",
-    "yolo": "yolo",
-    "labelbox": "labelbox",
-    "sagemaker": "sagemaker",
-    "csv": "csv",
+#: the module that renders each target (``render``, ``finish``, ``MEDIA_DIR``...); one entry per
+#: ``common.TARGETS`` (tests/unit/test_export_runner.py checks they match).
+TARGET_MODULES: dict[str, ModuleType] = {
+    "label_studio": labelstudio,
+    "cvat": cvat,
+    "coco": coco,
+    "yolo": yolo,
+    "labelbox": labelbox,
+    "sagemaker": sagemaker,
+    "csv": csv_target,
 }
 MAX_DOC_ERRORS = 1000
 #: seconds between progress writes of the export doc (the chunk files on disk are what resumes)
@@ -84,9 +91,10 @@ def _now() -> str:
 
 
 def target_module(target: str) -> ModuleType:
-    if target not in TARGET_MODULES:
+    module = TARGET_MODULES.get(target)
+    if module is None:
         raise ExportError(f"unknown export target {target!r}: choose one of {', '.join(TARGET_MODULES)}")
-    return importlib.import_module(f"edgeminer.service.export.{TARGET_MODULES[target]}")
+    return module
 
 
 def exports_dir(data_dir: str) -> Path:
@@ -134,11 +142,11 @@ def export_path(doc: Mapping[str, Any], key: str, *, data_dir: str, dataset: str
     return next((p for p in found if p.exists()), found[0])
 
 
-def _with_local_paths(doc: Mapping[str, Any], data_dir: str) -> dict[str, Any]:
+def _with_local_paths(doc: ExportDoc, data_dir: str) -> ExportDoc:
     """A copy of ``doc`` whose ``path`` and ``zip`` are absolute (for the caller on this machine)."""
-    out = dict(doc)
-    for key in PATH_KEYS:
-        out[key] = str(export_path(doc, key, data_dir=data_dir, dataset=str(doc["dataset"])))
+    out = doc.copy()
+    out["path"] = str(export_path(doc, "path", data_dir=data_dir, dataset=str(doc["dataset"])))
+    out["zip"] = str(export_path(doc, "zip", data_dir=data_dir, dataset=str(doc["dataset"])))
     return out
 
 
@@ -191,7 +199,7 @@ def resolve_selection(store: Store, dataset: str, req: ExportRequest, *, version
 
 def plan_export(
     store: Store, dataset: str, req: ExportRequest, *, data_dir: str, force: bool = False
-) -> tuple[dict[str, Any], bool]:
+) -> tuple[ExportDoc, bool]:
     """The export document for ``req``: the existing one (same request), or a new one with the exact
     ids and the table version read. Returns (doc, created); the returned doc's ``path`` and ``zip`` are
     absolute (the stored ones are relative to the exports folder)."""
@@ -211,7 +219,8 @@ def plan_export(
     version = store.version(dataset)
     ids = resolve_selection(store, dataset, req, version=version)
     chunk = int(req.chunk_size)
-    doc: dict[str, Any] = {
+    paths = _stored_paths(dataset, export_id)
+    doc: ExportDoc = {
         "id": export_id,
         "dataset": dataset,
         "name": req.name or f"{req.target} export of {len(ids)} rows",
@@ -227,7 +236,8 @@ def plan_export(
         "rows_done": 0,
         "media_errors": 0,
         "errors": [],
-        **_stored_paths(dataset, export_id),
+        "path": paths["path"],
+        "zip": paths["zip"],
         "zip_bytes": None,
         "files": [],
         "rows_exported": None,
@@ -253,7 +263,7 @@ class _Media:
         media_dir: str,
         roots: list[str],
         dataset: str,
-        readable: list[tuple[str, str]],
+        readable: Sequence[tuple[str, str]],
     ):
         self.req = req
         self.out = out
@@ -265,7 +275,6 @@ class _Media:
     def _readable_path(self, uri: str) -> str:
         """The real path of a file the export may copy: under the server's media roots or the
         dataset's own (the rule the media route applies: an export zip is served too)."""
-        from edgeminer.service.api.routes.media import safe_local_path
         from edgeminer.service.errors import EdgeminerError
 
         try:
@@ -333,23 +342,19 @@ def run_export(
     if doc["status"] == "done" and zip_path.is_file():
         return _summary(doc, zip_path)
     # stored relative to the exports folder (an older document's absolute paths are rewritten)
-    doc.update(path=f"{dataset}/{out.name}", zip=f"{dataset}/{zip_path.name}")
+    doc.update({"path": f"{dataset}/{out.name}", "zip": f"{dataset}/{zip_path.name}"})
     req = ExportRequest.from_dict(doc["request"])
     info = store.get_dataset(dataset)
     module = target_module(req.target)
     parts = out / "parts"
     parts.mkdir(parents=True, exist_ok=True)
-    doc.update(status="running", job_id=job_id or doc.get("job_id"), started_at=_now(), error=None)
+    doc.update({"status": "running", "job_id": job_id or doc.get("job_id"), "started_at": _now(), "error": None})
     doc["errors"] = []
     doc["media_errors"] = 0
     store.put_doc(dataset, EXPORT_KIND, export_id, doc, name=doc.get("name", ""))
 
     roots = [req.media_root] if req.media_root else list(info.media_roots)
-    readable = [
-        (os.path.abspath(os.path.expanduser(r)), os.path.realpath(os.path.abspath(os.path.expanduser(r))))
-        for r in dict.fromkeys([*media_roots, *info.media_roots])
-        if r and "://" not in r
-    ]
+    readable = allowed_roots(media_roots, info)
     media = _Media(req, out, str(getattr(module, "MEDIA_DIR", "images")), roots, dataset, readable)
     meta_cols = [f"meta_{f}" for f in info.metadata_fields]
     schema_names = set(store.schema(dataset).names)
@@ -457,17 +462,19 @@ def run_export(
         _zip(out, zip_path, skip={"parts"})
         shutil.rmtree(parts, ignore_errors=True)
     except Exception as exc:
-        doc.update(status="failed", error=str(exc) or type(exc).__name__, finished_at=_now())
+        doc.update({"status": "failed", "error": str(exc) or type(exc).__name__, "finished_at": _now()})
         store.put_doc(dataset, EXPORT_KIND, export_id, doc, name=doc.get("name", ""))
         raise
     doc.update(
-        status="done",
-        files=sorted(set(files)),
-        zip_bytes=zip_path.stat().st_size,
-        rows_exported=len(good),
-        chunks_resumed=resumed,
-        finished_at=_now(),
-        version_written=store.version(dataset),
+        {
+            "status": "done",
+            "files": sorted(set(files)),
+            "zip_bytes": zip_path.stat().st_size,
+            "rows_exported": len(good),
+            "chunks_resumed": resumed,
+            "finished_at": _now(),
+            "version_written": store.version(dataset),
+        }
     )
     store.put_doc(dataset, EXPORT_KIND, export_id, doc, name=doc.get("name", ""))
     return _summary(doc, zip_path)
@@ -559,17 +566,17 @@ def start_export(
         job = jobs.submit(dataset, JOB_KIND, params, job_fn(dataset, doc["id"], media_roots, data_dir), **extra)
         doc = _clean(store.get_doc(dataset, EXPORT_KIND, doc["id"]))
         if doc["status"] != "done":
-            doc.update(job_id=job["id"], status="queued" if doc["status"] != "running" else doc["status"])
+            doc.update({"job_id": job["id"], "status": "queued" if doc["status"] != "running" else doc["status"]})
             store.put_doc(dataset, EXPORT_KIND, doc["id"], doc, name=doc.get("name", ""))
         return export_view(store, jobs, doc), True
 
 
 def resume_interrupted(
     store: Store, jobs: Any, *, media_roots: Sequence[str] = (), data_dir: str | None = None
-) -> list[dict[str, Any]]:
+) -> list[RunDoc]:
     """Restart the export jobs a dead server left unfinished (called when the server starts)."""
 
-    def factory(old: Mapping[str, Any]) -> Callable[[Any], dict[str, Any]] | None:
+    def factory(old: RunDoc) -> Callable[[Any], dict[str, Any]] | None:
         export_id = (old.get("params") or {}).get("export_id")
         if not export_id:
             return None
@@ -584,13 +591,13 @@ def resume_interrupted(
     return list(jobs.resume([JOB_KIND], factory))
 
 
-def _job_doc(jobs: Any, dataset: str, job_id: str | None) -> dict[str, Any] | None:
+def _job_doc(jobs: Any, dataset: str, job_id: str | None) -> RunDoc | None:
     if not job_id or jobs is None:
         return None
     from edgeminer.service.errors import JobNotFound
 
     try:
-        return dict(jobs.get(job_id, dataset))
+        return cast(RunDoc, dict(jobs.get(job_id, dataset)))
     except JobNotFound:
         return None
 
@@ -617,7 +624,7 @@ def export_view(store: Store, jobs: Any, doc: Mapping[str, Any], *, with_ids: bo
     return view
 
 
-def get_export(store: Store, dataset: str, export_id: str) -> dict[str, Any]:
+def get_export(store: Store, dataset: str, export_id: str) -> ExportDoc:
     from edgeminer.service.errors import ExportNotFound
 
     store.get_dataset(dataset)
@@ -627,5 +634,6 @@ def get_export(store: Store, dataset: str, export_id: str) -> dict[str, Any]:
         raise ExportNotFound(dataset, export_id) from None
 
 
-def _clean(doc: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in doc.items() if not k.startswith("_")}
+def _clean(doc: Mapping[str, Any]) -> ExportDoc:
+    """A stored ``export`` document without the store's bookkeeping keys (``_created_at``...)."""
+    return cast(ExportDoc, {k: v for k, v in doc.items() if not k.startswith("_")})

@@ -13,9 +13,9 @@ import pytest
 from factories import make_synthetic
 from fastapi.testclient import TestClient
 
+from edgeminer.indexer.analysis.points import OUTCOME_CODES, decode_points
 from edgeminer.indexer.analysis.run import analyze
 from edgeminer.indexer.store import Store
-from edgeminer.service.api.routes.analysis import OUTCOME_CODES, decode_points
 from edgeminer.service.settings import Settings
 
 FAST = {"n_neighbors": 10, "n_epochs": 30, "min_cluster_size": 15}
@@ -145,7 +145,7 @@ def test_outcome_codes_cover_every_combination() -> None:
     else no_prediction; an unlabeled row is 0 whatever else it holds (nulls included)."""
     import pyarrow as pa
 
-    from edgeminer.service.api.routes.analysis import OUTCOME_CODES, outcome_codes
+    from edgeminer.indexer.analysis.points import OUTCOME_CODES, outcome_codes
 
     rows = [
         # labeled, correct, outcome -> expected

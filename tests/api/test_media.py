@@ -210,8 +210,8 @@ def test_dataset_media_roots_count_too(
     ],
 )
 def test_only_public_addresses_are_fetched(url: str, ok: bool) -> None:
-    from edgeminer.service.api.routes.media import check_public_url
     from edgeminer.service.errors import MediaOutsideRoots
+    from edgeminer.service.media import check_public_url
 
     if ok:
         check_public_url(url)  # IP literals: no DNS needed
@@ -237,7 +237,7 @@ def test_fetches_go_to_the_checked_address(make_png: Callable[..., Path], tmp_pa
 
     import httpx
 
-    from edgeminer.service.api.routes.media import pinned_request
+    from edgeminer.service.media import pinned_request
 
     png = make_png(tmp_path / "remote.png", size=(12, 9)).read_bytes()
     hosts: list[str] = []

@@ -13,8 +13,8 @@ from exportdata import build_classification
 
 from edgeminer.indexer.store import Store
 from edgeminer.service.errors import IssueNotFound
-from edgeminer.service.export.common import ExportError, ExportRequest
-from edgeminer.service.export.runner import plan_export, run_export
+from edgeminer.service.export.common import TARGETS, ExportError, ExportRequest
+from edgeminer.service.export.runner import TARGET_MODULES, plan_export, run_export, target_module
 
 
 @pytest.fixture
@@ -30,6 +30,15 @@ def _plan(store: Store, tmp: Path, **kw: Any) -> tuple[dict[str, Any], bool]:
 def _exported(store: Store, ids: list[str]) -> dict[str, list[str]]:
     table = store.get_samples("cls", ids, columns=["id", "exported"])
     return dict(zip(table["id"].to_pylist(), table["exported"].to_pylist(), strict=True))
+
+
+def test_every_target_has_a_module() -> None:
+    """The explicit target -> module table covers exactly the targets a request may name."""
+    assert set(TARGET_MODULES) == set(TARGETS)
+    for target in TARGETS:
+        assert callable(target_module(target).render)
+    with pytest.raises(ExportError, match="unknown export target 'nope'"):
+        target_module("nope")
 
 
 def test_same_request_same_export_force_makes_new(store: Store, tmp_path: Path, cls: Any) -> None:

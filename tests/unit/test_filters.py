@@ -11,7 +11,7 @@ import pytest
 from factories import make_synthetic
 
 from edgeminer.indexer.store import Store
-from edgeminer.service.errors import InvalidFilter, UnknownField
+from edgeminer.service.errors import InvalidFilter, UnknownField, to_problem
 from edgeminer.service.filters import build_where, field_types, parse_filters, parse_sort, resolve_field
 
 
@@ -115,7 +115,7 @@ def test_unknown_field_lists_valid_fields(ds: Any) -> None:
     info, schema = store.get_dataset("f"), store.schema("f")
     with pytest.raises(UnknownField) as err:
         build_where(info, schema, [{"field": "split", "value": "val"}, {"field": "colour", "value": "red"}])
-    body = err.value.to_dict()
+    body = to_problem(err.value).to_dict()
     assert body["status"] == 422 and body["field"] == "colour" and body["filter_index"] == 1
     assert "brightness" in body["valid_fields"] and "confidence" in body["valid_fields"]
     with pytest.raises(UnknownField):
@@ -149,9 +149,10 @@ def test_bad_filters_name_field_and_op(ds: Any, flt: dict[str, Any], needle: str
     with pytest.raises(InvalidFilter) as err:
         build_where(store.get_dataset("f"), store.schema("f"), [flt])
     assert needle in err.value.detail
-    assert err.value.status == 422
+    body = to_problem(err.value).to_dict()
+    assert body["status"] == 422 and body["type"].endswith("invalid-filter")
     if "valu" not in flt:
-        assert err.value.to_dict()["field"] == flt["field"]
+        assert body["field"] == flt["field"]
 
 
 def test_parse_filters_and_sort(ds: Any) -> None:

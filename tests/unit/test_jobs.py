@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from edgeminer.indexer.errors import InvalidSource
 from edgeminer.indexer.store import Store
 from edgeminer.service.errors import JobNotFound
 from edgeminer.service.jobs import INTERRUPTED, JobRunner
@@ -129,7 +130,7 @@ def test_progress_writes_are_throttled(store: Store) -> None:
 
 def test_a_failing_job_is_recorded_and_the_queue_goes_on(runner: JobRunner) -> None:
     def boom(ctx: Any) -> None:
-        raise ValueError("manifest row 3: probs has 2 values, expected 3")
+        raise InvalidSource("manifest row 3: probs has 2 values, expected 3")
 
     bad = runner.submit("a", "ingest", {}, boom)
     good = runner.submit("a", "ingest", {}, lambda ctx: {"ok": True})
@@ -138,11 +139,14 @@ def test_a_failing_job_is_recorded_and_the_queue_goes_on(runner: JobRunner) -> N
     assert bad_doc["error"] == "manifest row 3: probs has 2 values, expected 3"
     assert runner.wait(good["id"], timeout=10)["status"] == "succeeded"
 
-    def bug(ctx: Any) -> None:
-        raise KeyError("internal")
+    for error in (KeyError("internal"), ValueError("internal")):  # bugs, whatever their class
 
-    crashed = runner.wait(runner.submit("a", "x", {}, bug)["id"], timeout=10)
-    assert crashed["status"] == "failed" and "reference" in crashed["error"]  # no internals leaked
+        def bug(ctx: Any, error: Exception = error) -> None:
+            raise error
+
+        crashed = runner.wait(runner.submit("a", "x", {}, bug)["id"], timeout=10)
+        assert crashed["status"] == "failed" and "reference" in crashed["error"]  # no internals leaked
+        assert "internal" not in crashed["error"].replace("internal error", "")
 
 
 def test_unknown_jobs_and_listing(runner: JobRunner) -> None:

@@ -18,6 +18,7 @@ from exportdata import build_classification, build_detection
 
 from edgeminer.indexer.scores import classes_for_probs, pad_probs
 from edgeminer.indexer.store import Store
+from edgeminer.service.errors import to_problem
 from edgeminer.service.export.labels import LabelImportError, UnknownLabels, import_labels
 
 
@@ -43,7 +44,8 @@ def test_a_typo_is_refused_with_the_known_classes(store: Store, cls: Any) -> Non
     with pytest.raises(UnknownLabels) as err:
         import_labels(store, "cls", text.encode(), name="typo.csv")
     exc = err.value
-    assert exc.status == 422 and exc.slug == "unknown-labels"
+    problem = to_problem(exc)
+    assert problem.status == 422 and problem.slug == "unknown-labels"
     assert "typo.csv: 1 label is not a class of dataset 'cls'" in exc.detail
     assert "'brid' (line 3, line 4; did you mean 'bird'?)" in exc.detail
     assert "Known classes: cat, dog, bird" in exc.detail and "add_classes=true (CLI: --add-classes)" in exc.detail

@@ -314,6 +314,25 @@ def test_index_engine_matches_exact(store: Store) -> None:
     assert len(res.rows) == 20
 
 
+def test_the_exact_or_index_decision_is_made_once_by_the_store(store: Store) -> None:
+    """Store.prefer_exact is the one place deciding; NeighbourSearch asks it (with its query count)."""
+    from edgeminer.indexer.store import EXACT_SEARCH_MAX_CANDIDATES, MATRIX_MAX_ROWS, MATRIX_ROWS_PER_QUERY
+    from edgeminer.service.mining import NeighbourSearch
+
+    _random_dataset(store, n=1500, dim=16, seed=4)
+    assert store.prefer_exact("rand", 10**7)  # no vector index yet: always exact
+    store.ensure_indexes("rand", force=True)
+    small = EXACT_SEARCH_MAX_CANDIDATES
+    assert store.prefer_exact("rand", small) and not store.prefer_exact("rand", small + 1)
+    many = 3 * MATRIX_ROWS_PER_QUERY  # three queries ranked at once: the matrix path pays up to here
+    assert store.prefer_exact("rand", many, n_queries=3) and not store.prefer_exact("rand", many + 1, n_queries=3)
+    assert not store.prefer_exact("rand", MATRIX_MAX_ROWS + 1, n_queries=10**6)
+    ok = "status = 'ok'"  # 1500 candidates
+    assert NeighbourSearch(store, "rand", ok).engine == "index"
+    assert NeighbourSearch(store, "rand", ok, n_queries=3).engine == "exact"
+    assert NeighbourSearch(store, "rand", ok, exact=True).engine == "exact"  # the caller may force a mode
+
+
 def test_modes_weight_systematic_failures_over_stray_ones(store: Store) -> None:
     """Two modes of equal size: one where most labeled rows are wrong (a systematic failure), one where
     the seeds are rare errors among rows the model gets right. The budget goes to the first."""

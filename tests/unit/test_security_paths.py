@@ -24,6 +24,7 @@ from torch import nn
 
 from edgeminer.indexer.embedders import TorchScriptEmbedder
 from edgeminer.indexer.store import Store
+from edgeminer.service.errors import to_problem
 from edgeminer.service.export.common import (
     ExportError,
     ExportRequest,
@@ -322,7 +323,7 @@ def test_media_base_url_refuses_anything_but_the_placeholders(store: Store, tmp_
     req = ExportRequest(target="csv", ids=cls.ids, media="url", media_base_url=url)
     with pytest.raises(ExportError, match="media_base_url") as info:
         plan_export(store, "cls", req, data_dir=str(tmp_path / "db"))
-    assert info.value.status == 422 and len(str(info.value)) < 1000
+    assert to_problem(info.value).status == 422 and len(str(info.value)) < 1000
     assert "<class" not in str(info.value)
 
 

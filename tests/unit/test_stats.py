@@ -15,6 +15,7 @@ from edgeminer.indexer.analysis.stats import (
     metadata_distribution_for,
     outcome_buckets,
 )
+from edgeminer.indexer.errors import UnknownField
 from edgeminer.indexer.store import Store
 
 CLASSES = ["cat", "dog", "bird"]
@@ -234,5 +235,5 @@ def test_store_wrapper_core_field_and_unknown_field(store: Store) -> None:
     ds = _stored(store)
     dist = metadata_distribution_for(store, ds, "split")
     assert {b["value"]: b["total"] for b in dist["bins"]} == {"train": 3, "val": 3, "unlabeled": 2}
-    with pytest.raises(ValueError, match="unknown field 'weather'.*fields: size, time, area"):
+    with pytest.raises(UnknownField, match="unknown field 'weather'.*valid: area, .*size, split, time"):
         metadata_distribution_for(store, ds, "weather")

@@ -10,37 +10,25 @@
 - ``GET  /datasets/{ds}/stats/confusion``   confusion matrix and top-2 confusion pairs;
 - ``POST /datasets/{ds}/analyze``           run the analysis as a background job (poll /jobs/{id}).
 
-Binary map format (``application/octet-stream``, all little-endian)::
-
-    bytes 0-3   magic b"EMPT"
-    bytes 4-7   uint32 H: length of the JSON header that follows
-    H bytes     UTF-8 JSON header, space-padded so that 8 + H is a multiple of 4
-    then        float32 x[n] | float32 y[n] | int32 cluster[n] | uint8 outcome[n]
-
-The header says ``{"format": "edgeminer-points/1", "count": n, "version": v, "run_id", "analyzed",
-"bounds": [xmin, ymin, xmax, ymax] | null, "outcomes": [...names by code...], "columns": [{"name",
-"dtype", "offset"}]}``; offsets count from the first byte after the header. In JavaScript:
-``new Float32Array(buf, 8 + H + offset_x, n)`` and so on. Outcome codes: 0 unlabeled, 1 correct,
-2 wrong_class, 3 false_positive, 4 false_negative, 5 labeled without a prediction. Cluster -1 = noise.
-Points are the ok rows that have coordinates, sorted by id; ``/points/ids?version=v`` returns the ids of
-the same rows in the same order (pass the header's ``version`` so both read the same table version).
+The binary map format (magic, JSON header, column arrays) is defined, encoded and decoded in
+indexer/analysis/points.py. Points are the ok rows that have coordinates, sorted by id;
+``/points/ids?version=v`` returns the ids of the same rows in the same order (pass the header's
+``version`` so both read the same table version).
 Before the first analysis the map is empty (``count`` 0, ``analyzed`` false); rows ingested since the
 last analysis have no coordinates yet and are absent until the next analyze.
 """
 
 from __future__ import annotations
 
-import json
-import struct
 from typing import Annotated, Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from fastapi import APIRouter, Path, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgeminer.indexer.analysis import stats
+from edgeminer.indexer.analysis.points import POINT_COLUMNS, encode_points
 from edgeminer.indexer.analysis.run import AnalyzeParams, analyze, get_cluster, load_analysis, report_result
 from edgeminer.indexer.store import Store, sql_quote
 from edgeminer.service.api.deps import JobsDep, StoreDep
@@ -49,11 +37,6 @@ from edgeminer.service.api.routes.jobs import public_job
 from edgeminer.service.errors import NotFound, UnknownField, ValidationFailed
 
 router = APIRouter(tags=["analysis"])
-
-MAGIC = b"EMPT"
-POINTS_FORMAT = "edgeminer-points/1"
-OUTCOME_CODES = ("unlabeled", "correct", "wrong_class", "false_positive", "false_negative", "no_prediction")
-_CODE = {name: code for code, name in enumerate(OUTCOME_CODES)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -80,7 +63,7 @@ def _points_table(store: Store, dataset: str, version: int | None) -> tuple[pa.T
         table = store.query(
             dataset,
             where="status = 'ok' AND x IS NOT NULL AND y IS NOT NULL",
-            columns=["id", "x", "y", "cluster", "labeled", "correct", "outcome"],
+            columns=["id", *POINT_COLUMNS],
             version=None if v == latest else v,  # the latest through the store's cached reader
         )
     except (ValueError, TypeError, OverflowError, OSError, RuntimeError) as exc:
@@ -88,68 +71,6 @@ def _points_table(store: Store, dataset: str, version: int | None) -> tuple[pa.T
     if table.num_rows:
         table = table.take(pc.sort_indices(table, sort_keys=[("id", "ascending")]))
     return table, v
-
-
-def outcome_codes(table: pa.Table) -> np.ndarray:
-    """uint8 outcome code per row (see the module docstring): a labeled row's stored outcome when it is
-    one of the codes, else correct / wrong_class from ``correct``, or no_prediction; unlabeled rows 0."""
-    n = table.num_rows
-    labeled = pc.fill_null(table.column("labeled"), False).to_numpy(zero_copy_only=False).astype(bool)
-    correct = table.column("correct")
-    judged = pc.is_valid(correct).to_numpy(zero_copy_only=False).astype(bool)
-    right = pc.fill_null(correct, False).to_numpy(zero_copy_only=False).astype(bool)
-    codes = np.where(right, _CODE["correct"], _CODE["wrong_class"]).astype(np.uint8)
-    codes[~judged] = _CODE["no_prediction"]
-    outcome = table.column("outcome")
-    for name in OUTCOME_CODES:
-        hit = pc.fill_null(pc.equal(outcome, name), False).to_numpy(zero_copy_only=False).astype(bool)
-        codes[hit] = _CODE[name]
-    codes[~labeled] = _CODE["unlabeled"]
-    return codes if n else np.empty(0, dtype=np.uint8)
-
-
-def encode_points(table: pa.Table, *, version: int, run_id: str | None) -> bytes:
-    n = table.num_rows
-    x = np.asarray(table.column("x").to_numpy(zero_copy_only=False), dtype="<f4")
-    y = np.asarray(table.column("y").to_numpy(zero_copy_only=False), dtype="<f4")
-    cl = np.asarray(table.column("cluster").fill_null(-1).to_numpy(zero_copy_only=False) if n else [], dtype="<i4")
-    oc = outcome_codes(table)
-    columns = [
-        {"name": "x", "dtype": "float32", "offset": 0},
-        {"name": "y", "dtype": "float32", "offset": 4 * n},
-        {"name": "cluster", "dtype": "int32", "offset": 8 * n},
-        {"name": "outcome", "dtype": "uint8", "offset": 12 * n},
-    ]
-    header = {
-        "format": POINTS_FORMAT,
-        "count": n,
-        "version": version,
-        "run_id": run_id,
-        "analyzed": run_id is not None,
-        "bounds": [float(x.min()), float(y.min()), float(x.max()), float(y.max())] if n else None,
-        "outcomes": list(OUTCOME_CODES),
-        "columns": columns,
-        "byte_order": "little",
-    }
-    raw = json.dumps(header).encode()
-    raw += b" " * ((-(8 + len(raw))) % 4)
-    return b"".join([MAGIC, struct.pack("<I", len(raw)), raw, x.tobytes(), y.tobytes(), cl.tobytes(), oc.tobytes()])
-
-
-def decode_points(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The inverse of :func:`encode_points` (used by tests and Python clients)."""
-    if data[:4] != MAGIC:
-        raise ValueError("not an edgeminer points blob (bad magic)")
-    (h,) = struct.unpack("<I", data[4:8])
-    header = json.loads(data[8 : 8 + h])
-    body = memoryview(data)[8 + h :]
-    n = header["count"]
-    cols = {}
-    for c in header["columns"]:
-        cols[c["name"]] = np.frombuffer(
-            body, dtype="<" + {"float32": "f4", "int32": "i4", "uint8": "u1"}[c["dtype"]], count=n, offset=c["offset"]
-        )
-    return header, cols
 
 
 @router.get(

@@ -6,9 +6,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import pyarrow.compute as pc
 from fastapi import APIRouter, Response, status
 
+from edgeminer.indexer.counts import row_counts
+from edgeminer.indexer.documents import RunDoc
 from edgeminer.indexer.store import DatasetInfo, Store
 from edgeminer.service.api.deps import JobsDep, SettingsDep, StoreDep
 from edgeminer.service.api.models import (
@@ -47,24 +48,20 @@ def summary(store: Store, info: DatasetInfo) -> DatasetSummary:
     )
 
 
+#: the ``by_split`` key of rows without a split.
+NO_SPLIT = "(none)"
+
+
 def counts(store: Store, dataset: str) -> DatasetCounts:
-    table = store.query(dataset, columns=["split", "labeled", "status", "x"])
-    total = table.num_rows
-    if total == 0:
-        return DatasetCounts(total=0, ok=0, errors=0, labeled=0, unlabeled=0, analyzed=0, by_split={})
-    ok = int(pc.sum(pc.equal(table["status"], "ok")).as_py() or 0)
-    labeled = int(pc.sum(pc.fill_null(table["labeled"], False)).as_py() or 0)
-    analyzed = total - table["x"].null_count
-    splits = pc.fill_null(table["split"], "(none)")
-    by_split = {str(row["values"]): int(row["counts"]) for row in pc.value_counts(splits).to_pylist()}
+    c = row_counts(store, dataset)
     return DatasetCounts(
-        total=total,
-        ok=ok,
-        errors=total - ok,
-        labeled=labeled,
-        unlabeled=total - labeled,
-        analyzed=analyzed,
-        by_split=dict(sorted(by_split.items())),
+        total=c.total,
+        ok=c.ok,
+        errors=c.errors,
+        labeled=c.labeled,
+        unlabeled=c.unlabeled,
+        analyzed=c.analyzed,
+        by_split=c.by_split(NO_SPLIT),
     )
 
 
@@ -153,7 +150,7 @@ def delete_dataset(dataset: str, store: StoreDep, jobs: JobsDep, settings: Setti
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-def _orphan(job: dict[str, Any]) -> bool:
+def _orphan(job: RunDoc) -> bool:
     from edgeminer.service.jobs import is_orphaned
 
     return is_orphaned(job)

@@ -17,7 +17,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, File, Form, Query, Request, Response, UploadFile, status
 from fastapi.responses import FileResponse, JSONResponse
@@ -26,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from edgeminer.service.api.deps import JobsDep, SettingsDep, StoreDep
 from edgeminer.service.api.models import Filter, problems
 from edgeminer.service.errors import Conflict, NotFound
+from edgeminer.service.export.common import MediaMode, Target
+from edgeminer.service.export.labels import LabelFormat
 
 log = logging.getLogger("edgeminer.exports")
 
@@ -54,8 +56,6 @@ async def _resume_exports(app: FastAPI) -> AsyncIterator[None]:
 
 router = APIRouter(tags=["exports"], lifespan=_resume_exports)
 
-Target = Literal["label_studio", "cvat", "coco", "yolo", "labelbox", "sagemaker", "csv"]
-
 
 class ExportCreate(BaseModel):
     """An export request: exactly one selection (``ids``, ``issue``, ``selection`` or ``filter``)."""
@@ -66,7 +66,7 @@ class ExportCreate(BaseModel):
     issue: str | None = Field(None, description="an issue id: its sample_ids")
     selection: str | None = Field(None, description="a saved mine / select result id")
     filter: list[Filter] | None = Field(None, description="structured filters (ANDed)")
-    media: Literal["url", "copy", "relative"] = Field(
+    media: MediaMode = Field(
         "relative",
         description="url: reference images by URL (media_base_url, else the server's media route); copy: "
         "put the images into the export; relative: paths relative to media_root (a tool's local files root)",
@@ -266,7 +266,7 @@ def import_labels(
     file: Annotated[UploadFile, File(description="Label Studio JSON export, COCO JSON, or CSV (id or uri, label)")],
     store: StoreDep,
     jobs: JobsDep,
-    format: Annotated[Literal["label_studio", "coco", "csv"] | None, Form(description="default: detected")] = None,
+    format: Annotated[LabelFormat | None, Form(description="default: detected")] = None,
     split: Annotated[str, Form(min_length=1, max_length=64, description="split of the newly labeled rows")] = "train",
     iou: Annotated[float, Form(gt=0, le=1, description="detection: box overlap to match an object row")] = 0.5,
     add_classes: Annotated[
@@ -314,4 +314,4 @@ def import_labels(
         if done.get("error_type") in ("LabelImportError", "UnknownLabels", "ExportError", "SchemaMismatch"):
             raise LabelImportError(done.get("error") or "the labels import failed", job_id=job["id"])
         raise EdgeminerError(done.get("error") or "the labels import failed", job_id=job["id"])
-    return {**done["result"]["report"], "job_id": job["id"]}
+    return {**(done["result"] or {})["report"], "job_id": job["id"]}

@@ -1,30 +1,42 @@
 """Issues: named collections of flagged sample ids ("person seen as chair", "green cones").
 
-Stored as ``issue`` documents ``{id, dataset, name, description, sample_ids, created_at, updated_at}``;
+Stored as ``issue`` documents (``indexer.documents.IssueDoc``: ``{id, dataset, name, description,
+sample_ids, created_at, updated_at}``);
 a mine request takes an issue id as its seeds. Ids that are not in the dataset are never added: the
 response lists them under ``unknown_ids`` and the known ones land.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Response, status
 
+from edgeminer.indexer.documents import ISSUE, IssueDoc, now_iso
 from edgeminer.indexer.store import DocNotFound, Store
 from edgeminer.service.api.deps import StoreDep
 from edgeminer.service.api.models import IssueChange, IssueCreate, IssuePublic, IssueUpdate, problems
 from edgeminer.service.errors import IssueNotFound
 
 router = APIRouter(tags=["issues"])
-ISSUE_KIND = "issue"
+ISSUE_KIND = ISSUE
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat()
+class IssueView(IssueDoc):
+    """An issue as the API answers it (``IssuePublic``): the document plus ``count``."""
+
+    count: int  #: len(sample_ids)
+
+
+class IssueChangeView(IssueView):
+    """The answer to a create or an update (``IssueChange``)."""
+
+    added: int  #: ids added
+    removed: int  #: ids removed
+    unknown_ids: list[str]  #: ids asked to be added that are not in the dataset
+    not_in_issue: list[str]  #: ids asked to be removed that were not in the issue
 
 
 def known_ids(store: Store, dataset: str, ids: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -36,7 +48,8 @@ def known_ids(store: Store, dataset: str, ids: Sequence[str]) -> tuple[list[str]
     return [i for i in ids if i in have], [i for i in ids if i not in have]
 
 
-def load_issue(store: Store, dataset: str, issue_id: str) -> dict[str, Any]:
+def load_issue(store: Store, dataset: str, issue_id: str) -> IssueView:
+    """The issue ``issue_id`` of ``dataset``. Raises DatasetNotFound, IssueNotFound."""
     store.get_dataset(dataset)
     try:
         doc = store.get_doc(dataset, ISSUE_KIND, issue_id)
@@ -45,7 +58,8 @@ def load_issue(store: Store, dataset: str, issue_id: str) -> dict[str, Any]:
     return public(doc, dataset)
 
 
-def public(doc: dict[str, Any], dataset: str) -> dict[str, Any]:
+def public(doc: Mapping[str, Any], dataset: str) -> IssueView:
+    """A stored issue document (any age: missing keys get defaults) as the API shows it."""
     ids = list(doc.get("sample_ids") or [])
     return {
         "id": doc["id"],
@@ -59,13 +73,21 @@ def public(doc: dict[str, Any], dataset: str) -> dict[str, Any]:
     }
 
 
-def _save(store: Store, dataset: str, doc: dict[str, Any]) -> None:
-    stored = {k: doc[k] for k in ("id", "dataset", "name", "description", "sample_ids", "created_at", "updated_at")}
+def _save(store: Store, dataset: str, doc: IssueDoc) -> None:
+    stored: IssueDoc = {
+        "id": doc["id"],
+        "dataset": doc["dataset"],
+        "name": doc["name"],
+        "description": doc["description"],
+        "sample_ids": doc["sample_ids"],
+        "created_at": doc["created_at"],
+        "updated_at": doc["updated_at"],
+    }
     store.put_doc(dataset, ISSUE_KIND, doc["id"], stored, name=doc["name"])
 
 
 @router.get("/datasets/{dataset}/issues", response_model=list[IssuePublic], responses=problems(401, 404))
-def list_issues(dataset: str, store: StoreDep) -> list[dict[str, Any]]:
+def list_issues(dataset: str, store: StoreDep) -> list[IssueView]:
     store.get_dataset(dataset)
     return [public(d, dataset) for d in store.list_docs(dataset, ISSUE_KIND)]
 
@@ -76,11 +98,11 @@ def list_issues(dataset: str, store: StoreDep) -> list[dict[str, Any]]:
     status_code=status.HTTP_201_CREATED,
     responses=problems(401, 404, 422),
 )
-def create_issue(dataset: str, body: IssueCreate, store: StoreDep) -> dict[str, Any]:
+def create_issue(dataset: str, body: IssueCreate, store: StoreDep) -> IssueChangeView:
     store.get_dataset(dataset)
     found, unknown = known_ids(store, dataset, body.sample_ids)
-    now = _now()
-    doc = {
+    now = now_iso()
+    doc: IssueDoc = {
         "id": uuid.uuid4().hex[:12],
         "dataset": dataset,
         "name": body.name,
@@ -94,12 +116,12 @@ def create_issue(dataset: str, body: IssueCreate, store: StoreDep) -> dict[str, 
 
 
 @router.get("/datasets/{dataset}/issues/{issue_id}", response_model=IssuePublic, responses=problems(401, 404))
-def get_issue(dataset: str, issue_id: str, store: StoreDep) -> dict[str, Any]:
+def get_issue(dataset: str, issue_id: str, store: StoreDep) -> IssueView:
     return load_issue(store, dataset, issue_id)
 
 
 @router.patch("/datasets/{dataset}/issues/{issue_id}", response_model=IssueChange, responses=problems(401, 404, 422))
-def update_issue(dataset: str, issue_id: str, body: IssueUpdate, store: StoreDep) -> dict[str, Any]:
+def update_issue(dataset: str, issue_id: str, body: IssueUpdate, store: StoreDep) -> IssueChangeView:
     """Rename, describe, add ids (``add_ids``) and remove ids (``remove_ids``) in one call."""
     with store.lock(dataset):
         doc = load_issue(store, dataset, issue_id)
@@ -116,7 +138,7 @@ def update_issue(dataset: str, issue_id: str, body: IssueUpdate, store: StoreDep
         if body.description is not None:
             doc["description"] = body.description
         doc["sample_ids"] = ids
-        doc["updated_at"] = _now()
+        doc["updated_at"] = now_iso()
         _save(store, dataset, doc)
     return {
         **public(doc, dataset),

@@ -1,13 +1,14 @@
 """Mining, selection and stream decisions over HTTP.
 
-- ``POST /datasets/{ds}/mine``: seeds -> nearest unlabeled neighbours (service/mining.py);
+- ``POST /datasets/{ds}/mine``: seeds -> nearest unlabeled neighbours (service/mining/);
 - ``POST /datasets/{ds}/select``: uncertainty / random selection under a budget (service/selection.py);
 - ``POST /datasets/{ds}/stream``: decide whether a new production sample goes to labeling now
   (service/stream.py); ``GET /datasets/{ds}/stream/decisions`` lists the recorded decisions.
 
 Images travel as base64 in the JSON body (``image_base64``), so every request is one JSON document.
 Mine and select calls are recorded as ``selection`` documents (``selection_id`` in the response) that
-an export can take as its input.
+an export can take as its input, by the library's ``record_selection`` (service/selection.py), the
+same call ``edgeminer mine`` / ``select`` make.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import base64
 import binascii
 import threading
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgeminer.indexer.documents import DecisionDoc
 from edgeminer.indexer.store import DocNotFound, Store
 from edgeminer.service.api.deps import SettingsDep, StoreDep
 from edgeminer.service.api.models import Filter, Page, problems
@@ -35,16 +36,15 @@ from edgeminer.service.errors import (
 )
 from edgeminer.service.filters import build_where
 from edgeminer.service.mining import (
-    AGGREGATIONS,
     MAX_SEEDS,
+    Aggregation,
     EmbeddingUnavailable,
     MiningError,
     Seeds,
     SeedsNotFound,
     mine,
-    mine_record,
 )
-from edgeminer.service.selection import STRATEGIES, select, selection_record
+from edgeminer.service.selection import Strategy, record_selection, select
 from edgeminer.service.settings import Settings
 from edgeminer.service.stream import (
     PERIODS,
@@ -58,11 +58,7 @@ from edgeminer.service.stream import (
 
 router = APIRouter(tags=["mining"])
 
-Aggregation = Literal["modes", "round_robin", "min_distance", "mean", "reciprocal_rank"]
-Strategy = Literal["least_confidence", "margin", "ratio", "entropy", "mc_variance", "bald", "random"]
 Uncertainty = Literal["least_confidence", "margin", "ratio", "entropy", "mc_variance", "bald"]
-assert set(Aggregation.__args__) == set(AGGREGATIONS)  # type: ignore[attr-defined]
-assert set(Strategy.__args__) == set(STRATEGIES)  # type: ignore[attr-defined]
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 T = TypeVar("T")
@@ -328,11 +324,7 @@ def mine_route(dataset: str, body: MineRequest, store: StoreDep, settings: Setti
             device=device,
         ),
     )
-    selection_id = None
-    if body.record:
-        selection_id = "mine-" + uuid.uuid4().hex[:12]
-        params = body.model_dump(exclude={"seeds"})
-        store.put_doc(dataset, "selection", selection_id, mine_record(result, seeds, params), name="mine")
+    selection_id = record_selection(store, dataset, result, filters=body.filters) if body.record else None
     summary = result.summary()
     return {
         **summary,
@@ -369,10 +361,7 @@ def select_route(dataset: str, body: SelectRequest, store: StoreDep, settings: S
             columns=columns,
         ),
     )
-    selection_id = None
-    if body.record:
-        selection_id = "select-" + uuid.uuid4().hex[:12]
-        store.put_doc(dataset, "selection", selection_id, selection_record(result, body.model_dump()), name="select")
+    selection_id = record_selection(store, dataset, result, filters=body.filters) if body.record else None
     return {**result.summary(), "selection_id": selection_id, "items": _items(result.rows)}
 
 
@@ -384,7 +373,7 @@ def select_route(dataset: str, body: SelectRequest, store: StoreDep, settings: S
 )
 def stream_route(
     dataset: str, body: StreamRequest, request: Request, store: StoreDep, settings: SettingsDep
-) -> dict[str, Any]:
+) -> DecisionDoc:
     store.get_dataset(dataset)
     image = _decode_image(body.image_base64, "image_base64") if body.image_base64 else None
     policy = StreamPolicy(

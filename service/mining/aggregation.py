@@ -1,0 +1,474 @@
+"""Aggregation: many seeds' ranked neighbours -> one ordered, de-duplicated list within a budget.
+
+Each seed ranks the candidates by cosine distance; the aggregations combine those rankings:
+
+- ``round_robin``: each seed's nearest in turn, so one dense seed cannot take the whole budget;
+- ``min_distance``: rows closest to any seed first;
+- ``mean``: rows closest to the (normalised) centroid of the seeds;
+- ``reciprocal_rank``: sum over seeds of 1 / (60 + rank) (RRF), highest first (full rankings on the
+  exact path; each seed's top list on the index path, rows outside a list adding 0);
+- ``modes`` (default): seeds are grouped into failure modes (:func:`seed_modes`); the budget is shared
+  across modes (:func:`share_budget`, largest remainder) by their size times how systematic the failure
+  is there (:func:`mode_weights`), and each mode's share is filled by ``min_distance`` within the mode.
+
+Nothing is post-filtered into a shortfall: :func:`aggregate` searches deeper until the budget is filled
+or the candidates run out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+import numpy as np
+
+from edgeminer.indexer.store import Store
+from edgeminer.service.mining.search import NeighbourSearch, Ranked, normalize
+from edgeminer.service.mining.seeds import ResolvedSeeds
+
+__all__ = [
+    "AGGREGATIONS",
+    "DEFAULT_AGGREGATION",
+    "DEFAULT_MODE_WEIGHTING",
+    "LOCAL_ERROR_K",
+    "MODE_WEIGHTINGS",
+    "RRF_K",
+    "Aggregation",
+    "Fill",
+    "ModePlan",
+    "aggregate",
+    "mode_cluster",
+    "mode_weights",
+    "plan_modes",
+    "seed_modes",
+    "share_budget",
+]
+
+#: how the neighbours of several seeds are merged into one ranking (the API's ``aggregation`` field).
+Aggregation = Literal["modes", "round_robin", "min_distance", "mean", "reciprocal_rank"]
+AGGREGATIONS: tuple[Aggregation, ...] = get_args(Aggregation)
+DEFAULT_AGGREGATION = "modes"
+RRF_K = 60.0
+MODE_WEIGHTINGS = ("local_error_rate", "cluster_error_rate", "size")
+DEFAULT_MODE_WEIGHTING = "local_error_rate"
+#: judged (labeled, with a correct flag) neighbours per seed that estimate its local error rate.
+LOCAL_ERROR_K = 20
+
+
+# ----------------------------------------------------------------------------------------------
+# Orders over the seeds' ranked lists
+# ----------------------------------------------------------------------------------------------
+
+
+def _round_robin(lists: Ranked) -> list[str]:
+    order: list[str] = []
+    seen: set[str] = set()
+    longest = max((len(ids) for ids, _ in lists), default=0)
+    for r in range(longest):
+        for ids, _ in lists:
+            if r < len(ids) and ids[r] not in seen:
+                seen.add(ids[r])
+                order.append(ids[r])
+    return order
+
+
+def _best_distance(lists: Ranked) -> dict[str, float]:
+    best: dict[str, float] = {}
+    for ids, dist in lists:
+        for i, d in zip(ids, dist.tolist(), strict=True):
+            if d < best.get(i, math.inf):
+                best[i] = d
+    return best
+
+
+def _min_distance(lists: Ranked) -> tuple[list[str], float]:
+    """Rows by distance to their nearest seed, and the distance up to which that order is exact
+    (rows not in any list are at least this far from every seed)."""
+    best = _best_distance(lists)
+    exact_upto = min((float(dist[-1]) for _, dist in lists if len(dist)), default=math.inf)
+    return sorted(best, key=lambda i: (best[i], i)), exact_upto
+
+
+def _reciprocal_rank(lists: Ranked) -> list[str]:
+    score: dict[str, float] = {}
+    for ids, _ in lists:
+        for r, i in enumerate(ids):
+            score[i] = score.get(i, 0.0) + 1.0 / (RRF_K + r + 1)
+    return sorted(score, key=lambda i: (-score[i], i))
+
+
+def _interleave(parts: list[list[str]]) -> list[str]:
+    out: list[str] = []
+    longest = max((len(p) for p in parts), default=0)
+    for r in range(longest):
+        for p in parts:
+            if r < len(p):
+                out.append(p[r])
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Failure modes
+# ----------------------------------------------------------------------------------------------
+
+
+def seed_modes(seeds: ResolvedSeeds, *, seed: int = 0) -> list[list[int]]:
+    """Group seeds into failure modes.
+
+    Seeds with an analysis cluster (>= 0) are grouped by it; the rest by a clustering of their vectors
+    (HDBSCAN, noise seeds alone; fewer than 6 loose seeds stay one mode each).
+
+    Parameters
+    ----------
+    seeds : ResolvedSeeds
+    seed : int
+        Unused (HDBSCAN is deterministic); kept for the call signature.
+
+    Returns
+    -------
+    list of list of int
+        Seed positions per mode, largest mode first.
+    """
+    groups: dict[Any, list[int]] = {}
+    loose: list[int] = []
+    for n, c in enumerate(seeds.clusters):
+        if c is not None and int(c) >= 0:
+            groups.setdefault(("cluster", int(c)), []).append(n)
+        else:
+            loose.append(n)
+    if len(loose) >= 6:
+        import hdbscan
+
+        min_size = max(2, min(10, len(loose) // 20 + 2))
+        labels = hdbscan.HDBSCAN(min_cluster_size=min_size, min_samples=1).fit_predict(
+            seeds.vectors[loose].astype(np.float64)
+        )
+        for n, lab in zip(loose, labels.tolist(), strict=True):
+            key = ("vectors", int(lab)) if lab >= 0 else ("seed", n)
+            groups.setdefault(key, []).append(n)
+    else:
+        for n in loose:
+            groups[("seed", n)] = [n]
+    return sorted(groups.values(), key=lambda g: (-len(g), g[0]))
+
+
+def mode_cluster(resolved: ResolvedSeeds, group: list[int]) -> int | None:
+    """The analysis cluster all seeds of a mode share, or None (mixed, unknown or noise)."""
+    cs = {resolved.clusters[n] for n in group}
+    if len(cs) == 1:
+        c = next(iter(cs))
+        return int(c) if c is not None and int(c) >= 0 else None
+    return None
+
+
+def mode_weights(
+    store: Store, dataset: str, resolved: ResolvedSeeds, groups: list[list[int]], *, weighting: str
+) -> list[float]:
+    """How much of the budget each mode deserves: its size (seeds), times how systematic the failure is.
+
+    A dense region of failures keeps its share; a stray error among rows the model gets right (a
+    one-off, or label noise) gets little.
+
+    Parameters
+    ----------
+    store : Store
+    dataset : str
+    resolved : ResolvedSeeds
+    groups : list of list of int
+        The modes (see :func:`seed_modes`).
+    weighting : str
+        ``local_error_rate``: the share of wrong predictions among the LOCAL_ERROR_K judged labeled rows
+        nearest each seed (summed over the mode); ``cluster_error_rate``: the error rate of the mode's
+        analysis cluster (times its size); ``size``: the size alone.
+
+    Returns
+    -------
+    list of float
+        One weight per mode.
+    """
+    sizes = [float(len(g)) for g in groups]
+    if weighting == "size":
+        return sizes
+    if weighting == "cluster_error_rate":
+        return _cluster_error_weights(store, dataset, resolved, groups, sizes)
+    return _local_error_weights(store, dataset, resolved, groups, sizes)
+
+
+def _cluster_error_weights(
+    store: Store, dataset: str, resolved: ResolvedSeeds, groups: list[list[int]], sizes: list[float]
+) -> list[float]:
+    out = []
+    for g, size in zip(groups, sizes, strict=True):
+        c = mode_cluster(resolved, g)
+        if c is None:
+            out.append(size)
+            continue
+        n_judged = store.count(dataset, f"cluster = {c} AND correct IS NOT NULL")
+        n_wrong = store.count(dataset, f"cluster = {c} AND correct = false")
+        out.append(size * (n_wrong / n_judged if n_judged else 1.0))
+    return out
+
+
+def _local_error_weights(
+    store: Store, dataset: str, resolved: ResolvedSeeds, groups: list[list[int]], sizes: list[float]
+) -> list[float]:
+    # judged rows near each seed, the other seeds included (they are failures there too), itself not
+    judged = NeighbourSearch(store, dataset, "status = 'ok' AND correct IS NOT NULL", n_queries=len(resolved.ids))
+    if judged.n_candidates == 0:
+        return sizes
+    lists = judged.ranked(resolved.vectors, LOCAL_ERROR_K + 1)
+    lists = [
+        ([i for i in ids if i != sid][:LOCAL_ERROR_K], d) for sid, (ids, d) in zip(resolved.ids, lists, strict=True)
+    ]
+    near_ids = sorted({i for ids, _ in lists for i in ids})
+    table = store.get_samples(dataset, near_ids, columns=["id", "correct"])
+    wrong = {i for i, c in zip(table["id"].to_pylist(), table["correct"].to_pylist(), strict=True) if c is False}
+    rate = np.asarray([np.mean([i in wrong for i in ids]) if ids else 1.0 for ids, _ in lists])
+    return [float(rate[g].sum()) for g in groups]
+
+
+def share_budget(sizes: Sequence[float], budget: int) -> list[int]:
+    """Split ``budget`` across groups in proportion to their sizes (largest remainder).
+
+    Parameters
+    ----------
+    sizes : sequence of float
+        One non-negative weight per group.
+    budget : int
+
+    Returns
+    -------
+    list of int
+        One share per group, summing to ``budget`` (all 0 when the sizes or the budget are 0).
+    """
+    total = float(sum(sizes))
+    if total <= 0 or budget <= 0:
+        return [0] * len(sizes)
+    raw = [budget * s / total for s in sizes]
+    out = [int(math.floor(r)) for r in raw]
+    rest = budget - sum(out)
+    for n in sorted(range(len(sizes)), key=lambda n: (-(raw[n] - out[n]), -sizes[n], n))[:rest]:
+        out[n] += 1
+    return out
+
+
+@dataclass
+class ModePlan:
+    """The failure modes of a ``modes`` mine: seed positions, weights and budget shares per mode
+    (all empty for the other aggregations)."""
+
+    groups: list[list[int]] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    shares: list[int] = field(default_factory=list)
+
+
+def plan_modes(
+    store: Store, dataset: str, resolved: ResolvedSeeds, target: int, *, weighting: str, seed: int = 0
+) -> ModePlan:
+    """Group the seeds into modes and share ``target`` rows across them.
+
+    Parameters
+    ----------
+    store : Store
+    dataset : str
+    resolved : ResolvedSeeds
+    target : int
+        Rows to share (the budget, capped at the candidate count).
+    weighting : str
+        One of MODE_WEIGHTINGS (see :func:`mode_weights`).
+    seed : int
+        Passed to :func:`seed_modes`.
+
+    Returns
+    -------
+    ModePlan
+    """
+    groups = seed_modes(resolved, seed=seed)
+    weights = mode_weights(store, dataset, resolved, groups, weighting=weighting)
+    return ModePlan(groups, weights, share_budget(weights, target))
+
+
+# ----------------------------------------------------------------------------------------------
+# Filling the budget
+# ----------------------------------------------------------------------------------------------
+
+
+class _Deduper:
+    """Greedy near-duplicate removal: a row closer than ``threshold`` to a kept row is skipped."""
+
+    def __init__(self, engine: NeighbourSearch, threshold: float | None):
+        self.engine = engine
+        self.threshold = threshold
+        self.kept = np.zeros((0, 0), np.float32)
+        self.removed = 0
+
+    def accept(self, ids: list[str], limit: int, taken: set[str]) -> list[str]:
+        """Up to ``limit`` of ``ids`` in order, skipping taken rows and near-duplicates of kept ones."""
+        fresh = [i for i in ids if i not in taken]
+        if self.threshold is None:
+            picked = fresh[:limit]
+            taken.update(picked)
+            return picked
+        out: list[str] = []
+        for start in range(0, len(fresh), 256):
+            if len(out) >= limit:
+                break
+            chunk = fresh[start : start + 256]
+            for i, v in zip(chunk, self.engine.vectors_of(chunk), strict=True):
+                if len(out) >= limit:
+                    break
+                if len(self.kept) and float(np.max(self.kept @ v)) > 1.0 - self.threshold:
+                    self.removed += 1
+                    continue
+                self.kept = v[None, :] if not len(self.kept) else np.vstack([self.kept, v[None, :]])
+                taken.add(i)
+                out.append(i)
+        return out
+
+
+@dataclass
+class Fill:
+    """The rows picked (in result order), the mode that picked each (``modes`` only), how many
+    near-duplicates were skipped, and whether the order is final (budget filled, exact up to its end,
+    or no deeper search possible)."""
+
+    order: list[str]
+    mode_of: dict[str, int]
+    removed: int
+    complete: bool = True
+
+
+def _take(orders: list[list[str]], target: int, deduper: _Deduper, exhausted: bool) -> Fill:
+    taken: set[str] = set()
+    picked = deduper.accept(orders[0], target, taken)
+    return Fill(picked, {}, deduper.removed, len(picked) >= target or exhausted)
+
+
+def _fill_simple(lists: Ranked, aggregation: str, target: int, deduper: _Deduper, exhausted: bool) -> Fill:
+    exact_upto = math.inf
+    if aggregation == "round_robin":
+        order = _round_robin(lists)
+    elif aggregation == "min_distance":
+        order, exact_upto = _min_distance(lists)
+    else:
+        order = _reciprocal_rank(lists)
+    taken: set[str] = set()
+    picked = deduper.accept(order, target, taken)
+    complete = len(picked) >= target
+    if complete and picked and math.isfinite(exact_upto):
+        # min_distance's order is exact only up to the shallowest list's last distance: go deeper past it
+        best = _best_distance(lists)
+        complete = max(best[i] for i in picked) <= exact_upto
+    return Fill(picked, {}, deduper.removed, complete or exhausted)
+
+
+def _fill_modes(
+    lists: Ranked, plan: ModePlan, target: int, deduper: _Deduper, exhausted: bool
+) -> Fill:
+    """Each mode's share by min_distance within the mode (larger modes first); shortfalls (overlap,
+    dedup) are filled from all seeds by distance. Results interleave modes by rank."""
+    taken: set[str] = set()
+    complete = True
+    per_mode: list[list[str]] = []
+    best_all = _best_distance(lists)
+    for g, share in zip(plan.groups, plan.shares, strict=True):
+        got: list[str] = []
+        if share:
+            sub = [lists[n] for n in g]
+            order, exact_upto = _min_distance(sub)
+            got = deduper.accept(order, share, taken)
+            if len(got) < share:
+                complete = False
+            elif got and math.isfinite(exact_upto):
+                best = _best_distance(sub)
+                complete = complete and max(best[i] for i in got) <= exact_upto
+        per_mode.append(got)
+    mode_of = {i: n for n, part in enumerate(per_mode) for i in part}
+    ordered = _interleave(per_mode)
+    if len(ordered) < target:
+        order = sorted(best_all, key=lambda i: (best_all[i], i))
+        ordered.extend(deduper.accept(order, target - len(ordered), taken))
+    complete = complete and len(ordered) >= target
+    return Fill(ordered, mode_of, deduper.removed, complete or exhausted)
+
+
+def _deepen(engine: NeighbourSearch, depth: int, attempt: Callable[[int, bool], Fill]) -> Fill:
+    """``attempt(depth, exhausted)`` at growing depths (x4) until it is complete or the candidates run out."""
+    while True:
+        exhausted = depth >= engine.n_candidates
+        fill = attempt(depth, exhausted)
+        if fill.complete or exhausted:
+            return fill
+        depth = min(engine.n_candidates, depth * 4)
+
+
+def aggregate(
+    engine: NeighbourSearch,
+    resolved: ResolvedSeeds,
+    aggregation: str,
+    *,
+    target: int,
+    k: int,
+    dedup_distance: float | None = None,
+    plan: ModePlan | None = None,
+) -> tuple[Ranked, Fill]:
+    """The seeds' neighbours combined by ``aggregation`` into ``target`` rows (fewer only when the
+    candidates run out), searching deeper until the order is complete.
+
+    Parameters
+    ----------
+    engine : NeighbourSearch
+        Searches the candidates.
+    resolved : ResolvedSeeds
+    aggregation : str
+        One of AGGREGATIONS.
+    target : int
+        Rows wanted (> 0).
+    k : int
+        Neighbours per seed that count as "found by" it (the ``mean`` lists go this deep; the others
+        start at least this deep).
+    dedup_distance : float or None
+        Skip a row closer than this (cosine distance) to a row already kept.
+    plan : ModePlan, optional
+        The modes and their shares (``modes`` only; see :func:`plan_modes`).
+
+    Returns
+    -------
+    lists : Ranked
+        Each seed's ranked neighbours (what attributes the results to seeds).
+    fill : Fill
+        The picked rows in result order.
+    """
+    if aggregation == "mean":
+        return _aggregate_mean(engine, resolved, target=target, k=k, dedup_distance=dedup_distance)
+    plan = plan or ModePlan()
+    depth = max(k, math.ceil(2 * target / max(1, len(resolved.ids))) + k)
+    if aggregation == "reciprocal_rank" and engine.exact:
+        depth = engine.n_candidates  # fuse the full rankings when they are cheap
+    lists: Ranked = []
+
+    def attempt(depth: int, exhausted: bool) -> Fill:
+        nonlocal lists
+        lists = engine.ranked(resolved.vectors, depth)
+        deduper = _Deduper(engine, dedup_distance)
+        if aggregation == "modes":
+            return _fill_modes(lists, plan, target, deduper, exhausted)
+        return _fill_simple(lists, aggregation, target, deduper, exhausted)
+
+    fill = _deepen(engine, depth, attempt)
+    return lists, fill
+
+
+def _aggregate_mean(
+    engine: NeighbourSearch, resolved: ResolvedSeeds, *, target: int, k: int, dedup_distance: float | None
+) -> tuple[Ranked, Fill]:
+    lists = engine.ranked(resolved.vectors, k)
+    centroid = normalize(resolved.vectors.mean(axis=0, keepdims=True))
+
+    def attempt(depth: int, exhausted: bool) -> Fill:
+        ((ids, _),) = engine.ranked(centroid, depth)
+        return _take([ids], target, _Deduper(engine, dedup_distance), exhausted)
+
+    return lists, _deepen(engine, target + k, attempt)

@@ -1,0 +1,417 @@
+"""mine(): seeds -> their nearest candidates, aggregated, de-duplicated, within a budget.
+
+The steps: check the options, resolve the seeds (:mod:`.seeds`), build the candidate search
+(:mod:`.search`), plan the failure modes (``modes`` only) and fill the budget (:mod:`.aggregation`),
+then describe each row (rank, distance, the seeds that found it). :meth:`MineResult.record` is the
+selection document a mine leaves behind (``service/selection.py``'s ``record_selection`` stores it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgeminer.indexer.store import Store
+from edgeminer.service.mining.aggregation import (
+    AGGREGATIONS,
+    DEFAULT_AGGREGATION,
+    DEFAULT_MODE_WEIGHTING,
+    MODE_WEIGHTINGS,
+    Fill,
+    ModePlan,
+    aggregate,
+    mode_cluster,
+    plan_modes,
+)
+from edgeminer.service.mining.errors import MiningError
+from edgeminer.service.mining.search import (
+    NeighbourSearch,
+    Ranked,
+    candidate_where,
+    exported_ids,
+    seed_rows_among_candidates,
+)
+from edgeminer.service.mining.seeds import ResolvedSeeds, Seeds, resolve_seeds
+
+__all__ = ["DEFAULT_K", "MineOptions", "MineResult", "mine", "mine_record", "mine_with"]
+
+#: k when the caller does not give one: neighbours per seed used to attribute results to seeds.
+DEFAULT_K = 10
+
+
+@dataclass(frozen=True)
+class MineOptions:
+    """How to mine: the keyword parameters of :func:`mine` (see there).
+
+    Parameters
+    ----------
+    budget : int
+        Rows wanted; ``min(budget, candidates)`` come back.
+    k : int or None
+        Neighbours per seed that count as "found by" it (default DEFAULT_K).
+    aggregation : str
+        One of AGGREGATIONS.
+    where : str or None
+        A trusted filter clause (from service/filters.py).
+    include_labeled, include_exported : bool
+        Let labeled / already exported rows be candidates.
+    dedup_distance : float or None
+        Near-duplicate cosine distance (None: no de-duplication).
+    columns : sequence of str or None
+        Extra columns on each result row.
+    exact : bool or None
+        Force the exact or index search (None: ``Store.prefer_exact`` decides).
+    seed : int
+        Passed to the mode grouping.
+    device : str
+        Device of the dataset's embedder (text / image seeds).
+    mode_weighting : str
+        One of MODE_WEIGHTINGS.
+    """
+
+    budget: int = 100
+    k: int | None = None
+    aggregation: str = DEFAULT_AGGREGATION
+    where: str | None = None
+    include_labeled: bool = False
+    include_exported: bool = False
+    dedup_distance: float | None = None
+    columns: Sequence[str] | None = None
+    exact: bool | None = None
+    seed: int = 0
+    device: str = "cpu"
+    mode_weighting: str = DEFAULT_MODE_WEIGHTING
+
+    def check(self) -> None:
+        """Raise MiningError naming the first option out of range."""
+        if self.aggregation not in AGGREGATIONS:
+            raise MiningError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, not {self.aggregation!r}")
+        if not isinstance(self.budget, int) or self.budget < 1:
+            raise MiningError(f"budget must be a positive integer, not {self.budget!r}")
+        if self.k is not None and (not isinstance(self.k, int) or self.k < 1):
+            raise MiningError(f"k (neighbours per seed) must be a positive integer, not {self.k!r}")
+        if self.dedup_distance is not None and not (0.0 <= self.dedup_distance < 2.0):
+            raise MiningError(f"dedup_distance is a cosine distance in [0, 2), not {self.dedup_distance!r}")
+        if self.mode_weighting not in MODE_WEIGHTINGS:
+            raise MiningError(
+                f"mode_weighting must be one of {', '.join(MODE_WEIGHTINGS)}, not {self.mode_weighting!r}"
+            )
+
+    @property
+    def neighbours(self) -> int:
+        """k, or its default."""
+        return int(self.k or DEFAULT_K)
+
+    def params(self, filters: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+        """The request as a selection document records it (``filters``: the structured filters the
+        ``where`` clause was built from, as plain dicts)."""
+        return {
+            "budget": self.budget,
+            "k": self.k,
+            "aggregation": self.aggregation,
+            "mode_weighting": self.mode_weighting,
+            "filters": [dict(f) for f in filters],
+            "include_labeled": self.include_labeled,
+            "include_exported": self.include_exported,
+            "dedup_distance": self.dedup_distance,
+            "columns": None if self.columns is None else list(self.columns),
+        }
+
+
+@dataclass
+class MineResult:
+    """What :func:`mine` found: the rows (rank, id, distance, seeds, mode, extra columns) and how."""
+
+    dataset: str
+    aggregation: str
+    budget: int
+    k: int
+    engine: str
+    candidates: int
+    rows: list[dict[str, Any]]
+    seeds: ResolvedSeeds
+    modes: list[dict[str, Any]]
+    dedup_removed: int
+    version: int
+    took_ms: float
+    options: MineOptions = field(default_factory=MineOptions)
+    #: the seed spec, when mine() was given one (not already resolved seeds)
+    spec: Seeds | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """The result without its rows (what the CLI prints and the API returns around the items)."""
+        return {
+            "dataset": self.dataset,
+            "aggregation": self.aggregation,
+            "budget": self.budget,
+            "k": self.k,
+            "returned": len(self.rows),
+            "candidates": self.candidates,
+            "engine": self.engine,
+            "seeds": len(self.seeds.ids),
+            "modes": self.modes,
+            "dedup_removed": self.dedup_removed,
+            "version": self.version,
+            "took_ms": round(self.took_ms, 1),
+        }
+
+    def record(self, filters: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+        """The selection document of this result (kind ``mine``), for exports.
+
+        Parameters
+        ----------
+        filters : sequence
+            The structured filters the request's ``where`` was built from (plain dicts).
+
+        Returns
+        -------
+        dict
+            ``kind``, ``seeds`` (the spec described), ``params``, ``ids`` (in rank order), ``summary``.
+        """
+        return mine_record(self, self.spec, self.options.params(filters))
+
+
+def mine_record(
+    result: MineResult, seeds: Seeds | None = None, params: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The selection document a mine call leaves behind (kind ``mine``), for exports.
+
+    Parameters
+    ----------
+    result : MineResult
+    seeds : Seeds, optional
+        The spec to describe (default the result's own).
+    params : mapping, optional
+        The request's parameters (default the result's options, without filters).
+
+    Returns
+    -------
+    dict
+    """
+    spec = seeds if seeds is not None else result.spec
+    return {
+        "kind": "mine",
+        "seeds": spec.describe() if spec is not None else {"ids": len(result.seeds.ids)},
+        "params": dict(params) if params is not None else result.options.params(),
+        "ids": [r["id"] for r in result.rows],
+        "summary": result.summary(),
+    }
+
+
+def mine(
+    store: Store,
+    dataset: str,
+    seeds: Seeds | ResolvedSeeds,
+    *,
+    budget: int = 100,
+    k: int | None = None,
+    aggregation: str = DEFAULT_AGGREGATION,
+    where: str | None = None,
+    include_labeled: bool = False,
+    include_exported: bool = False,
+    dedup_distance: float | None = None,
+    columns: Sequence[str] | None = None,
+    exact: bool | None = None,
+    embedder: Any = None,
+    seed: int = 0,
+    device: str = "cpu",
+    mode_weighting: str = DEFAULT_MODE_WEIGHTING,
+) -> MineResult:
+    """Nearest candidates of the seeds, aggregated, de-duplicated: ``min(budget, matching)`` rows.
+
+    Nothing is post-filtered into a shortfall: when near-duplicate removal or overlap between seeds
+    leaves too few rows, the per-seed search goes deeper until the budget is filled or the candidates
+    run out. Each row carries the seeds that found it (the seeds whose ``k`` nearest candidates include
+    it; the nearest seed otherwise) and its distance to the nearest seed (``1 - cos``).
+
+    Parameters
+    ----------
+    store : Store
+    dataset : str
+    seeds : Seeds or ResolvedSeeds
+        What to mine around (resolved here when a spec).
+    budget, k, aggregation, where, include_labeled, include_exported, dedup_distance, columns
+        See :class:`MineOptions`.
+    exact, seed, device, mode_weighting
+        See :class:`MineOptions`.
+    embedder : Embedder, optional
+        Embeds text / image seeds (default the dataset's own).
+
+    Returns
+    -------
+    MineResult
+
+    Raises
+    ------
+    MiningError
+        An option out of range, or seeds that cannot be resolved: SeedsNotFound (ids not in the
+        dataset), EmbeddingUnavailable (text / image seeds the dataset's embedder cannot embed).
+    """
+    options = MineOptions(
+        budget=budget, k=k, aggregation=aggregation, where=where, include_labeled=include_labeled,
+        include_exported=include_exported, dedup_distance=dedup_distance, columns=columns, exact=exact, seed=seed,
+        device=device, mode_weighting=mode_weighting,
+    )
+    return mine_with(store, dataset, seeds, options, embedder=embedder)
+
+
+def mine_with(
+    store: Store,
+    dataset: str,
+    seeds: Seeds | ResolvedSeeds,
+    options: MineOptions,
+    *,
+    embedder: Any = None,
+) -> MineResult:
+    """:func:`mine` with its options in one object: check them, resolve the seeds, search the
+    candidates, plan the modes and fill the budget, describe the rows.
+
+    Parameters
+    ----------
+    store : Store
+    dataset : str
+    seeds : Seeds or ResolvedSeeds
+    options : MineOptions
+    embedder : Embedder, optional
+
+    Returns
+    -------
+    MineResult
+
+    Raises
+    ------
+    MiningError
+        As :func:`mine`.
+    """
+    t0 = time.perf_counter()
+    options.check()
+    k = options.neighbours
+    spec = None if isinstance(seeds, ResolvedSeeds) else seeds
+    if isinstance(seeds, ResolvedSeeds):
+        resolved = seeds
+    else:
+        resolved = resolve_seeds(store, dataset, seeds, embedder=embedder, device=options.device)
+    version = store.version(dataset)
+    engine = _candidate_search(store, dataset, resolved, options)
+    plan, lists, fill = _fill(store, dataset, engine, resolved, options)
+    return MineResult(
+        dataset=dataset,
+        aggregation=options.aggregation,
+        budget=options.budget,
+        k=k,
+        engine=engine.engine,
+        candidates=engine.n_candidates,
+        rows=_result_rows(store, dataset, engine, resolved, lists, fill, k, options.columns),
+        seeds=resolved,
+        modes=_modes_info(resolved, plan, fill),
+        dedup_removed=fill.removed,
+        version=version,
+        took_ms=(time.perf_counter() - t0) * 1000,
+        options=options,
+        spec=spec,
+    )
+
+
+def _fill(
+    store: Store, dataset: str, engine: NeighbourSearch, resolved: ResolvedSeeds, options: MineOptions
+) -> tuple[ModePlan, Ranked, Fill]:
+    """The modes (``modes`` only), each seed's ranked neighbours and the rows picked, for
+    ``min(budget, candidates)`` rows (nothing when there are no candidates)."""
+    target = min(options.budget, engine.n_candidates)
+    if target <= 0:
+        return ModePlan(), [], Fill([], {}, 0)
+    plan = ModePlan()
+    if options.aggregation == "modes":
+        plan = plan_modes(store, dataset, resolved, target, weighting=options.mode_weighting, seed=options.seed)
+    lists, fill = aggregate(
+        engine, resolved, options.aggregation, target=target, k=options.neighbours,
+        dedup_distance=options.dedup_distance, plan=plan,
+    )
+    return plan, lists, fill
+
+
+def _candidate_search(store: Store, dataset: str, resolved: ResolvedSeeds, options: MineOptions) -> NeighbourSearch:
+    """The search over the candidates: the caller's filter, minus seeds and (usually) exported rows."""
+    clause = candidate_where(
+        options.where,
+        include_labeled=options.include_labeled,
+        include_exported=options.include_exported,
+        exclude_ids=seed_rows_among_candidates(
+            store, dataset, resolved.ids, include_labeled=options.include_labeled
+        ),
+        exported_ids=None if options.include_exported else exported_ids(store, dataset),
+    )
+    return NeighbourSearch(store, dataset, clause, exact=options.exact, n_queries=len(resolved.ids))
+
+
+def _modes_info(resolved: ResolvedSeeds, plan: ModePlan, fill: Fill) -> list[dict[str, Any]]:
+    return [
+        {
+            "mode": n,
+            "size": len(g),
+            "weight": round(w, 3),
+            "share": s,
+            "found": sum(1 for m in fill.mode_of.values() if m == n),
+            "cluster": mode_cluster(resolved, g),
+            "seeds": [resolved.ids[j] for j in g[:50]],
+        }
+        for n, (g, s, w) in enumerate(zip(plan.groups, plan.shares, plan.weights, strict=True))
+    ]
+
+
+def _result_rows(
+    store: Store,
+    dataset: str,
+    engine: NeighbourSearch,
+    resolved: ResolvedSeeds,
+    lists: Ranked,
+    fill: Fill,
+    k: int,
+    columns: Sequence[str] | None,
+) -> list[dict[str, Any]]:
+    order = fill.order
+    if not order:
+        return []
+    dist = _seed_distances(engine, resolved, lists, order)
+    found_by: dict[str, list[int]] = {}
+    for n, (ids, _) in enumerate(lists):
+        for i in ids[:k]:
+            found_by.setdefault(i, []).append(n)
+    extra = _extra_columns(store, dataset, order, columns)
+    rows = []
+    for rank, (i, d) in enumerate(zip(order, dist, strict=True)):
+        near = int(np.argmin(d))
+        seeds = found_by.get(i) or [near]
+        row: dict[str, Any] = {
+            "id": i,
+            "rank": rank + 1,
+            "distance": round(float(d[near]), 6),
+            "seeds": [resolved.ids[n] for n in sorted(seeds, key=lambda n: d[n])],
+        }
+        if i in fill.mode_of:
+            row["mode"] = fill.mode_of[i]
+        row.update({c: v for c, v in extra.get(i, {}).items() if c != "id"})
+        rows.append(row)
+    return rows
+
+
+def _seed_distances(engine: NeighbourSearch, resolved: ResolvedSeeds, lists: Ranked, order: list[str]) -> np.ndarray:
+    """Cosine distances (results, seeds); with one seed, the search's own distances when it has them all."""
+    single = dict(zip(*lists[0], strict=True)) if len(resolved.ids) == 1 and lists else {}
+    if single and all(i in single for i in order):
+        return np.asarray([[single[i]] for i in order], np.float32)
+    vecs = engine.vectors_of(order)
+    return 1.0 - vecs @ resolved.vectors.T
+
+
+def _extra_columns(
+    store: Store, dataset: str, order: list[str], columns: Sequence[str] | None
+) -> dict[str, dict[str, Any]]:
+    cols = [c for c in dict.fromkeys(columns or []) if c not in ("id", "embedding")]
+    if not cols:
+        return {}
+    return {r["id"]: r for r in store.get_samples(dataset, order, columns=["id", *cols]).to_pylist()}

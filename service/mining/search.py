@@ -1,0 +1,336 @@
+"""Candidates and neighbour search: which rows may be mined, and each seed's nearest ones among them.
+
+Candidates are the rows a caller may want to label: unlabeled rows by default, AND the caller's filter,
+minus rows already exported (unless ``include_exported``), minus the seeds themselves
+(:func:`candidate_where`). :class:`NeighbourSearch` ranks them for any number of query vectors, to any
+depth.
+
+Exact or index: the decision is made once per search, by :meth:`Store.prefer_exact
+<edgeminer.indexer.store.Store.prefer_exact>` (the only place it is made); :class:`NeighbourSearch` asks
+it in its constructor and then runs that mode, in memory or through ``Store.search(exact=...)``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow.compute as pc
+
+from edgeminer.indexer.store import (
+    FEW_QUERIES,
+    Store,
+    embeddings_to_numpy,
+    ids_in,
+    usable_vectors,
+)
+
+__all__ = [
+    "FEW_QUERIES",
+    "MAX_EXCLUDED_IDS",
+    "NeighbourSearch",
+    "Ranked",
+    "cached_count",
+    "candidate_where",
+    "exported_ids",
+    "normalize",
+    "seed_rows_among_candidates",
+]
+
+#: most ids an exclusion list may hold before the clause tests the exported column instead.
+MAX_EXCLUDED_IDS = 20_000
+
+#: per query vector: (candidate ids, cosine distances), nearest first.
+Ranked = list[tuple[list[str], np.ndarray]]
+
+_EXPORTED_CACHE: dict[tuple[str, str, str, int], list[str]] = {}
+_COUNT_CACHE: dict[tuple[str, str, str, int, str], int] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def normalize(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` scaled to unit length (float32; an all-zero row stays zero).
+
+    Parameters
+    ----------
+    x : np.ndarray
+        A vector or a matrix of row vectors.
+
+    Returns
+    -------
+    np.ndarray
+        ``x / ||x||`` along the last axis.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def candidate_where(
+    where: str | None = None,
+    *,
+    include_labeled: bool = False,
+    include_exported: bool = False,
+    exclude_ids: Sequence[str] = (),
+    exported_ids: Sequence[str] | None = None,
+) -> str:
+    """The candidate clause: unlabeled (unless include_labeled), the caller's filter, not exported
+    (unless include_exported), not a seed, ok rows.
+
+    Parameters
+    ----------
+    where : str or None
+        The caller's filter, already built (and quoted) by service/filters.py.
+    include_labeled, include_exported : bool
+        Let labeled / already exported rows be candidates too.
+    exclude_ids : sequence of str
+        Rows that are never candidates (the seeds).
+    exported_ids : sequence of str or None
+        The rows whose ``exported`` list is non-empty (see :func:`exported_ids`): turns the "not
+        exported" test into an id exclusion that the id index answers. Without it (or when it holds
+        more than MAX_EXCLUDED_IDS ids) the clause tests the list column, which reads it for every row.
+
+    Returns
+    -------
+    str
+        A LanceDB where-clause.
+    """
+    parts = ["status = 'ok'"]  # ok rows carry an embedding; testing it would read every vector
+    if not include_labeled:
+        parts.append("(labeled = false OR labeled IS NULL)")
+    excluded = list(exclude_ids)
+    if not include_exported:
+        if exported_ids is None or len(exported_ids) > MAX_EXCLUDED_IDS:
+            parts.append("(exported IS NULL OR array_length(exported) = 0)")
+        else:
+            excluded.extend(exported_ids)
+    if where:
+        parts.append(f"({where})")
+    if excluded:
+        parts.append(f"NOT ({ids_in(dict.fromkeys(excluded))})")
+    return " AND ".join(parts)
+
+
+def cached_count(store: Store, dataset: str, where: str) -> int:
+    """Rows matching ``where``, remembered per table version.
+
+    A count costs a filter pass over the table (~15 ms at 1M rows); the dashboard and repeated mines
+    ask the same question again.
+
+    Parameters
+    ----------
+    store : Store
+    dataset : str
+    where : str
+        A trusted where-clause.
+
+    Returns
+    -------
+    int
+        The number of matching rows at the table's current version.
+    """
+    key = (store.uri, dataset, store.get_dataset(dataset).created_at, store.version(dataset), where)
+    with _CACHE_LOCK:
+        hit = _COUNT_CACHE.get(key)
+    if hit is not None:
+        return hit
+    n = store.count(dataset, where)
+    with _CACHE_LOCK:
+        if len(_COUNT_CACHE) > 1024:
+            _COUNT_CACHE.clear()
+        _COUNT_CACHE[key] = n
+    return n
+
+
+def exported_ids(store: Store, dataset: str) -> list[str]:
+    """Ids of rows already exported (non-empty ``exported``), cached per table version.
+
+    Parameters
+    ----------
+    store : Store
+    dataset : str
+
+    Returns
+    -------
+    list of str
+        The exported rows' ids, in table order.
+    """
+    key = (store.uri, dataset, store.get_dataset(dataset).created_at, store.version(dataset))
+    with _CACHE_LOCK:
+        hit = _EXPORTED_CACHE.get(key)
+    if hit is not None:
+        return hit
+    ids = store.query(dataset, where="array_length(exported) > 0", columns=["id"])["id"].to_pylist()
+    with _CACHE_LOCK:
+        if len(_EXPORTED_CACHE) > 64:
+            _EXPORTED_CACHE.clear()
+        _EXPORTED_CACHE[key] = ids
+    return ids
+
+
+def seed_rows_among_candidates(
+    store: Store, dataset: str, seed_ids: Sequence[str], *, include_labeled: bool
+) -> list[str]:
+    """Seed rows that would otherwise be candidates (unlabeled seeds, or any with include_labeled).
+
+    Only these need excluding, and an id exclusion costs the filter on every search.
+
+    Parameters
+    ----------
+    store : Store
+    dataset : str
+    seed_ids : sequence of str
+        The seeds' ids; embedded seeds (``text:...``, ``image:...``) are not rows and are skipped.
+    include_labeled : bool
+        Whether labeled rows are candidates.
+
+    Returns
+    -------
+    list of str
+        The seed ids to exclude from the candidates.
+    """
+    row_ids = [i for i in seed_ids if not i.startswith(("text:", "image:"))]
+    if not row_ids:
+        return []
+    table = store.get_samples(dataset, row_ids, columns=["id", "labeled"])
+    return [
+        i
+        for i, lab in zip(table["id"].to_pylist(), table["labeled"].to_pylist(), strict=True)
+        if include_labeled or not lab
+    ]
+
+
+class NeighbourSearch:
+    """Ranked candidates per query vector, to any depth.
+
+    The exact-vs-index decision is not made here: the constructor asks :meth:`Store.prefer_exact
+    <edgeminer.indexer.store.Store.prefer_exact>` once (the one place that decides, from the candidate
+    count, the number of queries and whether the dataset has a vector index) unless the caller forces
+    ``exact``, and every :meth:`ranked` call then runs that mode. Exact: many queries (or candidates
+    already loaded) are ranked in numpy, the candidates' vectors loaded once (one matrix product for all
+    queries); a few queries go through ``Store.search(exact=True)``. Index: ``Store.search(exact=False)``
+    (vector index, prefilter, refine), re-queried deeper when asked.
+
+    Parameters
+    ----------
+    store : Store
+    dataset : str
+    where : str
+        The candidate clause (see :func:`candidate_where`).
+    exact : bool or None
+        Force the exact (True) or index (False) path; None lets ``Store.prefer_exact`` decide.
+    n_queries : int
+        How many query vectors the caller will rank at once (more queries make exact search pay up to
+        more candidates).
+
+    Attributes
+    ----------
+    n_candidates : int
+        Rows matching ``where``.
+    exact : bool
+        The mode every search runs in.
+    engine : str
+        ``"exact"`` or ``"index"``.
+    """
+
+    def __init__(
+        self, store: Store, dataset: str, where: str, *, exact: bool | None = None, n_queries: int = 1
+    ):
+        self.store = store
+        self.dataset = dataset
+        self.where = where
+        self.n_candidates = cached_count(store, dataset, where)
+        if exact is None:
+            exact = store.prefer_exact(dataset, self.n_candidates, n_queries=n_queries)
+        self.exact = bool(exact)
+        self.engine = "exact" if self.exact else "index"
+        self._ids: np.ndarray | None = None
+        self._vecs: np.ndarray | None = None
+        self._vec_cache: dict[str, np.ndarray] = {}
+        self._pos: dict[str, int] | None = None
+
+    def _load(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._ids is None or self._vecs is None:
+            dim = self.store.get_dataset(self.dataset).dim
+            table = self.store.query(self.dataset, where=self.where, columns=["id", "embedding"])
+            table = table.filter(pc.is_valid(table["embedding"]))
+            vecs = embeddings_to_numpy(table["embedding"], dim)
+            ok = usable_vectors(vecs)  # a damaged vector (NaN, inf) never ranks as anyone's neighbour
+            self._ids = np.asarray(table["id"].to_pylist(), dtype=object)[ok]
+            self._vecs = normalize(vecs[ok])
+        return self._ids, self._vecs
+
+    def ranked(self, queries: np.ndarray, depth: int) -> Ranked:
+        """For each query, its ``depth`` nearest candidates.
+
+        Parameters
+        ----------
+        queries : np.ndarray
+            Normalised query vectors, shape ``(n, dim)``.
+        depth : int
+            How many candidates per query (capped at the candidate count).
+
+        Returns
+        -------
+        Ranked
+            Per query: (candidate ids, cosine distances ascending).
+        """
+        depth = max(0, min(int(depth), self.n_candidates))
+        if depth == 0:
+            return [([], np.zeros(0, np.float32)) for _ in range(len(queries))]
+        if self.exact and (self._ids is not None or len(queries) > FEW_QUERIES):
+            return self._ranked_in_memory(queries, depth)
+        # the index path, or a few queries on the exact path: LanceDB searches (flat when exact), which
+        # beats loading every candidate vector for one or two seeds
+        return self._ranked_by_store(queries, depth)
+
+    def _ranked_in_memory(self, queries: np.ndarray, depth: int) -> Ranked:
+        ids, vecs = self._load()
+        out: Ranked = []
+        for start in range(0, len(queries), 256):
+            dist = 1.0 - queries[start : start + 256] @ vecs.T
+            if depth < dist.shape[1]:
+                part = np.argpartition(dist, depth - 1, axis=1)[:, :depth]
+            else:
+                part = np.tile(np.arange(dist.shape[1]), (dist.shape[0], 1))
+            for row, cols in zip(dist, part, strict=True):
+                order = cols[np.argsort(row[cols], kind="stable")]
+                out.append((ids[order].tolist(), row[order].astype(np.float32)))
+        return out
+
+    def _ranked_by_store(self, queries: np.ndarray, depth: int) -> Ranked:
+        out: Ranked = []
+        for q in queries:
+            table = self.store.search(
+                self.dataset, q, k=depth, where=self.where, columns=["id"], exact=self.exact,
+                candidates=self.n_candidates,
+            )
+            out.append((table["id"].to_pylist(), np.asarray(table["_distance"].to_numpy(), np.float32)))
+        return out
+
+    def vectors_of(self, ids: Sequence[str]) -> np.ndarray:
+        """Normalised vectors of candidate ids (from memory when loaded, else from the store).
+
+        Parameters
+        ----------
+        ids : sequence of str
+            Candidate ids (as returned by :meth:`ranked`).
+
+        Returns
+        -------
+        np.ndarray
+            Shape ``(len(ids), dim)``, in the order of ``ids``.
+        """
+        if self._ids is not None and self._vecs is not None:
+            all_ids, vecs = self._ids, self._vecs
+            if self._pos is None:
+                self._pos = {i: n for n, i in enumerate(all_ids.tolist())}
+            return vecs[[self._pos[i] for i in ids]] if ids else np.zeros((0, vecs.shape[1]), np.float32)
+        missing = [i for i in ids if i not in self._vec_cache]
+        if missing:
+            got, vecs = self.store.vectors(self.dataset, ids=missing)
+            for i, v in zip(got, normalize(vecs), strict=True):
+                self._vec_cache[i] = v
+        dim = self.store.get_dataset(self.dataset).dim
+        return np.stack([self._vec_cache[i] for i in ids]) if ids else np.zeros((0, dim), np.float32)
