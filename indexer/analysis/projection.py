@@ -30,6 +30,7 @@ get a 2-D PCA instead (same ``fit`` / ``transform`` interface, recorded in ``met
 
 from __future__ import annotations
 
+import io
 import pickle
 import time
 import warnings
@@ -266,7 +267,7 @@ class Projector:
 
     @classmethod
     def loads(cls, data: bytes) -> Projector:
-        payload = pickle.loads(data)  # noqa: S301 - our own file under the data directory
+        payload = load_own_pickle(data)
         if not isinstance(payload, dict) or payload.get("format") != 2:  # 1: kept the UMAP object
             raise ValueError("unknown projection state format: run analyze with --refit")
         obj = cls.__new__(cls)
@@ -276,3 +277,18 @@ class Projector:
     @classmethod
     def load(cls, path: str | Path) -> Projector:
         return cls.loads(Path(path).read_bytes())
+
+
+class _OwnStateUnpickler(pickle.Unpickler):
+    """Reads our own analysis state (under the data directory), including states written before the code
+    was installed as one package: their ``indexer.x`` / ``service.x`` are ``edgeminer.indexer.x`` now."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module.split(".")[0] in ("indexer", "service"):
+            module = "edgeminer." + module
+        return super().find_class(module, name)
+
+
+def load_own_pickle(data: bytes) -> Any:
+    """Unpickle an analysis state this package wrote (never data from a request)."""
+    return _OwnStateUnpickler(io.BytesIO(data)).load()  # noqa: S301 - our own file under the data directory

@@ -49,7 +49,7 @@ import numpy as np
 import pyarrow as pa
 
 from edgeminer.indexer.analysis.clustering import Clusterer, slice_quality, summarize_clusters
-from edgeminer.indexer.analysis.projection import PCA_CHOICES, Projector
+from edgeminer.indexer.analysis.projection import PCA_CHOICES, Projector, load_own_pickle
 from edgeminer.indexer.documents import RUN, AnalysisDoc, AnalysisStateDoc, AnalysisStateRef, new_run_doc, now_iso
 from edgeminer.indexer.errors import ValidationFailed
 from edgeminer.indexer.store import UNCERTAINTY_COLUMNS, DatasetInfo, DocNotFound, Store, embeddings_to_numpy, now_utc
@@ -222,11 +222,13 @@ def _load_state(store: Store, dataset: str, ref: Mapping[str, Any] | None) -> tu
             data = (Path(store.uri) / ref["file"]).read_bytes()
         else:
             data = base64.b64decode(store.get_doc(dataset, ANALYSIS_KIND, STATE_ID)["b64"])
-        payload = pickle.loads(data)  # noqa: S301 - our own file under the data directory
+        payload = load_own_pickle(data)
         if payload.get("format") != 1:
             return None
         return Projector.loads(payload["projector"]), payload["clusterer"]
-    except (OSError, DocNotFound, KeyError, ValueError, pickle.UnpicklingError, AttributeError, EOFError):
+    except (
+        OSError, DocNotFound, KeyError, ValueError, pickle.UnpicklingError, AttributeError, EOFError, ImportError
+    ):
         return None
 
 

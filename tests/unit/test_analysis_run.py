@@ -191,3 +191,27 @@ def test_unreadable_state_means_refit(store: Store) -> None:
     store.upsert_samples("synth", _new_rows(syn, near_cluster=0, n=3))
     rep = analyze(store, "synth", FAST)
     assert rep.mode == "fit" and rep.fitted == 253
+
+
+def test_state_saved_before_the_package_rename_still_loads(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A data dir analyzed by a version installed as top-level `indexer` keeps its fitted map: the saved
+    state names `indexer.analysis...` classes, read now as `edgeminer.indexer.analysis...`."""
+    import sys
+
+    import edgeminer.indexer as pkg
+    import edgeminer.indexer.analysis as analysis_pkg
+    import edgeminer.indexer.analysis.clustering as clustering
+
+    syn = _synth(store)
+    with monkeypatch.context() as m:  # pickle the state the way the old layout named its classes
+        m.setitem(sys.modules, "indexer", pkg)
+        m.setitem(sys.modules, "indexer.analysis", analysis_pkg)
+        m.setitem(sys.modules, "indexer.analysis.clustering", clustering)
+        m.setattr(clustering.Clusterer, "__module__", "indexer.analysis.clustering")
+        analyze(store, "synth", FAST)
+    doc = load_analysis(store, "synth") or {}
+    assert b"indexer.analysis.clustering" in (Path(store.uri) / doc["state"]["file"]).read_bytes()
+    assert "indexer" not in sys.modules
+    store.upsert_samples("synth", _new_rows(syn, near_cluster=0, n=3))
+    rep = analyze(Store(store.uri), "synth", FAST)
+    assert rep.mode == "transform" and rep.transformed == 3
