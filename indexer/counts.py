@@ -3,7 +3,7 @@
 
 One pass over five columns (``split``, ``labeled``, ``status``, ``correct``, ``x``) with pyarrow:
 
-- ``total`` rows; ``ok`` (``status = 'ok'``) and ``errors`` (every other row: ``status = 'error'``, a
+- ``total`` rows; ``ok`` (``where.OK``) and ``errors`` (every other row: ``status = 'error'``, a
   file or vector ingest could not use);
 - ``labeled`` (``labeled`` true) and ``unlabeled`` (the rest, nulls included);
 - ``wrong``: rows the model got wrong (``correct`` false);

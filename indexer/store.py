@@ -25,7 +25,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -50,6 +50,7 @@ from edgeminer.indexer.errors import (  # noqa: E402
     SchemaMismatch,
     ValidationFailed,
 )
+from edgeminer.indexer.where import HAS_EMBEDDING, ids_in, ok_and, sql_quote  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------
 # Schema
@@ -310,15 +311,6 @@ def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def sql_quote(value: str) -> str:
-    """Quote a string as a SQL literal (single quotes doubled). Only for values, never identifiers."""
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def ids_in(ids: Iterable[str]) -> str:
-    return "id IN (" + ", ".join(sql_quote(i) for i in ids) + ")"
-
-
 # ----------------------------------------------------------------------------------------------
 # Store
 # ----------------------------------------------------------------------------------------------
@@ -428,6 +420,16 @@ class Store:
             return True
         except DatasetNotFound:
             return False
+
+    def dataset(self, name: str) -> Dataset:
+        """A handle on dataset ``name`` (its info, schema, tables), checked to exist once here.
+
+        Raises
+        ------
+        DatasetNotFound
+        """
+        self.get_dataset(name)
+        return Dataset(self, name)
 
     def get_dataset(self, name: str) -> DatasetInfo:
         cached = self._info_cache.get(name)
@@ -663,9 +665,7 @@ class Store:
     ) -> tuple[list[str], np.ndarray]:
         """(ids, float32 matrix) of ok rows with an embedding."""
         info = self.get_dataset(dataset)
-        clause = "status = 'ok' AND embedding IS NOT NULL"
-        if where:
-            clause = f"({where}) AND {clause}"
+        clause = ok_and(HAS_EMBEDDING, where)
         if ids is not None:
             table = self.get_samples(dataset, ids, columns=["id", "embedding", "status"])
             mask = pc.and_(pc.equal(table["status"], "ok"), pc.is_valid(table["embedding"]))
@@ -883,7 +883,7 @@ class Store:
         vector : array-like
         k : int
         where : str or None
-            A trusted filter clause (``status = 'ok'`` is added: ok rows carry an embedding; testing
+            A trusted filter clause (``where.OK`` is added: ok rows carry an embedding; testing
             ``embedding IS NOT NULL`` would read every vector).
         columns : sequence of str or None
             Columns besides ``id`` and ``_distance`` (None: all, ``embedding`` included).
@@ -923,11 +923,9 @@ class Store:
     def _search_input(
         self, dataset: str, vector: Sequence[float] | np.ndarray, where: str | None
     ) -> tuple[Any, str, np.ndarray]:
-        """(samples table, the filter with ``status = 'ok'``, the query as float32), the query checked."""
+        """(samples table, the filter with ``where.OK``, the query as float32), the query checked."""
         tbl = self._samples(dataset)
-        clause = "status = 'ok'"
-        if where:
-            clause = f"({where}) AND {clause}"
+        clause = ok_and(where)
         vec = np.asarray(vector, dtype=np.float32).reshape(-1)
         if not usable_vectors(vec[None, :])[0]:
             raise SchemaMismatch("the query vector has NaN or infinite values (or values too large to compare)")
@@ -1344,6 +1342,117 @@ class Store:
         # Small frequent writes (job progress) leave many tiny fragments; fold them now and then.
         if int(tbl.version) % 200 == 0:
             tbl.optimize(cleanup_older_than=dt.timedelta(days=7))
+
+
+class Dataset:
+    """One dataset of a :class:`Store`, like LanceDB's ``connect()`` -> ``Table``: get it with
+    :meth:`Store.dataset` (which raises DatasetNotFound), then read and write through it instead of
+    passing ``(store, name)`` around. Thin: every method delegates to the store, which keeps the
+    caches, locks and readers; ``info`` and ``schema`` are read live (an update is seen at once)."""
+
+    __slots__ = ("store", "name")
+
+    def __init__(self, store: Store, name: str):
+        self.store = store
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Dataset({self.name!r}, uri={self.store.uri!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Dataset) and other.store is self.store and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash((id(self.store), self.name))
+
+    # -- description ---------------------------------------------------------------------------
+
+    @property
+    def info(self) -> DatasetInfo:
+        return self.store.get_dataset(self.name)
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self.store.schema(self.name)
+
+    @property
+    def version(self) -> int:
+        return self.store.version(self.name)
+
+    @property
+    def dim(self) -> int:
+        return self.info.dim
+
+    @property
+    def classes(self) -> list[str]:
+        return self.info.classes
+
+    @property
+    def task(self) -> str:
+        return self.info.task
+
+    def list_versions(self) -> list[dict[str, Any]]:
+        return self.store.list_versions(self.name)
+
+    def lock(self) -> threading.RLock:
+        return self.store.lock(self.name)
+
+    # -- samples -------------------------------------------------------------------------------
+
+    def count(self, where: str | None = None) -> int:
+        return self.store.count(self.name, where)
+
+    def query(
+        self,
+        *,
+        where: str | None = None,
+        columns: Sequence[str] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        version: int | None = None,
+    ) -> pa.Table:
+        return self.store.query(self.name, where=where, columns=columns, limit=limit, offset=offset, version=version)
+
+    def get_samples(
+        self, ids: Sequence[str], columns: Sequence[str] | None = None, version: int | None = None
+    ) -> pa.Table:
+        return self.store.get_samples(self.name, ids, columns=columns, version=version)
+
+    def vectors(self, *, where: str | None = None, ids: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
+        return self.store.vectors(self.name, where=where, ids=ids)
+
+    def search(self, vector: Sequence[float] | np.ndarray, *, k: int, **options: Any) -> pa.Table:
+        """:meth:`Store.search` (same keyword options: where, columns, exact, nprobes...)."""
+        return self.store.search(self.name, vector, k=k, **options)
+
+    def prefer_exact(self, candidates: int, *, n_queries: int = 1) -> bool:
+        return self.store.prefer_exact(self.name, candidates, n_queries=n_queries)
+
+    def upsert_samples(self, rows: pa.Table | Sequence[Mapping[str, Any]]) -> UpsertResult:
+        return self.store.upsert_samples(self.name, rows)
+
+    def update_columns(self, table: pa.Table) -> int:
+        return self.store.update_columns(self.name, table)
+
+    def update_where(self, where: str, values: Mapping[str, Any]) -> int:
+        return self.store.update_where(self.name, where, values)
+
+    def delete_samples(self, where: str) -> int:
+        return self.store.delete_samples(self.name, where)
+
+    # -- documents -----------------------------------------------------------------------------
+
+    def put_doc(self, kind: str, doc_id: str, doc: Mapping[str, Any], *, name: str = "") -> None:
+        self.store.put_doc(self.name, kind, doc_id, doc, name=name)
+
+    def get_doc(self, kind: str, doc_id: str) -> dict[str, Any]:
+        return self.store.get_doc(self.name, kind, doc_id)
+
+    def list_docs(self, kind: str) -> list[dict[str, Any]]:
+        return self.store.list_docs(self.name, kind)
+
+    def delete_doc(self, kind: str, doc_id: str) -> None:
+        self.store.delete_doc(self.name, kind, doc_id)
 
 
 class _LanceMissing(NotSupported):

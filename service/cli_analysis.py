@@ -11,6 +11,7 @@ import argparse
 import sys
 from typing import Any
 
+from edgeminer.indexer.where import not_null, ok_and
 from edgeminer.service.cli_common import CliError, open_store, print_json
 from edgeminer.service.settings import Settings
 
@@ -102,7 +103,7 @@ def _slices_for(store: Any, dataset: str, info: Any, field: str, doc: dict, slic
     if name not in info.metadata_fields:
         known = ", ".join(sorted(info.metadata_fields)) or "none"
         raise CliError(f"--truth-field {field!r} is not a metadata field of {dataset!r} (fields: {known})")
-    table = store.query(dataset, where="status = 'ok' AND cluster IS NOT NULL", columns=["cluster", "meta_" + name])
+    table = store.query(dataset, where=ok_and(not_null("cluster")), columns=["cluster", "meta_" + name])
     ranks = {c["id"]: c["failure_rank"] for c in doc.get("clusters", [])}
     return (
         slice_quality(

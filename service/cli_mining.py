@@ -33,7 +33,8 @@ def _filters(args: argparse.Namespace) -> list[Any]:
 def _where(store: Any, dataset: str, filters: list[Any]) -> str | None:
     from edgeminer.service.filters import build_where
 
-    return build_where(store.get_dataset(dataset), store.schema(dataset), filters)
+    ds = store.dataset(dataset)
+    return build_where(ds.info, ds.schema, filters)
 
 
 def _record(store: Any, dataset: str, result: Any, filters: list[Any], args: argparse.Namespace) -> str | None:

@@ -248,7 +248,7 @@ class JobRunner:
         """
         if self._closed:
             raise Unavailable("the server is shutting down and takes no new jobs; retry after restart")
-        self.store.get_dataset(dataset)  # DatasetNotFound before anything is queued
+        self.store.dataset(dataset)  # DatasetNotFound before anything is queued
         doc = new_run_doc(kind, dataset, params, runner=self.runner_id, **extra)
         job = _Job(doc=doc, fn=fn)
         with self._lock:
@@ -375,7 +375,7 @@ class JobRunner:
     ) -> builtins.list[RunDoc]:
         """Jobs newest first (live copies for this runner's jobs, stored docs for the rest)."""
         if dataset is not None:
-            self.store.get_dataset(dataset)
+            self.store.dataset(dataset)  # DatasetNotFound, not an empty list
         names = [dataset] if dataset else [d.name for d in self.store.list_datasets()]
         found: dict[str, RunDoc] = {}
         for name in names:

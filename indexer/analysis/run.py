@@ -53,6 +53,7 @@ from edgeminer.indexer.analysis.projection import PCA_CHOICES, Projector, load_o
 from edgeminer.indexer.documents import RUN, AnalysisDoc, AnalysisStateDoc, AnalysisStateRef, new_run_doc, now_iso
 from edgeminer.indexer.errors import ValidationFailed
 from edgeminer.indexer.store import UNCERTAINTY_COLUMNS, DatasetInfo, DocNotFound, Store, embeddings_to_numpy, now_utc
+from edgeminer.indexer.where import HAS_EMBEDDING, ok_and
 
 __all__ = [
     "AnalysisReport",
@@ -497,7 +498,7 @@ def _load_rows(run: _Run) -> _Rows:
         *[c for c in UNCERTAINTY_COLUMNS if c in schema_names],
         *[c for c in meta_cols if c in schema_names],
     ]
-    table = run.store.query(run.dataset, where="status = 'ok' AND embedding IS NOT NULL", columns=columns)
+    table = run.store.query(run.dataset, where=ok_and(HAS_EMBEDDING), columns=columns)
     if table.num_rows == 0:
         raise ValidationFailed(f"dataset {run.dataset!r} has no rows with an embedding: ingest images first")
     emb = _vectors(table.column("embedding"), run.info.dim)

@@ -2,7 +2,7 @@
 
 Pure functions take a ``pyarrow.Table`` (or anything with ``column(name).to_pylist()``) holding the
 columns they need; the ``*_for`` wrappers read those columns from the store. Only rows with
-``status = 'ok'`` are counted by the wrappers (error rows have no prediction).
+``where.OK`` (status ok) are counted by the wrappers (error rows have no prediction).
 
 Outcome buckets used throughout: ``correct`` / ``wrong`` (labeled rows with a prediction, by the
 ``correct`` column), ``unlabeled``, and ``no_prediction`` (labeled rows the model made no call on).
@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from edgeminer.indexer.errors import UnknownField, ValidationFailed
+from edgeminer.indexer.where import ok_and
 
 __all__ = [
     "BUCKETS",
@@ -330,11 +331,8 @@ def confusion(table: Any, *, classes: Sequence[str] = (), top_pairs: int = 20) -
 # Store wrappers
 # ----------------------------------------------------------------------------------------------
 
-_OK = "status = 'ok'"
-
-
 def _read(store: Any, dataset: str, columns: Sequence[str], where: str | None) -> pa.Table:
-    clause = _OK if not where else f"({where}) AND {_OK}"
+    clause = ok_and(where)
     return store.query(dataset, where=clause, columns=list(dict.fromkeys(columns)))
 
 

@@ -25,6 +25,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from edgeminer.indexer.store import Store
+from edgeminer.indexer.where import not_null, ok_and
 from edgeminer.service.mining.search import NeighbourSearch, Ranked, normalize
 from edgeminer.service.mining.seeds import ResolvedSeeds
 
@@ -215,7 +216,7 @@ def _local_error_weights(
     store: Store, dataset: str, resolved: ResolvedSeeds, groups: list[list[int]], sizes: list[float]
 ) -> list[float]:
     # judged rows near each seed, the other seeds included (they are failures there too), itself not
-    judged = NeighbourSearch(store, dataset, "status = 'ok' AND correct IS NOT NULL", n_queries=len(resolved.ids))
+    judged = NeighbourSearch(store, dataset, ok_and(not_null("correct")), n_queries=len(resolved.ids))
     if judged.n_candidates == 0:
         return sizes
     lists = judged.ranked(resolved.vectors, LOCAL_ERROR_K + 1)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeminer.indexer.store import Store
+from edgeminer.indexer.store import Dataset, Store
 from edgeminer.service.mining.aggregation import (
     AGGREGATIONS,
     DEFAULT_AGGREGATION,
@@ -295,9 +295,10 @@ def mine_with(
         resolved = seeds
     else:
         resolved = resolve_seeds(store, dataset, seeds, embedder=embedder, device=options.device)
-    version = store.version(dataset)
-    engine = _candidate_search(store, dataset, resolved, options)
-    plan, lists, fill = _fill(store, dataset, engine, resolved, options)
+    ds = store.dataset(dataset)
+    version = ds.version
+    engine = _candidate_search(ds, resolved, options)
+    plan, lists, fill = _fill(ds, engine, resolved, options)
     return MineResult(
         dataset=dataset,
         aggregation=options.aggregation,
@@ -305,7 +306,7 @@ def mine_with(
         k=k,
         engine=engine.engine,
         candidates=engine.n_candidates,
-        rows=_result_rows(store, dataset, engine, resolved, lists, fill, k, options.columns),
+        rows=_result_rows(ds, engine, resolved, lists, fill, k, options.columns),
         seeds=resolved,
         modes=_modes_info(resolved, plan, fill),
         dedup_removed=fill.removed,
@@ -317,7 +318,7 @@ def mine_with(
 
 
 def _fill(
-    store: Store, dataset: str, engine: NeighbourSearch, resolved: ResolvedSeeds, options: MineOptions
+    ds: Dataset, engine: NeighbourSearch, resolved: ResolvedSeeds, options: MineOptions
 ) -> tuple[ModePlan, Ranked, Fill]:
     """The modes (``modes`` only), each seed's ranked neighbours and the rows picked, for
     ``min(budget, candidates)`` rows (nothing when there are no candidates)."""
@@ -326,7 +327,7 @@ def _fill(
         return ModePlan(), [], Fill([], {}, 0)
     plan = ModePlan()
     if options.aggregation == "modes":
-        plan = plan_modes(store, dataset, resolved, target, weighting=options.mode_weighting, seed=options.seed)
+        plan = plan_modes(ds.store, ds.name, resolved, target, weighting=options.mode_weighting, seed=options.seed)
     lists, fill = aggregate(
         engine, resolved, options.aggregation, target=target, k=options.neighbours,
         dedup_distance=options.dedup_distance, plan=plan,
@@ -334,18 +335,18 @@ def _fill(
     return plan, lists, fill
 
 
-def _candidate_search(store: Store, dataset: str, resolved: ResolvedSeeds, options: MineOptions) -> NeighbourSearch:
+def _candidate_search(ds: Dataset, resolved: ResolvedSeeds, options: MineOptions) -> NeighbourSearch:
     """The search over the candidates: the caller's filter, minus seeds and (usually) exported rows."""
     clause = candidate_where(
         options.where,
         include_labeled=options.include_labeled,
         include_exported=options.include_exported,
         exclude_ids=seed_rows_among_candidates(
-            store, dataset, resolved.ids, include_labeled=options.include_labeled
+            ds.store, ds.name, resolved.ids, include_labeled=options.include_labeled
         ),
-        exported_ids=None if options.include_exported else exported_ids(store, dataset),
+        exported_ids=None if options.include_exported else exported_ids(ds.store, ds.name),
     )
-    return NeighbourSearch(store, dataset, clause, exact=options.exact, n_queries=len(resolved.ids))
+    return NeighbourSearch(ds.store, ds.name, clause, exact=options.exact, n_queries=len(resolved.ids))
 
 
 def _modes_info(resolved: ResolvedSeeds, plan: ModePlan, fill: Fill) -> list[dict[str, Any]]:
@@ -364,8 +365,7 @@ def _modes_info(resolved: ResolvedSeeds, plan: ModePlan, fill: Fill) -> list[dic
 
 
 def _result_rows(
-    store: Store,
-    dataset: str,
+    ds: Dataset,
     engine: NeighbourSearch,
     resolved: ResolvedSeeds,
     lists: Ranked,
@@ -381,7 +381,7 @@ def _result_rows(
     for n, (ids, _) in enumerate(lists):
         for i in ids[:k]:
             found_by.setdefault(i, []).append(n)
-    extra = _extra_columns(store, dataset, order, columns)
+    extra = _extra_columns(ds, order, columns)
     rows = []
     for rank, (i, d) in enumerate(zip(order, dist, strict=True)):
         near = int(np.argmin(d))
@@ -408,10 +408,8 @@ def _seed_distances(engine: NeighbourSearch, resolved: ResolvedSeeds, lists: Ran
     return 1.0 - vecs @ resolved.vectors.T
 
 
-def _extra_columns(
-    store: Store, dataset: str, order: list[str], columns: Sequence[str] | None
-) -> dict[str, dict[str, Any]]:
+def _extra_columns(ds: Dataset, order: list[str], columns: Sequence[str] | None) -> dict[str, dict[str, Any]]:
     cols = [c for c in dict.fromkeys(columns or []) if c not in ("id", "embedding")]
     if not cols:
         return {}
-    return {r["id"]: r for r in store.get_samples(dataset, order, columns=["id", *cols]).to_pylist()}
+    return {r["id"]: r for r in ds.get_samples(order, columns=["id", *cols]).to_pylist()}

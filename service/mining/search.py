@@ -25,6 +25,7 @@ from edgeminer.indexer.store import (
     ids_in,
     usable_vectors,
 )
+from edgeminer.indexer.where import OK, unlabeled
 
 __all__ = [
     "FEW_QUERIES",
@@ -96,9 +97,9 @@ def candidate_where(
     str
         A LanceDB where-clause.
     """
-    parts = ["status = 'ok'"]  # ok rows carry an embedding; testing it would read every vector
+    parts = [OK]  # ok rows carry an embedding; testing it would read every vector
     if not include_labeled:
-        parts.append("(labeled = false OR labeled IS NULL)")
+        parts.append(unlabeled())
     excluded = list(exclude_ids)
     if not include_exported:
         if exported_ids is None or len(exported_ids) > MAX_EXCLUDED_IDS:

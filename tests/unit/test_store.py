@@ -206,3 +206,33 @@ def test_compact_merges_small_fragments_and_keeps_every_row(store: Store, ds: st
     assert store.compact(ds) is False  # one fragment: nothing to do
     # time travel to before the compaction still reads
     assert store.query(ds, version=version).num_rows == 200
+
+
+def test_dataset_handle_reads_and_writes_like_the_store(store: Store, ds: str) -> None:
+    from edgeminer.indexer.errors import DatasetNotFound as NotThere
+
+    store.upsert_samples(ds, _rows(6))
+    handle = store.dataset(ds)
+    assert handle.name == ds and handle.dim == 4 and handle.classes == ["cat", "dog"]
+    assert handle.version == store.version(ds) and handle.schema == store.schema(ds)
+    assert handle.count() == 6 and handle.count("labeled = true") == store.count(ds, "labeled = true")
+    assert handle.get_samples(["r3", "r1"])["id"].to_pylist() == ["r3", "r1"]
+    handle.put_doc("issue", "i1", {"name": "x"})
+    assert store.get_doc(ds, "issue", "i1")["name"] == "x" and handle.get_doc("issue", "i1")["name"] == "x"
+    handle.update_where("id = 'r0'", {"label": "dog"})
+    assert store.get_samples(ds, ["r0"])["label"].to_pylist() == ["dog"]
+    assert handle.version == store.version(ds)  # read live, not frozen at creation
+    with pytest.raises(NotThere):
+        store.dataset("nope")
+
+
+def test_where_helpers_build_the_clauses_the_store_runs(store: Store, ds: str) -> None:
+    from edgeminer.indexer.where import OK, and_, ok_and, unlabeled
+
+    store.upsert_samples(ds, _rows(6))
+    assert ok_and() == OK and and_(None, "", "a = 1") == "a = 1"
+    assert store.count(ds, ok_and(unlabeled())) == 3
+    assert store.count(ds, ok_and("labeled = true", "meta_weather = 'sun'")) == store.count(
+        ds, "status = 'ok' AND labeled = true AND meta_weather = 'sun'"
+    )
+    assert "(" in and_("a = 1 OR b = 2", "c = 3")  # an OR keeps its meaning inside an AND

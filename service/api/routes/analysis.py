@@ -30,7 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgeminer.indexer.analysis import stats
 from edgeminer.indexer.analysis.points import POINT_COLUMNS, encode_points
 from edgeminer.indexer.analysis.run import AnalyzeParams, analyze, get_cluster, load_analysis, report_result
-from edgeminer.indexer.store import Store, sql_quote
+from edgeminer.indexer.store import Dataset, Store, sql_quote
+from edgeminer.indexer.where import HAS_EMBEDDING, is_null, not_null, ok_and
 from edgeminer.service.api.deps import JobsDep, StoreDep
 from edgeminer.service.api.models import JobPublic, problems
 from edgeminer.service.api.routes.jobs import public_job
@@ -49,8 +50,9 @@ router = APIRouter(tags=["analysis"])
 MAX_VERSION = 2**63 - 1
 
 
-def _points_table(store: Store, dataset: str, version: int | None) -> tuple[pa.Table, int]:
-    latest = store.version(dataset)
+def _points_table(ds: Dataset, version: int | None) -> tuple[pa.Table, int]:
+    dataset = ds.name
+    latest = ds.version
     v = latest if version is None else int(version)
     if not 1 <= v <= latest:
         raise ValidationFailed(
@@ -60,9 +62,8 @@ def _points_table(store: Store, dataset: str, version: int | None) -> tuple[pa.T
             latest_version=latest,
         )
     try:
-        table = store.query(
-            dataset,
-            where="status = 'ok' AND x IS NOT NULL AND y IS NOT NULL",
+        table = ds.query(
+            where=ok_and(not_null("x", "y")),
             columns=["id", *POINT_COLUMNS],
             version=None if v == latest else v,  # the latest through the store's cached reader
         )
@@ -96,8 +97,7 @@ def get_points(
     2 wrong_class, 3 false_positive, 4 false_negative, 5 labeled without a prediction. Points are sorted
     by sample id; ``GET /points/ids?version=<header.version>`` gives their ids in the same order.
     """
-    store.get_dataset(dataset)
-    table, v = _points_table(store, dataset, version)
+    table, v = _points_table(store.dataset(dataset), version)
     doc = load_analysis(store, dataset)
     blob = encode_points(table, version=v, run_id=(doc or {}).get("run_id"))
     return Response(blob, media_type="application/octet-stream", headers={"Cache-Control": "no-store"})
@@ -118,8 +118,7 @@ def get_point_ids(
     ] = None,
 ) -> dict[str, Any]:
     """Sample ids of the map's points, in the order of ``GET /points`` at the same ``version``."""
-    store.get_dataset(dataset)
-    table, v = _points_table(store, dataset, version)
+    table, v = _points_table(store.dataset(dataset), version)
     ids = table.column("id").to_pylist()
     return {"version": v, "count": len(ids), "ids": ids}
 
@@ -130,7 +129,7 @@ def get_point_ids(
 
 
 def _analysis_or_404(store: Store, dataset: str) -> dict[str, Any]:
-    store.get_dataset(dataset)
+    store.dataset(dataset)  # DatasetNotFound, not "not analyzed yet"
     doc = load_analysis(store, dataset)
     if doc is None:
         raise NotFound(
@@ -147,7 +146,7 @@ def get_analysis(dataset: str, store: StoreDep) -> dict[str, Any]:
     timings and the per-slice quality check (``slices``, when the dataset has a ``slice`` field)."""
     doc = _analysis_or_404(store, dataset)
     out = {k: v for k, v in doc.items() if k not in ("clusters", "state") and not k.startswith("_")}
-    out["stale_rows"] = store.count(dataset, "status = 'ok' AND embedding IS NOT NULL AND x IS NULL")
+    out["stale_rows"] = store.count(dataset, ok_and(HAS_EMBEDDING, is_null("x")))
     out["current_version"] = store.version(dataset)
     return out
 

@@ -132,7 +132,7 @@ def get_dataset(dataset: str, store: StoreDep) -> DatasetDetail:
 
 @router.delete("/datasets/{dataset}", status_code=status.HTTP_204_NO_CONTENT, responses=problems(401, 404, 409))
 def delete_dataset(dataset: str, store: StoreDep, jobs: JobsDep, settings: SettingsDep) -> Response:
-    store.get_dataset(dataset)
+    store.dataset(dataset)  # DatasetNotFound before the jobs are looked at
     active = [j for j in jobs.list(dataset=dataset) if j.get("status") in ("queued", "running")]
     live = [j for j in active if not _orphan(j)]
     if live:

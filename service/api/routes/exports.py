@@ -203,8 +203,7 @@ def create_export(
 def list_exports(dataset: str, store: StoreDep, jobs: JobsDep) -> list[dict[str, Any]]:
     from edgeminer.service.export.runner import EXPORT_KIND, export_view
 
-    store.get_dataset(dataset)
-    docs = store.list_docs(dataset, EXPORT_KIND)
+    docs = store.dataset(dataset).list_docs(EXPORT_KIND)
     return [export_view(store, jobs, d) for d in reversed(docs)]
 
 

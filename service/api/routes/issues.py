@@ -50,9 +50,9 @@ def known_ids(store: Store, dataset: str, ids: Sequence[str]) -> tuple[list[str]
 
 def load_issue(store: Store, dataset: str, issue_id: str) -> IssueView:
     """The issue ``issue_id`` of ``dataset``. Raises DatasetNotFound, IssueNotFound."""
-    store.get_dataset(dataset)
+    ds = store.dataset(dataset)
     try:
-        doc = store.get_doc(dataset, ISSUE_KIND, issue_id)
+        doc = ds.get_doc(ISSUE_KIND, issue_id)
     except DocNotFound:
         raise IssueNotFound(dataset, issue_id) from None
     return public(doc, dataset)
@@ -88,8 +88,7 @@ def _save(store: Store, dataset: str, doc: IssueDoc) -> None:
 
 @router.get("/datasets/{dataset}/issues", response_model=list[IssuePublic], responses=problems(401, 404))
 def list_issues(dataset: str, store: StoreDep) -> list[IssueView]:
-    store.get_dataset(dataset)
-    return [public(d, dataset) for d in store.list_docs(dataset, ISSUE_KIND)]
+    return [public(d, dataset) for d in store.dataset(dataset).list_docs(ISSUE_KIND)]
 
 
 @router.post(
@@ -99,7 +98,7 @@ def list_issues(dataset: str, store: StoreDep) -> list[IssueView]:
     responses=problems(401, 404, 422),
 )
 def create_issue(dataset: str, body: IssueCreate, store: StoreDep) -> IssueChangeView:
-    store.get_dataset(dataset)
+    store.dataset(dataset)  # DatasetNotFound before anything is read
     found, unknown = known_ids(store, dataset, body.sample_ids)
     now = now_iso()
     doc: IssueDoc = {

@@ -24,7 +24,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgeminer.indexer.documents import DecisionDoc
-from edgeminer.indexer.store import DocNotFound, Store
+from edgeminer.indexer.store import Dataset, DocNotFound
 from edgeminer.service.api.deps import SettingsDep, StoreDep
 from edgeminer.service.api.models import Filter, Page, problems
 from edgeminer.service.errors import (
@@ -228,16 +228,16 @@ def _check_budget(budget: int, settings: Settings) -> None:
         raise BudgetTooLarge(budget, settings.max_budget)
 
 
-def _where(store: Store, dataset: str, filters: list[Filter]) -> str | None:
-    return build_where(store.get_dataset(dataset), store.schema(dataset), filters)
+def _where(ds: Dataset, filters: list[Filter]) -> str | None:
+    return build_where(ds.info, ds.schema, filters)
 
 
-def _columns(store: Store, dataset: str, columns: list[str] | None) -> list[str] | None:
+def _columns(ds: Dataset, columns: list[str] | None) -> list[str] | None:
     if not columns:
         return None
     from edgeminer.service.api.routes.samples import select_columns
 
-    return [c for c in select_columns(store, dataset, columns) if c != "id"]
+    return [c for c in select_columns(ds.store, ds.name, columns) if c != "id"]
 
 
 def _decode_image(text: str, field: str) -> bytes:
@@ -291,7 +291,7 @@ def _stream_budget(request: Request) -> StreamBudget:
 )
 def mine_route(dataset: str, body: MineRequest, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
     _check_budget(body.budget, settings)
-    store.get_dataset(dataset)
+    ds = store.dataset(dataset)
     s = body.seeds
     seeds = Seeds(
         ids=list(s.ids),
@@ -304,8 +304,8 @@ def mine_route(dataset: str, body: MineRequest, store: StoreDep, settings: Setti
         text=s.text,
         image=_decode_image(s.image_base64, "seeds.image_base64") if s.image_base64 else None,
     )
-    where = _where(store, dataset, body.filters)
-    columns = _columns(store, dataset, body.columns)
+    where = _where(ds, body.filters)
+    columns = _columns(ds, body.columns)
     device = "cpu" if settings.device == "auto" else settings.device
     result = _domain(
         dataset,
@@ -343,8 +343,9 @@ def mine_route(dataset: str, body: MineRequest, store: StoreDep, settings: Setti
 )
 def select_route(dataset: str, body: SelectRequest, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
     _check_budget(body.budget, settings)
-    where = _where(store, dataset, body.filters)
-    columns = _columns(store, dataset, body.columns)
+    ds = store.dataset(dataset)
+    where = _where(ds, body.filters)
+    columns = _columns(ds, body.columns)
     result = _domain(
         dataset,
         lambda: select(
@@ -374,7 +375,7 @@ def select_route(dataset: str, body: SelectRequest, store: StoreDep, settings: S
 def stream_route(
     dataset: str, body: StreamRequest, request: Request, store: StoreDep, settings: SettingsDep
 ) -> DecisionDoc:
-    store.get_dataset(dataset)
+    store.dataset(dataset)  # DatasetNotFound before the image is decoded
     image = _decode_image(body.image_base64, "image_base64") if body.image_base64 else None
     policy = StreamPolicy(
         confidence_below=body.confidence_below,
@@ -426,7 +427,7 @@ def decisions_route(
     limit: Annotated[int, Query(ge=0, le=10_000)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
 ) -> dict[str, Any]:
-    store.get_dataset(dataset)
+    store.dataset(dataset)  # DatasetNotFound, not an empty page
     items, total = list_decisions(store, dataset, send=send, limit=limit, offset=offset)
     return {"items": items, "total": total, "limit": limit, "offset": offset}
 
