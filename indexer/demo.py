@@ -21,6 +21,7 @@ import csv
 import json
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,12 +207,28 @@ def build_demo(
     mc_passes: int = 10,
     workers: int = 2,
 ) -> DemoSummary:
+    """Render the demo digits, train the demo model and ingest the demo dataset.
+
+    Parameters
+    ----------
+    demo_dir, store
+        Where images, manifests and model are kept between runs; the store to ingest into.
+    seed, force, progress, mc_passes, workers
+        Seeds everything; redo it all (dropping the dataset); show the ingest's progress bar; the
+        embedder's MC-dropout passes; the ingest's decoding threads.
+
+    Returns
+    -------
+    DemoSummary
+        Row counts per split and slice, validation errors, timings and the ingest report.
+
+    Raises
+    ------
+    Exception
+        Whatever training or the ingest raises.
+    """
     import torch
     from sklearn.datasets import load_digits
-
-    from edgeminer.indexer.embedders import TorchScriptEmbedder
-    from edgeminer.indexer.pipeline import ingest
-    from edgeminer.indexer.sources import open_source
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     demo_dir = Path(demo_dir).resolve()
@@ -225,22 +242,85 @@ def build_demo(
     n = len(digits.images)
     splits, slices = _plan(n, rng)
     manifest = demo_dir / "manifest.csv"
-    truth = demo_dir / "pool_truth.csv"
     ids = [f"digit-{i:04d}" for i in range(n)]
-    paths = []
+    arrays = _render_images(digits.images, ids, slices, img_dir, seed=seed, force=force)
+    _write_manifests(manifest, demo_dir / "pool_truth.csv", ids, splits, slices, digits.target, arrays)
+
+    model_path = demo_dir / "digits_cnn.pt"
+    t0 = time.perf_counter()
+    acc = _train_or_load(demo_dir, model_path, arrays, digits.target, splits, seed=seed, force=force)
+    train_seconds = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    report = _ingest_demo(store, manifest, model_path, seed, mc_passes, workers, progress)
+    ingest_seconds = time.perf_counter() - t1
+    return _demo_summary(store, train_seconds, ingest_seconds, acc, report.as_dict())
+
+
+def _demo_summary(
+    store: Store, train_seconds: float, ingest_seconds: float, acc: float, report: dict[str, Any]
+) -> DemoSummary:
+    """Count the ingested rows per split and slice, and the validation errors."""
+    table = store.query(DATASET, columns=["split", "correct", "meta_slice"]).to_pylist()
+    per_split, per_slice, val_errors, val_errors_in_slices = _tally(table)
+    return DemoSummary(
+        dataset=DATASET,
+        rows=len(table),
+        per_split=per_split,
+        per_slice=per_slice,
+        val_errors=val_errors,
+        val_errors_in_slices=val_errors_in_slices,
+        train_seconds=train_seconds,
+        ingest_seconds=ingest_seconds,
+        train_accuracy=acc,
+        report=report,
+    )
+
+
+def _ingest_demo(
+    store: Store, manifest: Path, model_path: Path, seed: int, mc_passes: int, workers: int, progress: bool
+) -> Any:
+    """Ingest the manifest with the demo model; the ingest report."""
+    from edgeminer.indexer.embedders import TorchScriptEmbedder
+    from edgeminer.indexer.pipeline import ingest
+    from edgeminer.indexer.sources import open_source
+
+    embedder = TorchScriptEmbedder(model_path, mc_passes=mc_passes, device="cpu", seed=seed)
+    source = open_source(manifest, kind="manifest")
+    return ingest(store, DATASET, source, embedder, batch_size=128, workers=workers, progress=progress)
+
+
+def _render_images(
+    images: np.ndarray, ids: list[str], slices: Sequence[str], img_dir: Path, *, seed: int, force: bool
+) -> np.ndarray:
+    """Render each digit to ``img_dir`` (kept unless ``force``); the images as model inputs in [-1, 1]."""
+    n = len(ids)
     arrays = np.zeros((n, 1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     for i in range(n):
-        img = _render(digits.images[i], slices[i], np.random.default_rng(seed * 100_003 + i))
+        img = _render(images[i], slices[i], np.random.default_rng(seed * 100_003 + i))
         path = img_dir / f"{ids[i]}.png"
         if force or not path.exists():
             img.save(path)
-        paths.append(path)
         arrays[i, 0] = np.asarray(img, dtype=np.float32) / 255.0 * 2 - 1
+    return arrays
+
+
+def _write_manifests(
+    manifest: Path,
+    truth: Path,
+    ids: list[str],
+    splits: Sequence[str],
+    slices: Sequence[str],
+    target: np.ndarray,
+    arrays: np.ndarray,
+) -> None:
+    """The ingest manifest (unlabeled rows without label) and the pool's hidden ground truth."""
+    n = len(ids)
     with open(manifest, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id", "uri", "split", "label", "slice", "ink"])
         for i in range(n):
-            label = str(digits.target[i]) if splits[i] != "unlabeled" else ""
+            label = str(target[i]) if splits[i] != "unlabeled" else ""
             ink = round(float((arrays[i, 0] > 0).mean()), 4)
             w.writerow([ids[i], f"images/{ids[i]}.png", splits[i], label, slices[i], ink])
     with open(truth, "w", newline="") as f:
@@ -248,26 +328,32 @@ def build_demo(
         w.writerow(["id", "label", "slice"])
         for i in range(n):
             if splits[i] == "unlabeled":
-                w.writerow([ids[i], str(digits.target[i]), slices[i]])
+                w.writerow([ids[i], str(target[i]), slices[i]])
 
-    model_path = demo_dir / "digits_cnn.pt"
-    t0 = time.perf_counter()
+
+def _train_or_load(
+    demo_dir: Path,
+    model_path: Path,
+    arrays: np.ndarray,
+    target: np.ndarray,
+    splits: Sequence[str],
+    *,
+    seed: int,
+    force: bool,
+) -> float:
+    """Train and export the model on the train split (unless it exists); its train accuracy."""
+    n = len(splits)
     train_idx = np.array([i for i in range(n) if splits[i] == "train"])
     if force or not model_path.exists():
-        model, acc = train_model(arrays[train_idx], digits.target[train_idx], seed=seed)
+        model, acc = train_model(arrays[train_idx], target[train_idx], seed=seed)
         export_torchscript(model, model_path)
         (demo_dir / "model.json").write_text(json.dumps({"train_accuracy": acc}))
-    else:
-        acc = float(json.loads((demo_dir / "model.json").read_text())["train_accuracy"])
-    train_seconds = time.perf_counter() - t0
+        return acc
+    return float(json.loads((demo_dir / "model.json").read_text())["train_accuracy"])
 
-    embedder = TorchScriptEmbedder(model_path, mc_passes=mc_passes, device="cpu", seed=seed)
-    source = open_source(manifest, kind="manifest")
-    t1 = time.perf_counter()
-    report = ingest(store, DATASET, source, embedder, batch_size=128, workers=workers, progress=progress)
-    ingest_seconds = time.perf_counter() - t1
 
-    table = store.query(DATASET, columns=["split", "correct", "meta_slice"]).to_pylist()
+def _tally(table: list[dict[str, Any]]) -> tuple[dict[str, int], dict[str, dict[str, int]], int, int]:
+    """Rows per split, rows (and validation errors) per slice and split, validation errors (in slices)."""
     per_split: dict[str, int] = {}
     per_slice: dict[str, dict[str, int]] = {s: {} for s in ("none", *SLICES)}
     val_errors = val_errors_in_slices = 0
@@ -280,15 +366,4 @@ def build_demo(
             c["val_errors"] = c.get("val_errors", 0) + 1
             if r["meta_slice"] != "none":
                 val_errors_in_slices += 1
-    return DemoSummary(
-        dataset=DATASET,
-        rows=len(table),
-        per_split=per_split,
-        per_slice=per_slice,
-        val_errors=val_errors,
-        val_errors_in_slices=val_errors_in_slices,
-        train_seconds=train_seconds,
-        ingest_seconds=ingest_seconds,
-        train_accuracy=acc,
-        report=report.as_dict(),
-    )
+    return per_split, per_slice, val_errors, val_errors_in_slices

@@ -31,6 +31,7 @@ from edgeminer.indexer.documents import RUN, RunDoc, RunError, new_run_doc, now_
 from edgeminer.indexer.embedders import Embedder, EmbedderError, EmbedOutput
 from edgeminer.indexer.errors import InputError, InvalidProbabilities, UnknownField, ValidationFailed
 from edgeminer.indexer.store import Store, now_utc, usable_vectors
+from edgeminer.indexer.where import OK, ok_and
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -262,6 +263,38 @@ def prepare_dataset(store: Store, dataset: str, source: Any, embedder: Embedder)
     )
 
 
+_Pending = tuple[list[Any], list[str], list[Future[Any]]]  # records, fingerprints, decode futures
+
+
+@dataclass
+class _IngestContext:
+    """What :func:`_finish` needs to embed and store a chunk."""
+
+    store: Store
+    dataset: str
+    embedder: Embedder
+    classes: list[str]
+    class_index: dict[str, int]
+    src_classes: list[str]
+    model_version: str
+    report: IngestReport
+    use_model: bool
+
+    def finish(self, pending: _Pending) -> None:
+        _finish(
+            self.store,
+            self.dataset,
+            pending,
+            self.embedder,
+            self.classes,
+            self.class_index,
+            self.src_classes,
+            self.model_version,
+            self.report,
+            self.use_model,
+        )
+
+
 def ingest(
     store: Store,
     dataset: str,
@@ -276,10 +309,28 @@ def ingest(
     run_id: str | None = None,
     build_indexes: bool = True,
 ) -> IngestReport:
-    if batch_size < 1:
-        raise ValidationFailed("batch_size must be >= 1")
-    if workers < 1:
-        raise ValidationFailed("workers must be >= 1")
+    """Decode, embed, score and store every record of ``source`` (unchanged rows are skipped).
+
+    Parameters
+    ----------
+    store, dataset, source, embedder
+        Where to, the records (a ``sources`` object) and the model (the dataset is created if new).
+    batch_size, workers, progress, on_progress
+        Rows per batch and decoding threads (both >= 1); a progress bar; a ``(done, total, message)`` hook.
+    model_version, run_id, build_indexes
+        Stored on each row (default: the embedder's); the run document's id; build indexes at the end.
+
+    Returns
+    -------
+    IngestReport
+        Counts, errors and the table versions read and written.
+
+    Raises
+    ------
+    ValidationFailed
+        ``batch_size`` or ``workers`` is below 1 (any other failure marks the run document failed).
+    """
+    _check_ingest_args(batch_size, workers)
     started = time.perf_counter()
     info = prepare_dataset(store, dataset, source, embedder)
     run_id = run_id or uuid.uuid4().hex[:12]
@@ -287,12 +338,103 @@ def ingest(
     emb_cfg = dict(info.embedder)
     embedder_key = json.dumps({k: emb_cfg.get(k) for k in sorted(emb_cfg) if k != "mc_passes"}, default=str)
     model_version = model_version or _model_version(emb_cfg)
-    classes = list(info.classes)
-    class_index = {c: i for i, c in enumerate(classes)}
-    src_classes = list(source.classes or [])
-    use_model = model_predicts(source, embedder)
+    ctx = _ingest_context(store, dataset, source, embedder, list(info.classes), model_version, report)
     total = len(source)
     report.total = total
+    run_doc = _start_ingest_run(store, dataset, source, run_id, report, batch_size, workers, total)
+    bar = _progress_bar(dataset, total) if progress else None
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgeminer-decode")
+    try:
+        _ingest_chunks(ctx, source, batch_size, embedder_key, pool, bar, on_progress, total)
+    except BaseException as exc:
+        _fail_ingest_run(store, dataset, run_doc, report, exc, started)
+        raise
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        if bar is not None:
+            bar.close()
+    _close_ingest_run(store, dataset, run_doc, report, started, total, build_indexes=build_indexes)
+    return report
+
+
+def _progress_bar(dataset: str, total: int) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", desc=f"ingest {dataset}", dynamic_ncols=True)
+
+
+def _fail_ingest_run(
+    store: Store, dataset: str, run_doc: RunDoc, report: IngestReport, exc: BaseException, started: float
+) -> None:
+    """Mark the ingest's run document failed (or interrupted) with the error."""
+    interrupted = isinstance(exc, KeyboardInterrupt)
+    run_doc["error"] = "interrupted" if interrupted else f"{type(exc).__name__}: {exc}"
+    run_doc["error_type"] = type(exc).__name__
+    _end_run(run_doc, "failed", report, store.version(dataset), time.perf_counter() - started)
+    store.put_doc(dataset, RUN, report.run_id, run_doc, name=run_doc["kind"])
+
+
+def _close_ingest_run(
+    store: Store,
+    dataset: str,
+    run_doc: RunDoc,
+    report: IngestReport,
+    started: float,
+    total: int,
+    *,
+    build_indexes: bool,
+) -> None:
+    """Build the indexes (if asked), fill in the report's end and mark the run document succeeded."""
+    if build_indexes:
+        report.index = store.ensure_indexes(dataset)
+    report.version_written = store.version(dataset)
+    report.seconds = time.perf_counter() - started
+    _end_run(run_doc, "succeeded", report, report.version_written, report.seconds)
+    run_doc["progress"] = {"done": total, "total": total, "message": "done"}
+    run_doc["errors"] = [run_error(e) for e in report.errors[:20]]
+    store.put_doc(dataset, RUN, report.run_id, run_doc, name=run_doc["kind"])
+
+
+def _check_ingest_args(batch_size: int, workers: int) -> None:
+    if batch_size < 1:
+        raise ValidationFailed("batch_size must be >= 1")
+    if workers < 1:
+        raise ValidationFailed("workers must be >= 1")
+
+
+def _ingest_context(
+    store: Store,
+    dataset: str,
+    source: Any,
+    embedder: Embedder,
+    classes: list[str],
+    model_version: str,
+    report: IngestReport,
+) -> _IngestContext:
+    return _IngestContext(
+        store,
+        dataset,
+        embedder,
+        classes,
+        {c: i for i, c in enumerate(classes)},
+        list(source.classes or []),
+        model_version,
+        report,
+        model_predicts(source, embedder),
+    )
+
+
+def _start_ingest_run(
+    store: Store,
+    dataset: str,
+    source: Any,
+    run_id: str,
+    report: IngestReport,
+    batch_size: int,
+    workers: int,
+    total: int,
+) -> RunDoc:
+    """Write the ingest's ``run`` document, status running."""
     run_doc = new_run_doc(
         "ingest",
         dataset,
@@ -303,66 +445,56 @@ def ingest(
     )
     run_doc["progress"]["total"] = total
     store.put_doc(dataset, RUN, run_id, run_doc, name=run_doc["kind"])
+    return run_doc
 
-    def finish(pending: tuple[list[Any], list[str], list[Future[Any]]]) -> None:
-        _finish(
-            store, dataset, pending, embedder, classes, class_index, src_classes, model_version, report, use_model
-        )
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, unit="img", desc=f"ingest {dataset}", dynamic_ncols=True)
+def _ingest_chunks(
+    ctx: _IngestContext,
+    source: Any,
+    batch_size: int,
+    embedder_key: str,
+    pool: ThreadPoolExecutor,
+    bar: Any,
+    on_progress: ProgressFn | None,
+    total: int,
+) -> None:
+    """Decode each chunk in ``pool`` while the previous one is embedded and stored."""
+    report = ctx.report
     seen: dict[str, int] = {}
     done = 0
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgeminer-decode")
-    try:
-        pending: tuple[list[Any], list[str], list[Future[Any]]] | None = None
-        for chunk in _chunks(_number(source), batch_size):
-            records, fps = _dedupe(chunk, seen, embedder_key)
-            have = store.existing(dataset, [r.id for r in records])
-            todo, todo_fps = [], []
-            for rec, fp in zip(records, fps, strict=True):
-                old = have.get(rec.id)
-                if old is not None and old[0] == fp:
-                    report.skipped += 1
-                else:
-                    todo.append(rec)
-                    todo_fps.append(fp)
-            futures = [pool.submit(_decode, rec, embedder) for rec in todo]
-            # embed the previous chunk while this one decodes
-            if pending is not None:
-                finish(pending)
-            pending = (todo, todo_fps, futures)
-            done += len(chunk)
-            if bar is not None:
-                bar.update(len(chunk))
-                bar.set_postfix(ok=report.ok_rows, errors=report.error_rows, skipped=report.skipped)
-            if on_progress is not None:
-                on_progress(done, total, f"{report.ok_rows} ok, {report.error_rows} errors")
+    pending: _Pending | None = None
+    for chunk in _chunks(_number(source), batch_size):
+        records, fps = _dedupe(chunk, seen, embedder_key)
+        todo, todo_fps = _changed(ctx.store, ctx.dataset, records, fps, report)
+        futures = [pool.submit(_decode, rec, ctx.embedder) for rec in todo]
+        # embed the previous chunk while this one decodes
         if pending is not None:
-            finish(pending)
-    except BaseException as exc:
-        interrupted = isinstance(exc, KeyboardInterrupt)
-        run_doc["error"] = "interrupted" if interrupted else f"{type(exc).__name__}: {exc}"
-        run_doc["error_type"] = type(exc).__name__
-        _end_run(run_doc, "failed", report, store.version(dataset), time.perf_counter() - started)
-        store.put_doc(dataset, RUN, run_id, run_doc, name=run_doc["kind"])
-        raise
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+            ctx.finish(pending)
+        pending = (todo, todo_fps, futures)
+        done += len(chunk)
         if bar is not None:
-            bar.close()
-    if build_indexes:
-        report.index = store.ensure_indexes(dataset)
-    report.version_written = store.version(dataset)
-    report.seconds = time.perf_counter() - started
-    _end_run(run_doc, "succeeded", report, report.version_written, report.seconds)
-    run_doc["progress"] = {"done": total, "total": total, "message": "done"}
-    run_doc["errors"] = [run_error(e) for e in report.errors[:20]]
-    store.put_doc(dataset, RUN, run_id, run_doc, name=run_doc["kind"])
-    return report
+            bar.update(len(chunk))
+            bar.set_postfix(ok=report.ok_rows, errors=report.error_rows, skipped=report.skipped)
+        if on_progress is not None:
+            on_progress(done, total, f"{report.ok_rows} ok, {report.error_rows} errors")
+    if pending is not None:
+        ctx.finish(pending)
+
+
+def _changed(
+    store: Store, dataset: str, records: list[Any], fps: list[str], report: IngestReport
+) -> tuple[list[Any], list[str]]:
+    """The records (and fingerprints) not already stored with the same fingerprint; the rest are skipped."""
+    have = store.existing(dataset, [r.id for r in records])
+    todo, todo_fps = [], []
+    for rec, fp in zip(records, fps, strict=True):
+        old = have.get(rec.id)
+        if old is not None and old[0] == fp:
+            report.skipped += 1
+        else:
+            todo.append(rec)
+            todo_fps.append(fp)
+    return todo, todo_fps
 
 
 def _end_run(doc: RunDoc, status: str, report: IngestReport, version_written: int, seconds: float) -> None:
@@ -396,9 +528,7 @@ def _number(source: Any) -> Iterator[tuple[int, Any]]:
     yield from enumerate(source)
 
 
-def _dedupe(
-    chunk: list[tuple[int, Any]], seen: dict[str, int], embedder_key: str
-) -> tuple[list[Any], list[str]]:
+def _dedupe(chunk: list[tuple[int, Any]], seen: dict[str, int], embedder_key: str) -> tuple[list[Any], list[str]]:
     """A repeated id keeps the first row; later ones are stored as error rows under their own id."""
     import dataclasses
 
@@ -465,7 +595,7 @@ def _decode(rec: Any, embedder: Embedder) -> _Decoded:
 def _finish(
     store: Store,
     dataset: str,
-    pending: tuple[list[Any], list[str], list[Future[Any]]],
+    pending: _Pending,
     embedder: Embedder,
     classes: list[str],
     class_index: dict[str, int],
@@ -480,17 +610,7 @@ def _finish(
     decoded: list[_Decoded] = [f.result() for f in futures]
     info = store.get_dataset(dataset)
     dim = info.dim
-    # embed the rows that decoded
-    idx = [i for i, d in enumerate(decoded) if d.array is not None]
-    out: EmbedOutput | None = None
-    if idx:
-        try:
-            out = embedder.embed_batch(np.stack([decoded[i].array for i in idx]))  # type: ignore[misc]
-        except Exception as exc:  # noqa: BLE001 - one bad batch must not sink the ingest
-            for i in idx:
-                decoded[i].error = f"embedding failed: {exc}"
-            idx = []
-    pos = {i: n for n, i in enumerate(idx)}
+    out, pos = _embed_decoded(embedder, decoded)
     rows: list[dict[str, Any]] = []
     vectors: list[Any] = []
     for i, (rec, fp, dec) in enumerate(zip(records, fps, decoded, strict=True)):
@@ -499,42 +619,8 @@ def _finish(
         model_probs: np.ndarray | None = None
         mc: np.ndarray | None = None
         if error is None:
-            if rec.embedding is not None:
-                vec = np.asarray(rec.embedding, dtype=np.float32).reshape(-1)
-                if vec.shape[0] != dim:
-                    error = f"vector has {vec.shape[0]} values, the dataset's dimension is {dim}"
-                    vec = None
-                elif not np.all(np.isfinite(vec)):
-                    error = "vector has NaN or infinite values"
-                    vec = None
-                else:
-                    norm = float(np.linalg.norm(vec.astype(np.float64)))  # float32 overflows from ~1e19
-                    vec = (vec / norm).astype(np.float32) if norm > 0 else vec
-            elif out is not None and i in pos:
-                vec = out.embeddings[pos[i]]
-                if not usable_vectors(np.asarray(vec, np.float32).reshape(1, -1))[0]:
-                    error = "the embedder returned NaN or infinite values for this image"
-                    vec = None
-                elif out.probs is not None and use_model:
-                    model_probs = out.probs[pos[i]]
-                    mc = None if out.mc_probs is None else out.mc_probs[:, pos[i], :]
-        row: dict[str, Any] = {
-            "id": rec.id,
-            "uri": rec.uri,
-            "parent_id": rec.parent_id,
-            "bbox": None if rec.bbox is None else [float(v) for v in rec.bbox],
-            "area": None if rec.bbox is None else float(rec.bbox[2]) * float(rec.bbox[3]),
-            "width": dec.width,
-            "height": dec.height,
-            "split": rec.split,
-            "label": rec.label,
-            "labeled": rec.label is not None or rec.outcome == "false_positive",
-            "model_version": model_version,
-            "fingerprint": fp,
-            "ingested_at": now_utc(),
-        }
-        for key, value in (rec.metadata or {}).items():
-            row["meta_" + key] = value
+            vec, model_probs, mc, error = _row_vector(rec, out, pos.get(i), dim, use_model)
+        row = _base_row(rec, dec, fp, model_version)
         if error is None:
             try:
                 row.update(_predictions(rec, model_probs, mc, classes, class_index, src_classes))
@@ -551,16 +637,88 @@ def _finish(
             report.ok_rows += 1
             vectors.append(vec)
         rows.append(row)
+    result = store.upsert_samples(dataset, _rows_table(rows, vectors, dim))
+    report.inserted += result.inserted
+    report.updated += result.updated
+
+
+def _embed_decoded(embedder: Embedder, decoded: list[_Decoded]) -> tuple[EmbedOutput | None, dict[int, int]]:
+    """Embed the rows that decoded, in one batch: the output and each row's position in it (a failed
+    batch marks those rows as errors)."""
+    idx = [i for i, d in enumerate(decoded) if d.array is not None]
+    out: EmbedOutput | None = None
+    if idx:
+        try:
+            out = embedder.embed_batch(np.stack([decoded[i].array for i in idx]))  # type: ignore[misc]
+        except Exception as exc:  # noqa: BLE001 - one bad batch must not sink the ingest
+            for i in idx:
+                decoded[i].error = f"embedding failed: {exc}"
+            idx = []
+    return out, {i: n for n, i in enumerate(idx)}
+
+
+def _row_vector(
+    rec: Any, out: EmbedOutput | None, at: int | None, dim: int, use_model: bool
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, str | None]:
+    """A decoded row's vector (its own, normalized, or the embedder's at position ``at``), the model's
+    probs and MC passes for it, and the error that makes it unusable (or None)."""
+    vec: np.ndarray | None = None
+    model_probs: np.ndarray | None = None
+    mc: np.ndarray | None = None
+    error: str | None = None
+    if rec.embedding is not None:
+        vec = np.asarray(rec.embedding, dtype=np.float32).reshape(-1)
+        if vec.shape[0] != dim:
+            error = f"vector has {vec.shape[0]} values, the dataset's dimension is {dim}"
+            vec = None
+        elif not np.all(np.isfinite(vec)):
+            error = "vector has NaN or infinite values"
+            vec = None
+        else:
+            norm = float(np.linalg.norm(vec.astype(np.float64)))  # float32 overflows from ~1e19
+            vec = (vec / norm).astype(np.float32) if norm > 0 else vec
+    elif out is not None and at is not None:
+        vec = out.embeddings[at]
+        if not usable_vectors(np.asarray(vec, np.float32).reshape(1, -1))[0]:
+            error = "the embedder returned NaN or infinite values for this image"
+            vec = None
+        elif out.probs is not None and use_model:
+            model_probs = out.probs[at]
+            mc = None if out.mc_probs is None else out.mc_probs[:, at, :]
+    return vec, model_probs, mc, error
+
+
+def _base_row(rec: Any, dec: _Decoded, fp: str, model_version: str) -> dict[str, Any]:
+    """A record's row without status, scores and predictions."""
+    row: dict[str, Any] = {
+        "id": rec.id,
+        "uri": rec.uri,
+        "parent_id": rec.parent_id,
+        "bbox": None if rec.bbox is None else [float(v) for v in rec.bbox],
+        "area": None if rec.bbox is None else float(rec.bbox[2]) * float(rec.bbox[3]),
+        "width": dec.width,
+        "height": dec.height,
+        "split": rec.split,
+        "label": rec.label,
+        "labeled": rec.label is not None or rec.outcome == "false_positive",
+        "model_version": model_version,
+        "fingerprint": fp,
+        "ingested_at": now_utc(),
+    }
+    for key, value in (rec.metadata or {}).items():
+        row["meta_" + key] = value
+    return row
+
+
+def _rows_table(rows: list[dict[str, Any]], vectors: list[Any], dim: int) -> pa.Table:
+    """The rows as one table, with their embeddings (null for error rows)."""
     # rows differ in their keys (scores only where there are predictions): take the union
     keys = list(dict.fromkeys(k for r in rows for k in r))
     table = pa.Table.from_pydict({k: [r.get(k) for r in rows] for k in keys})
     emb_arr = pa.array(
         [None if v is None else np.asarray(v, np.float32).tolist() for v in vectors], pa.list_(pa.float32(), dim)
     )
-    table = table.append_column("embedding", emb_arr)
-    result = store.upsert_samples(dataset, table)
-    report.inserted += result.inserted
-    report.updated += result.updated
+    return table.append_column("embedding", emb_arr)
 
 
 def _predictions(
@@ -630,7 +788,7 @@ def dataset_stats(store: Store, dataset: str) -> dict[str, Any]:
         for key, n in c.as_dict().items():
             into[key] += n
     score_cols = ["probs", *scoring_columns()]
-    ok_rows = store.query(dataset, where="status = 'ok'", columns=score_cols)
+    ok_rows = store.query(dataset, where=OK, columns=score_cols)
     complete = {c: ok_rows.num_rows - ok_rows[c].null_count for c in score_cols}
     has_emb = store.count(dataset, "embedding IS NOT NULL")
     versions = store.list_versions(dataset)
@@ -661,7 +819,7 @@ def errors_by_field(store: Store, dataset: str, field: str) -> list[dict[str, An
     column = field if field in ("split", "label", "pred_label", "outcome") else f"meta_{field}"
     if field not in info.metadata_fields and column == f"meta_{field}":
         raise UnknownField(field, ["split", "label", "pred_label", "outcome", *info.metadata_fields], dataset=dataset)
-    rows = store.query(dataset, where="labeled = true AND status = 'ok'", columns=[column, "correct"]).to_pylist()
+    rows = store.query(dataset, where=ok_and("labeled = true"), columns=[column, "correct"]).to_pylist()
     total_errors = sum(1 for r in rows if r["correct"] is False)
     groups: dict[Any, list[int]] = {}
     for r in rows:

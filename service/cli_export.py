@@ -11,60 +11,43 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeminer.service.cli_common import CliError, open_store, print_json
 from edgeminer.service.settings import Settings
+
+if TYPE_CHECKING:
+    from edgeminer.indexer.documents import ExportDoc
+    from edgeminer.service.export.common import ExportRequest
 
 DEMO_DATASET = "demo"
 DEMO_BUDGET = 200
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from edgeminer.service.export.common import TARGETS, ExportRequest, check_media_base_url
+    """``edgeminer export``: plan and run an export, then print (or copy) where it is.
+
+    Parameters
+    ----------
+    args
+        The parsed command line (dataset, target, selection, media options, output options).
+    settings
+        The server settings (data dir, media roots, media base URL).
+
+    Returns
+    -------
+    int
+        The exit status (0).
+
+    Raises
+    ------
+    CliError
+        A bad option (ids file, filter JSON, target, base URL).
+    """
     from edgeminer.service.export.runner import export_path, get_export, plan_export, run_export
 
     store = open_store(settings)
-    ids = None
-    if args.ids:
-        ids = [i.strip() for i in args.ids.split(",") if i.strip()]
-    if args.ids_file:
-        path = Path(args.ids_file)
-        if not path.is_file():
-            raise CliError(f"--ids-file {str(path)!r} does not exist")
-        ids = (ids or []) + [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    filters = None
-    if args.filter:
-        try:
-            filters = json.loads(args.filter)
-        except json.JSONDecodeError as exc:
-            raise CliError(
-                f'--filter is not valid JSON ({exc}); e.g. \'[{{"field": "slice", "value": "x"}}]\''
-            ) from None
-    if args.target not in TARGETS:
-        raise CliError(f"unknown target {args.target!r}: choose one of {', '.join(TARGETS)}")
-    if args.base_url:
-        try:
-            check_media_base_url(args.base_url)
-        except ValueError as exc:
-            raise CliError(f"--base-url: {exc}") from None
-    if args.media == "url" and not args.base_url and settings.media_base_url:
-        try:
-            check_media_base_url(settings.media_base_url)
-        except ValueError as exc:
-            raise CliError(f"EDGEMINER_MEDIA_BASE_URL is not usable: {exc}; or pass --base-url") from None
-    req = ExportRequest(
-        target=args.target,
-        ids=ids,
-        issue=args.issue,
-        selection=args.selection,
-        filter=filters,
-        media=args.media,
-        media_base_url=args.base_url or (settings.media_base_url if args.media == "url" else None),
-        media_root=args.media_root,
-        chunk_size=args.chunk_size,
-        name=args.name or "",
-    ).validate()
+    req = _export_request(args, settings)
     doc, created = plan_export(store, args.dataset, req, data_dir=settings.data_dir, force=args.force)
     if not created and doc["status"] == "done":
         print(f"export {doc['id']} was made before (same request); use --force for a new one")
@@ -87,6 +70,66 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
             dest = dest / zip_path.name
         shutil.copyfile(zip_path, dest)
         zip_path = dest
+    _print_export(args, doc, summary, folder, zip_path)
+    return 0
+
+
+def _export_request(args: argparse.Namespace, settings: Settings) -> ExportRequest:
+    """The :class:`ExportRequest` the options describe, checked."""
+    from edgeminer.service.export.common import TARGETS, ExportRequest, check_media_base_url
+
+    ids = _cli_ids(args)
+    filters = None
+    if args.filter:
+        try:
+            filters = json.loads(args.filter)
+        except json.JSONDecodeError as exc:
+            raise CliError(
+                f'--filter is not valid JSON ({exc}); e.g. \'[{{"field": "slice", "value": "x"}}]\''
+            ) from None
+    if args.target not in TARGETS:
+        raise CliError(f"unknown target {args.target!r}: choose one of {', '.join(TARGETS)}")
+    if args.base_url:
+        try:
+            check_media_base_url(args.base_url)
+        except ValueError as exc:
+            raise CliError(f"--base-url: {exc}") from None
+    if args.media == "url" and not args.base_url and settings.media_base_url:
+        try:
+            check_media_base_url(settings.media_base_url)
+        except ValueError as exc:
+            raise CliError(f"EDGEMINER_MEDIA_BASE_URL is not usable: {exc}; or pass --base-url") from None
+    return ExportRequest(
+        target=args.target,
+        ids=ids,
+        issue=args.issue,
+        selection=args.selection,
+        filter=filters,
+        media=args.media,
+        media_base_url=args.base_url or (settings.media_base_url if args.media == "url" else None),
+        media_root=args.media_root,
+        chunk_size=args.chunk_size,
+        name=args.name or "",
+    ).validate()
+
+
+def _cli_ids(args: argparse.Namespace) -> list[str] | None:
+    """The ids given with ``--ids`` (comma separated) and ``--ids-file`` (one a line), or None."""
+    ids = None
+    if args.ids:
+        ids = [i.strip() for i in args.ids.split(",") if i.strip()]
+    if args.ids_file:
+        path = Path(args.ids_file)
+        if not path.is_file():
+            raise CliError(f"--ids-file {str(path)!r} does not exist")
+        ids = (ids or []) + [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return ids
+
+
+def _print_export(
+    args: argparse.Namespace, doc: ExportDoc, summary: dict[str, Any], folder: Path, zip_path: Path
+) -> None:
+    """Print the finished export: its document as JSON (``--json``), or a short summary."""
     if args.json:
         shown = {k: v for k, v in doc.items() if k != "ids" and not k.startswith("_")}
         print_json({**shown, "path": str(folder), "zip": str(zip_path)})
@@ -98,7 +141,6 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         )
         for err in doc.get("errors", [])[:10]:
             print(f"  row {err['id']}: {err['message']}")
-    return 0
 
 
 def cmd_labels_import(args: argparse.Namespace, settings: Settings) -> int:

@@ -126,20 +126,28 @@ def build_where(
 
 
 def compile_filter(f: Any, info: DatasetInfo, schema: pa.Schema, *, index: int | None = None) -> str:
-    if not isinstance(f, Mapping) and not hasattr(f, "field"):
-        raise InvalidFilter(
-            f'each filter is an object {{"field": ..., "op": ..., "value": ...}}, got {type(f).__name__}',
-            index=index,
-        )
-    if isinstance(f, Mapping):
-        unknown = sorted(set(f) - {"field", "op", "value"})
-        if unknown:
-            raise InvalidFilter(
-                f"unknown key(s) {', '.join(map(repr, unknown))} in a filter; use field, op and value",
-                index=index,
-            )
-        if "field" not in f:
-            raise InvalidFilter("a filter needs a 'field'", index=index)
+    """Compile one filter to a SQL clause, every value quoted as a literal.
+
+    Parameters
+    ----------
+    f
+        A dict (or an object) with ``field``, ``op`` (default ``eq``) and ``value``.
+    info, schema
+        The dataset and its table schema the field is resolved against.
+    index
+        The filter's position in its list (named in errors).
+
+    Returns
+    -------
+    str
+        The WHERE clause.
+
+    Raises
+    ------
+    InvalidFilter
+        The filter is malformed, names an unknown field or op, or has a value that does not fit.
+    """
+    _check_shape(f, index)
     name = _get(f, "field")
     op = _get(f, "op", "eq") or "eq"
     value = _get(f, "value")
@@ -157,57 +165,94 @@ def compile_filter(f: Any, info: DatasetInfo, schema: pa.Schema, *, index: int |
         )
     ctx = _Ctx(name=name, op=op, ftype=ftype, index=index)
     ident = _ident(col)
-
     if op == "is_null":
-        if value is None or value is True or value == "true":
-            return f"{ident} IS NULL"
-        if value is False or value == "false":
-            return f"{ident} IS NOT NULL"
-        raise ctx.error(f"is_null takes true or false, got {value!r}")
-
+        return _is_null_clause(ident, value, ctx)
     if ftype == "list<string>":  # op == contains
-        values = value if isinstance(value, list) else [value]
-        if not values:
-            raise ctx.error("contains needs a value (or a non-empty list: has any of them)")
-        if len(values) > MAX_IN_VALUES:
-            raise ctx.error(f"at most {MAX_IN_VALUES} values")
-        lits = [_literal(v, "string", ctx) for v in values]
-        return " OR ".join(f"array_has({ident}, {lit})" for lit in lits)
-
+        return _has_any_clause(ident, value, ctx)
     if op == "contains":  # string substring (contains() treats % and _ literally)
         return f"contains({ident}, {_literal(value, 'string', ctx)})"
-
     if op == "in":
-        if not isinstance(value, list) or not value:
-            raise ctx.error("'in' needs a non-empty list of values")
-        if len(value) > MAX_IN_VALUES:
-            raise ctx.error(f"'in' takes at most {MAX_IN_VALUES} values (got {len(value)})")
-        if any(v is None for v in value):
-            raise ctx.error("'in' values cannot be null; add an is_null filter instead")
-        lits = list(dict.fromkeys(_literal(v, ftype, ctx) for v in value))
-        return f"{ident} IN ({', '.join(lits)})"
-
+        return _in_clause(ident, value, ctx)
     if op == "between":
-        if not isinstance(value, list) or len(value) != 2:
-            raise ctx.error("'between' needs [low, high] (either may be null for an open range)")
-        low, high = value
-        if low is None and high is None:
-            raise ctx.error("'between' needs at least one bound")
-        lo = None if low is None else _literal(low, ftype, ctx)
-        hi = None if high is None else _literal(high, ftype, ctx)
-        if low is not None and high is not None and ftype in ("int", "float") and float(low) > float(high):
-            raise ctx.error(f"the low bound {low!r} is above the high bound {high!r}")
-        if lo is None:
-            return f"{ident} <= {hi}"
-        if hi is None:
-            return f"{ident} >= {lo}"
-        return f"{ident} BETWEEN {lo} AND {hi}"
+        return _between_clause(ident, value, ctx)
+    return _compare_clause(ident, value, ctx)
 
+
+def _check_shape(f: Any, index: int | None) -> None:
+    """Refuse a filter that is not an object with ``field`` (and only field / op / value keys)."""
+    if not isinstance(f, Mapping) and not hasattr(f, "field"):
+        raise InvalidFilter(
+            f'each filter is an object {{"field": ..., "op": ..., "value": ...}}, got {type(f).__name__}',
+            index=index,
+        )
+    if isinstance(f, Mapping):
+        unknown = sorted(set(f) - {"field", "op", "value"})
+        if unknown:
+            raise InvalidFilter(
+                f"unknown key(s) {', '.join(map(repr, unknown))} in a filter; use field, op and value",
+                index=index,
+            )
+        if "field" not in f:
+            raise InvalidFilter("a filter needs a 'field'", index=index)
+
+
+def _is_null_clause(ident: str, value: Any, ctx: _Ctx) -> str:
+    if value is None or value is True or value == "true":
+        return f"{ident} IS NULL"
+    if value is False or value == "false":
+        return f"{ident} IS NOT NULL"
+    raise ctx.error(f"is_null takes true or false, got {value!r}")
+
+
+def _has_any_clause(ident: str, value: Any, ctx: _Ctx) -> str:
+    """A list column holds the value (or any of a list of values)."""
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ctx.error("contains needs a value (or a non-empty list: has any of them)")
+    if len(values) > MAX_IN_VALUES:
+        raise ctx.error(f"at most {MAX_IN_VALUES} values")
+    lits = [_literal(v, "string", ctx) for v in values]
+    return " OR ".join(f"array_has({ident}, {lit})" for lit in lits)
+
+
+def _in_clause(ident: str, value: Any, ctx: _Ctx) -> str:
+    if not isinstance(value, list) or not value:
+        raise ctx.error("'in' needs a non-empty list of values")
+    if len(value) > MAX_IN_VALUES:
+        raise ctx.error(f"'in' takes at most {MAX_IN_VALUES} values (got {len(value)})")
+    if any(v is None for v in value):
+        raise ctx.error("'in' values cannot be null; add an is_null filter instead")
+    lits = list(dict.fromkeys(_literal(v, ctx.ftype, ctx) for v in value))
+    return f"{ident} IN ({', '.join(lits)})"
+
+
+def _between_clause(ident: str, value: Any, ctx: _Ctx) -> str:
+    """``[low, high]``, either bound may be null (an open range)."""
+    ftype = ctx.ftype
+    if not isinstance(value, list) or len(value) != 2:
+        raise ctx.error("'between' needs [low, high] (either may be null for an open range)")
+    low, high = value
+    if low is None and high is None:
+        raise ctx.error("'between' needs at least one bound")
+    lo = None if low is None else _literal(low, ftype, ctx)
+    hi = None if high is None else _literal(high, ftype, ctx)
+    if low is not None and high is not None and ftype in ("int", "float") and float(low) > float(high):
+        raise ctx.error(f"the low bound {low!r} is above the high bound {high!r}")
+    if lo is None:
+        return f"{ident} <= {hi}"
+    if hi is None:
+        return f"{ident} >= {lo}"
+    return f"{ident} BETWEEN {lo} AND {hi}"
+
+
+def _compare_clause(ident: str, value: Any, ctx: _Ctx) -> str:
+    """eq / ne / lt / le / gt / ge against one value (``ne`` also matches null)."""
+    op = ctx.op
     if isinstance(value, list):
         raise ctx.error(f"'{op}' takes one value, not a list (use 'in' or 'between')")
     if value is None:
         raise ctx.error(f"'{op}' needs a value; to match missing values use is_null")
-    lit = _literal(value, ftype, ctx)
+    lit = _literal(value, ctx.ftype, ctx)
     if op == "ne":
         return f"({ident} IS NULL OR {ident} <> {lit})"
     return f"{ident} {COMPARE[op]} {lit}"

@@ -36,7 +36,7 @@ import numpy as np
 from edgeminer.indexer.documents import DECISION, DecisionDoc, DecisionReason, NearestIssue
 from edgeminer.indexer.errors import MediaNotFound, MediaOutsideRoots
 from edgeminer.indexer.roots import root_pairs
-from edgeminer.indexer.store import UNCERTAINTY_COLUMNS, Store
+from edgeminer.indexer.store import UNCERTAINTY_COLUMNS, DatasetInfo, Store
 from edgeminer.service.media import safe_local_path
 from edgeminer.service.mining import MiningError, dataset_embedder, normalize
 
@@ -71,18 +71,14 @@ class StreamPolicy:
                 return PERIODS[self.period]
             if self.period.isdigit():
                 return int(self.period)
-            raise StreamError(
-                f"period must be one of {', '.join(PERIODS)} or a number of seconds, not {self.period!r}"
-            )
+            raise StreamError(f"period must be one of {', '.join(PERIODS)} or a number of seconds, not {self.period!r}")
         if int(self.period) < 1:
             raise StreamError(f"period must be at least 1 second, not {self.period!r}")
         return int(self.period)
 
     def check(self) -> None:
         if self.uncertainty not in UNCERTAINTY_COLUMNS:
-            raise StreamError(
-                f"uncertainty must be one of {', '.join(UNCERTAINTY_COLUMNS)}, not {self.uncertainty!r}"
-            )
+            raise StreamError(f"uncertainty must be one of {', '.join(UNCERTAINTY_COLUMNS)}, not {self.uncertainty!r}")
         if self.budget < 0:
             raise StreamError(f"budget (labels per period) must be >= 0, not {self.budget}")
         for name in ("confidence_below", "uncertainty_above", "issue_distance"):
@@ -181,42 +177,114 @@ def decide(
     now: dt.datetime | None = None,
     device: str = "cpu",
 ) -> DecisionDoc:
-    """Embed, score, store and decide on one sample; returns the recorded decision document."""
-    from edgeminer.indexer.scores import classes_for_probs, score_all, top2
+    """Embed, score, store and decide on one sample.
 
+    Parameters
+    ----------
+    store, dataset, sample
+        The store, the dataset the sample joins, the sample (exactly one of image / uri / embedding).
+    policy, budget
+        When to send a sample for labelling; the labels already spent per period.
+    embedder, media_roots, upload_dir, now, device
+        The model (default: the dataset's); extra roots a ``uri`` may point into; where an upload is
+        saved (None: not saved); the decision time (default: now, UTC); the embedder's device.
+
+    Returns
+    -------
+    DecisionDoc
+        The recorded decision document.
+
+    Raises
+    ------
+    StreamError
+        The input or the policy is invalid.
+    MediaOutsideRoots
+        ``uri`` lies outside the media roots.
+    """
     policy.check()
     info = store.get_dataset(dataset)
     given = [x is not None for x in (sample.image, sample.uri, sample.embedding)]
     if sum(given) != 1:
         raise StreamError("send exactly one of: an image file, a uri on the server, or an embedding vector")
     now = now or dt.datetime.now(dt.UTC)
-    roots = [*info.media_roots, *media_roots]
+    uri, data = _read_sample(sample, [*info.media_roots, *media_roots])
+    probs, mc = _given_probs(sample)
+    vec, content, probs, mc = _sample_vector(store, dataset, info, sample, data, probs, mc, embedder, device)
+    scored = _score(dataset, info, vec, probs, mc)
+    sample_id = sample.id or "stream-" + hashlib.sha1(content).hexdigest()[:16]
+    if sample.image is not None and upload_dir is not None:
+        uri = _save_upload(store, dataset, Path(upload_dir), sample_id, sample.image)
+    _store_row(store, dataset, info, sample, sample_id, uri, vec, content, scored)
+    reasons, near = _reasons(store, dataset, policy, scored.scores, vec)
+    return _record_decision(store, dataset, policy, budget, now, sample_id, scored, reasons, near)
+
+
+@dataclass
+class _Scored:
+    """A sample's probabilities, scores and top two predictions."""
+
+    probs: np.ndarray
+    scores: dict[str, float]
+    pred1: str
+    pred2: str | None
+
+
+def _read_sample(sample: StreamSample, roots: Sequence[str]) -> tuple[str | None, bytes | None]:
+    """The resolved uri (if the sample names one) and the image bytes (uploaded or read from the uri)."""
     uri: str | None = None
     data: bytes | None = sample.image
     if sample.uri is not None:
         path = _resolve_uri(sample.uri, roots)
         uri = str(path)
         data = path.read_bytes()
+    return uri, data
+
+
+def _given_probs(sample: StreamSample) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The sample's probs (1 x classes) and MC-dropout passes (T x classes), checked, if sent."""
     probs = None if sample.probs is None else _array(sample.probs, "probs").reshape(1, -1)
     mc = None if sample.mc_probs is None else _array(sample.mc_probs, "mc_probs")
     if mc is not None and (mc.ndim != 2 or probs is None or mc.shape[1] != probs.shape[1]):
         raise StreamError("mc_probs must be a list of passes, each as long as probs (shape T x classes)")
+    return probs, mc
+
+
+def _sample_vector(
+    store: Store,
+    dataset: str,
+    info: DatasetInfo,
+    sample: StreamSample,
+    data: bytes | None,
+    probs: np.ndarray | None,
+    mc: np.ndarray | None,
+    embedder: Any,
+    device: str,
+) -> tuple[np.ndarray, bytes, np.ndarray | None, np.ndarray | None]:
+    """The embedding (given, or computed from the image), the content it hashes, and the probs / MC passes
+    (the embedder's, aligned with the dataset's classes, when the sample sent none)."""
     if sample.embedding is not None:
         vec = _array(sample.embedding, "embedding").reshape(1, -1)
         if not np.isfinite(vec).all() or not np.any(vec):
             raise StreamError("embedding must be finite numbers, not all zero")
-        content = vec.tobytes()
-    else:
-        assert data is not None
-        emb = embedder if embedder is not None else dataset_embedder(store, dataset, device=device)
-        what = sample.image_field if sample.image is not None else f"uri {sample.uri!r}"
-        out = _embed(emb, data, what)
-        vec = np.asarray(getattr(out, "embeddings", out), np.float32).reshape(1, -1)
-        if probs is None and getattr(out, "probs", None) is not None:
-            probs = _align(np.asarray(out.probs, np.float32), getattr(emb, "classes", None), info.classes)
-            if mc is None and getattr(out, "mc_probs", None) is not None:
-                mc = _align_mc(np.asarray(out.mc_probs, np.float32), getattr(emb, "classes", None), info.classes)
-        content = data
+        return vec, vec.tobytes(), probs, mc
+    assert data is not None
+    emb = embedder if embedder is not None else dataset_embedder(store, dataset, device=device)
+    what = sample.image_field if sample.image is not None else f"uri {sample.uri!r}"
+    out = _embed(emb, data, what)
+    vec = np.asarray(getattr(out, "embeddings", out), np.float32).reshape(1, -1)
+    if probs is None and getattr(out, "probs", None) is not None:
+        probs = _align(np.asarray(out.probs, np.float32), getattr(emb, "classes", None), info.classes)
+        if mc is None and getattr(out, "mc_probs", None) is not None:
+            mc = _align_mc(np.asarray(out.mc_probs, np.float32), getattr(emb, "classes", None), info.classes)
+    return vec, data, probs, mc
+
+
+def _score(
+    dataset: str, info: DatasetInfo, vec: np.ndarray, probs: np.ndarray | None, mc: np.ndarray | None
+) -> _Scored:
+    """Check the embedding's size and the probs against the dataset, then score them."""
+    from edgeminer.indexer.scores import classes_for_probs, score_all, top2
+
     if vec.shape[1] != info.dim:
         raise StreamError(f"the embedding has {vec.shape[1]} values, dataset {dataset!r} stores {info.dim}")
     if probs is None:
@@ -237,23 +305,36 @@ def decide(
         pred1, pred2 = top2(probs, classes)
     except ValueError as exc:
         raise StreamError(f"probs: {exc}") from exc
-    sample_id = sample.id or "stream-" + hashlib.sha1(content).hexdigest()[:16]
-    if sample.image is not None and upload_dir is not None:
-        uri = _save_upload(store, dataset, Path(upload_dir), sample_id, sample.image)
+    return _Scored(probs, scores, pred1[0], pred2[0])
+
+
+def _store_row(
+    store: Store,
+    dataset: str,
+    info: DatasetInfo,
+    sample: StreamSample,
+    sample_id: str,
+    uri: str | None,
+    vec: np.ndarray,
+    content: bytes,
+    scored: _Scored,
+) -> None:
+    """Upsert the sample's row (tagged ``stream``) and compact now and then."""
+    probs = scored.probs
     row: dict[str, Any] = {
         "id": sample_id,
         "uri": uri or sample.uri or f"stream://{sample_id}",
         "split": "unlabeled",
         "labeled": False,
         "probs": probs[0].tolist(),
-        "pred_label": pred1[0],
-        "pred_label2": pred2[0],
+        "pred_label": scored.pred1,
+        "pred_label2": scored.pred2,
         "model_version": sample.model_version,
         "embedding": vec[0].tolist(),
         "tags": ["stream"],
         "status": "ok",
         "fingerprint": hashlib.sha1(content + probs.tobytes()).hexdigest(),
-        **scores,
+        **scored.scores,
     }
     for name, value in (sample.metadata or {}).items():
         if name in info.metadata_fields:
@@ -261,6 +342,11 @@ def decide(
     store.upsert_samples(dataset, [row])
     store.compact(dataset, min_fragments=STREAM_COMPACT_FRAGMENTS)  # one fragment per sample otherwise
 
+
+def _reasons(
+    store: Store, dataset: str, policy: StreamPolicy, scores: dict[str, float], vec: np.ndarray
+) -> tuple[list[DecisionReason], NearestIssue | None]:
+    """Why the policy makes the sample a candidate (empty: it does not), and the nearest issue example."""
     reasons: list[DecisionReason] = []
     if policy.confidence_below is not None and scores["confidence"] < policy.confidence_below:
         reasons.append(
@@ -279,7 +365,22 @@ def decide(
     near = _nearest_issue_example(store, dataset, normalize(vec)[0], policy.issues)
     if policy.issue_distance is not None and near is not None and near["distance"] <= policy.issue_distance:
         reasons.append({"reason": "near_issue", **near, "threshold": policy.issue_distance})
+    return reasons, near
 
+
+def _record_decision(
+    store: Store,
+    dataset: str,
+    policy: StreamPolicy,
+    budget: StreamBudget,
+    now: dt.datetime,
+    sample_id: str,
+    scored: _Scored,
+    reasons: list[DecisionReason],
+    near: NearestIssue | None,
+) -> DecisionDoc:
+    """Spend the period's budget on a candidate (atomically) and store the decision; a failed write
+    refunds the label."""
     seconds = policy.period_seconds()
     start = period_start(now, seconds).isoformat()
     key = (dataset, start)
@@ -297,8 +398,8 @@ def decide(
         "candidate": bool(reasons),
         "reasons": reasons,
         "why": _why(reasons, send, policy.budget),
-        "scores": scores,
-        "pred_label": pred1[0],
+        "scores": scored.scores,
+        "pred_label": scored.pred1,
         "nearest_issue": near,
         "period_start": start,
         "period_seconds": seconds,

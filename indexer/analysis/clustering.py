@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -168,14 +169,28 @@ def summarize_clusters(
 ) -> dict[str, Any]:
     """Per-cluster statistics and the failure ranking.
 
-    ``rows`` maps column name -> sequence aligned with ``labels``: ``id``, ``labeled`` (bool),
-    ``correct`` (bool or None), ``label``, ``pred_label``, ``confidence``, ``x``, ``y``, optional
-    uncertainty columns (``margin``, ``entropy``, ...) and ``meta_<field>`` columns named in
-    ``metadata_fields`` (field -> type). ``embeddings`` (rows aligned, any scale) picks the typical
-    members (nearest the centroid by cosine); without it the 2-D centroid is used.
+    Parameters
+    ----------
+    labels, rows
+        Each row's cluster id (-1: noise); column -> values aligned with ``labels``: ``id``, ``labeled``,
+        ``correct`` (bool or None), ``label``, ``pred_label``, ``confidence``, ``x``, ``y``, optional
+        uncertainty columns and ``meta_<field>`` columns for ``metadata_fields`` (field -> type).
+    embeddings
+        Rows aligned, any scale: typical members are nearest the centroid by cosine (else in 2-D).
+    min_errors, prior_strength, top_k
+        A failure cluster's fewest errors (>= 1); weight of the base rate in the smoothed rate (>= 0);
+        typical members and worst failures listed per cluster.
 
-    Returns ``{"base_error_rate", "rows", "judged", "errors", "clusters": [...]}``; clusters are sorted
-    failure clusters first (by rank), then the others by size, noise (id -1) last.
+    Returns
+    -------
+    dict
+        ``base_error_rate``, ``rows``, ``judged``, ``errors``, ``n_clusters``, ``n_failure_clusters`` and
+        ``clusters``: failure clusters first (by rank), then the others by size, noise (id -1) last.
+
+    Raises
+    ------
+    ValidationFailed
+        ``min_errors`` or ``prior_strength`` is out of range.
     """
     if min_errors < 1:
         raise ValidationFailed(f"min_errors must be at least 1, not {min_errors}")
@@ -183,26 +198,11 @@ def summarize_clusters(
         raise ValidationFailed(f"prior_strength must be >= 0, not {prior_strength}")
     labels = np.asarray(labels, dtype=np.int64)
     n = labels.shape[0]
-    ids = _str_list(rows.get("id"), n)
-    labeled = np.asarray([bool(v) for v in _str_list(rows.get("labeled"), n)], dtype=np.bool_)
-    judged, error = _judged(labeled, _str_list(rows.get("correct"), n))
-    gt = _str_list(rows.get("label"), n)
-    pred = _str_list(rows.get("pred_label"), n)
-    conf = np.array([np.nan if v is None else float(v) for v in _str_list(rows.get("confidence"), n)])
-    xs = np.array([np.nan if v is None else float(v) for v in _str_list(rows.get("x"), n)])
-    ys = np.array([np.nan if v is None else float(v) for v in _str_list(rows.get("y"), n)])
-    unc_cols = [c for c in ("least_confidence", "margin", "ratio", "entropy", "mc_variance", "bald") if c in rows]
-    unc = {c: np.array([np.nan if v is None else float(v) for v in _str_list(rows[c], n)]) for c in unc_cols}
-    meta_fields = dict(metadata_fields or {})
-    meta: dict[str, list[Any]] = {f: _str_list(rows.get("meta_" + f), n) for f in meta_fields}
-    emb = None
-    if embeddings is not None and len(embeddings) == n and n:
-        emb = np.asarray(embeddings, dtype=np.float32)  # normalised per cluster (no full-size copy)
-
-    total_judged = int(judged.sum())
-    total_errors = int(error.sum())
+    cols = _read_columns(rows, n, embeddings, metadata_fields)
+    total_judged = int(cols.judged.sum())
+    total_errors = int(cols.error.sum())
     base = total_errors / total_judged if total_judged else 0.0
-    dataset_meta = {f: _meta_overall(meta[f], meta_fields[f]) for f in meta_fields}
+    dataset_meta = {f: _meta_overall(cols.meta[f], t) for f, t in cols.meta_fields.items()}
 
     clusters: list[dict[str, Any]] = []
     order = np.argsort(labels, kind="stable")
@@ -210,50 +210,23 @@ def summarize_clusters(
     bounds = [*starts.tolist(), n]
     for k, cid in enumerate(uniq.tolist()):
         idx = order[bounds[k] : bounds[k + 1]]
-        j = judged[idx]
-        e = error[idx]
-        n_j, n_e = int(j.sum()), int(e.sum())
-        rate = n_e / n_j if n_j else None
-        smoothed = (n_e + prior_strength * base) / (n_j + prior_strength) if (n_j + prior_strength) else 0.0
-        lift = (rate / base) if (rate is not None and base > 0) else None
-        gt_counts = Counter(gt[i] for i in idx if labeled[i] and gt[i] is not None)
-        pred_counts = Counter(pred[i] for i in idx if pred[i] is not None)
-        conf_pairs = Counter((gt[i], pred[i]) for i in idx[e])
-        err_idx = idx[e]
-        worst = err_idx[np.argsort(-np.nan_to_num(conf[err_idx], nan=-1.0), kind="stable")][:top_k]
-        typical = _typical(idx, emb, xs, ys, top_k)
-        summary: dict[str, Any] = {
-            "id": int(cid),
-            "noise": cid == NOISE,
-            "size": int(idx.size),
-            "labeled": int(labeled[idx].sum()),
-            "unlabeled": int(np.logical_not(labeled[idx]).sum()),
-            "judged": n_j,
-            "errors": n_e,
-            "error_rate": rate,
-            "smoothed_error_rate": smoothed,
-            "lift": lift,
-            "excess_errors": n_e - n_j * base,
-            "dominant_label": _dominant(gt_counts),
-            "dominant_pred": _dominant(pred_counts),
-            "top_confusions": [{"label": a, "pred": b, "count": c} for (a, b), c in conf_pairs.most_common(3)],
-            "mean_uncertainty": {c: _nanmean(unc[c][idx]) for c in unc_cols},
-            "mean_confidence": _nanmean(conf[idx]),
-            "centroid": [_nanmean(xs[idx]), _nanmean(ys[idx])],
-            "bbox": _bbox(xs[idx], ys[idx]),
-            "typical": [ids[i] for i in typical],
-            "worst_failures": [ids[i] for i in worst],
-            "metadata": {
-                f: _meta_cluster([meta[f][i] for i in idx], meta_fields[f], dataset_meta[f]) for f in meta_fields
-            },
-            "is_failure": False,
-            "failure_rank": None,
-        }
-        summary["is_failure"] = bool(
-            cid != NOISE and n_e >= min_errors and n_j > 0 and smoothed > base and summary["excess_errors"] > 0
-        )
+        summary = _cluster_summary(cols, int(cid), idx, base, prior_strength, top_k, dataset_meta)
+        summary["is_failure"] = _is_failure(summary, base, min_errors)
         clusters.append(summary)
 
+    return {"base_error_rate": base, "rows": n, "judged": total_judged, "errors": total_errors, **_rank(clusters)}
+
+
+def _is_failure(summary: Mapping[str, Any], base: float, min_errors: int) -> bool:
+    """A cluster (not noise) with enough errors, a smoothed error rate above the base rate and excess errors."""
+    n_e, n_j, smoothed = summary["errors"], summary["judged"], summary["smoothed_error_rate"]
+    return bool(
+        summary["id"] != NOISE and n_e >= min_errors and n_j > 0 and smoothed > base and summary["excess_errors"] > 0
+    )
+
+
+def _rank(clusters: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rank the failure clusters (most excess errors first); the others follow by size, noise last."""
     failures = sorted(
         (c for c in clusters if c["is_failure"]),
         key=lambda c: (-c["excess_errors"], -(c["lift"] or 0.0), -c["size"], c["id"]),
@@ -262,13 +235,110 @@ def summarize_clusters(
         c["failure_rank"] = rank
     others = sorted((c for c in clusters if not c["is_failure"]), key=lambda c: (c["noise"], -c["size"], c["id"]))
     return {
-        "base_error_rate": base,
-        "rows": n,
-        "judged": total_judged,
-        "errors": total_errors,
         "n_clusters": sum(1 for c in clusters if not c["noise"]),
         "n_failure_clusters": len(failures),
         "clusters": failures + others,
+    }
+
+
+@dataclass
+class _Columns:
+    """The row columns :func:`summarize_clusters` reads, as lists and arrays."""
+
+    ids: list[Any]
+    labeled: np.ndarray
+    judged: np.ndarray
+    error: np.ndarray
+    gt: list[Any]
+    pred: list[Any]
+    conf: np.ndarray
+    xs: np.ndarray
+    ys: np.ndarray
+    unc: dict[str, np.ndarray]
+    meta_fields: dict[str, str]
+    meta: dict[str, list[Any]]
+    emb: np.ndarray | None
+
+
+def _floats(values: Sequence[Any]) -> np.ndarray:
+    return np.array([np.nan if v is None else float(v) for v in values])
+
+
+def _read_columns(
+    rows: Mapping[str, Any], n: int, embeddings: np.ndarray | None, metadata_fields: Mapping[str, str] | None
+) -> _Columns:
+    """Read ``rows``' columns (missing ones as nulls) and the embeddings (when aligned)."""
+    labeled = np.asarray([bool(v) for v in _str_list(rows.get("labeled"), n)], dtype=np.bool_)
+    judged, error = _judged(labeled, _str_list(rows.get("correct"), n))
+    unc_cols = [c for c in ("least_confidence", "margin", "ratio", "entropy", "mc_variance", "bald") if c in rows]
+    meta_fields = dict(metadata_fields or {})
+    emb = None
+    if embeddings is not None and len(embeddings) == n and n:
+        emb = np.asarray(embeddings, dtype=np.float32)  # normalised per cluster (no full-size copy)
+    return _Columns(
+        ids=_str_list(rows.get("id"), n),
+        labeled=labeled,
+        judged=judged,
+        error=error,
+        gt=_str_list(rows.get("label"), n),
+        pred=_str_list(rows.get("pred_label"), n),
+        conf=_floats(_str_list(rows.get("confidence"), n)),
+        xs=_floats(_str_list(rows.get("x"), n)),
+        ys=_floats(_str_list(rows.get("y"), n)),
+        unc={c: _floats(_str_list(rows[c], n)) for c in unc_cols},
+        meta_fields=meta_fields,
+        meta={f: _str_list(rows.get("meta_" + f), n) for f in meta_fields},
+        emb=emb,
+    )
+
+
+def _cluster_summary(
+    cols: _Columns,
+    cid: int,
+    idx: np.ndarray,
+    base: float,
+    prior_strength: float,
+    top_k: int,
+    dataset_meta: Mapping[str, Any],
+) -> dict[str, Any]:
+    """One cluster's statistics (``is_failure`` / ``failure_rank`` still unset)."""
+    labeled, gt, pred, conf, xs, ys = cols.labeled, cols.gt, cols.pred, cols.conf, cols.xs, cols.ys
+    e = cols.error[idx]
+    n_j, n_e = int(cols.judged[idx].sum()), int(e.sum())
+    rate = n_e / n_j if n_j else None
+    smoothed = (n_e + prior_strength * base) / (n_j + prior_strength) if (n_j + prior_strength) else 0.0
+    gt_counts = Counter(gt[i] for i in idx if labeled[i] and gt[i] is not None)
+    pred_counts = Counter(pred[i] for i in idx if pred[i] is not None)
+    conf_pairs = Counter((gt[i], pred[i]) for i in idx[e])
+    err_idx = idx[e]
+    worst = err_idx[np.argsort(-np.nan_to_num(conf[err_idx], nan=-1.0), kind="stable")][:top_k]
+    typical = _typical(idx, cols.emb, xs, ys, top_k)
+    return {
+        "id": cid,
+        "noise": cid == NOISE,
+        "size": int(idx.size),
+        "labeled": int(labeled[idx].sum()),
+        "unlabeled": int(np.logical_not(labeled[idx]).sum()),
+        "judged": n_j,
+        "errors": n_e,
+        "error_rate": rate,
+        "smoothed_error_rate": smoothed,
+        "lift": (rate / base) if (rate is not None and base > 0) else None,
+        "excess_errors": n_e - n_j * base,
+        "dominant_label": _dominant(gt_counts),
+        "dominant_pred": _dominant(pred_counts),
+        "top_confusions": [{"label": a, "pred": b, "count": c} for (a, b), c in conf_pairs.most_common(3)],
+        "mean_uncertainty": {c: _nanmean(v[idx]) for c, v in cols.unc.items()},
+        "mean_confidence": _nanmean(conf[idx]),
+        "centroid": [_nanmean(xs[idx]), _nanmean(ys[idx])],
+        "bbox": _bbox(xs[idx], ys[idx]),
+        "typical": [cols.ids[i] for i in typical],
+        "worst_failures": [cols.ids[i] for i in worst],
+        "metadata": {
+            f: _meta_cluster([cols.meta[f][i] for i in idx], t, dataset_meta[f]) for f, t in cols.meta_fields.items()
+        },
+        "is_failure": False,
+        "failure_rank": None,
     }
 
 

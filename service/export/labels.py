@@ -434,6 +434,27 @@ def load(
 
 
 def read_label_studio(data: Any, report: LabelImportReport, problems: _Problems | None = None) -> list[LabelEntry]:
+    """Read a Label Studio export (full JSON or JSON-MIN).
+
+    Parameters
+    ----------
+    data
+        The parsed JSON: a list of tasks (or one task).
+    report
+        Counts skipped tasks.
+    problems
+        Collects per-task problems (default: a new collector for "the labels file").
+
+    Returns
+    -------
+    list of LabelEntry
+        One entry per label or rectangle found.
+
+    Raises
+    ------
+    LabelImportError
+        ``data`` is not a list of tasks, or holds none.
+    """
     problems = problems or _Problems("the labels file")
     if isinstance(data, Mapping):
         tasks: list[Any] = [data]
@@ -453,85 +474,101 @@ def read_label_studio(data: Any, report: LabelImportReport, problems: _Problems 
             problems.add(where, None, f"a task must be an object, not {_kind(task)} ({_short(task)})")
             continue
         if "data" in task or "annotations" in task:  # full JSON export
-            task_data = task.get("data")
-            if not isinstance(task_data, Mapping):
-                problems.add(
-                    where,
-                    "data",
-                    f"a task needs a 'data' object with its image (and edgeminer_id), not {_kind(task_data)}; "
-                    "export the project again as JSON",
-                )
-                continue
-            key = _sample_id(task_data.get("edgeminer_id"), where, "data.edgeminer_id", problems)
-            image = _image_path(task_data.get("image"), where, "data.image", problems)
-            annotations = task.get("annotations")
-            if annotations is None:
-                annotations = []
-            if not isinstance(annotations, list):
-                problems.add(where, "annotations", f"must be a list of annotation objects, not {_kind(annotations)}")
-                continue
-            live: list[tuple[int, Mapping[str, Any]]] = []
-            for k, ann in enumerate(annotations):
-                if not isinstance(ann, Mapping):
-                    problems.add(where, f"annotations[{k}]", f"an annotation must be an object, not {_kind(ann)}")
-                elif not (ann.get("was_cancelled") or ann.get("skipped")):
-                    live.append((k, ann))
-            if not live:
-                report.skipped_tasks += 1
-                continue
-            k, ann = live[-1]
-            result = ann.get("result")
-            if result is None:
-                result = []
-            if not isinstance(result, list):
-                problems.add(where, f"annotations[{k}].result", f"must be a list of regions, not {_kind(result)}")
-                continue
-            out.extend(_ls_results(result, where, f"annotations[{k}].result", key, image, problems))
+            out.extend(_ls_full_task(task, where, report, problems))
         else:  # JSON-MIN: flat {image, edgeminer_id, <from_name>: value}
-            if not any(k in task for k in ("edgeminer_id", "image", "label")):
-                problems.add(
-                    where,
-                    None,
-                    "has neither data/annotations (a full JSON export) nor image/edgeminer_id/label (JSON-MIN); "
-                    "export the project from Label Studio as JSON",
-                )
+            out.extend(_ls_min_task(task, where, report, problems))
+    return out
+
+
+def _ls_full_task(
+    task: Mapping[str, Any], where: str, report: LabelImportReport, problems: _Problems
+) -> list[LabelEntry]:
+    """The entries of one task of a full JSON export: its last annotation neither cancelled nor skipped."""
+    task_data = task.get("data")
+    if not isinstance(task_data, Mapping):
+        problems.add(
+            where,
+            "data",
+            f"a task needs a 'data' object with its image (and edgeminer_id), not {_kind(task_data)}; "
+            "export the project again as JSON",
+        )
+        return []
+    key = _sample_id(task_data.get("edgeminer_id"), where, "data.edgeminer_id", problems)
+    image = _image_path(task_data.get("image"), where, "data.image", problems)
+    annotations = task.get("annotations")
+    if annotations is None:
+        annotations = []
+    if not isinstance(annotations, list):
+        problems.add(where, "annotations", f"must be a list of annotation objects, not {_kind(annotations)}")
+        return []
+    live: list[tuple[int, Mapping[str, Any]]] = []
+    for k, ann in enumerate(annotations):
+        if not isinstance(ann, Mapping):
+            problems.add(where, f"annotations[{k}]", f"an annotation must be an object, not {_kind(ann)}")
+        elif not (ann.get("was_cancelled") or ann.get("skipped")):
+            live.append((k, ann))
+    if not live:
+        report.skipped_tasks += 1
+        return []
+    k, ann = live[-1]
+    result = ann.get("result")
+    if result is None:
+        result = []
+    if not isinstance(result, list):
+        problems.add(where, f"annotations[{k}].result", f"must be a list of regions, not {_kind(result)}")
+        return []
+    return _ls_results(result, where, f"annotations[{k}].result", key, image, problems)
+
+
+def _ls_min_task(
+    task: Mapping[str, Any], where: str, report: LabelImportReport, problems: _Problems
+) -> list[LabelEntry]:
+    """The entries of one JSON-MIN task: its ``label`` (a class name, choices, or a list of rectangles)."""
+    if not any(k in task for k in ("edgeminer_id", "image", "label")):
+        problems.add(
+            where,
+            None,
+            "has neither data/annotations (a full JSON export) nor image/edgeminer_id/label (JSON-MIN); "
+            "export the project from Label Studio as JSON",
+        )
+        return []
+    key = _sample_id(task.get("edgeminer_id"), where, "edgeminer_id", problems)
+    image = _image_path(task.get("image"), where, "image", problems)
+    value = task.get("label")
+    if value is None:
+        report.skipped_tasks += 1
+        return []
+    out: list[LabelEntry] = []
+    if isinstance(value, str):
+        label = _label(value, where, "label", problems)
+        if label is not None:
+            out.append(LabelEntry(where, label, id=key, image_key=key, image=image))
+    elif isinstance(value, Mapping) and "choices" in value:
+        out.extend(_ls_results([{"type": "choices", "value": value}], where, "label", key, image, problems))
+    elif isinstance(value, list):
+        for k, region in enumerate(value):
+            if not isinstance(region, Mapping):
+                problems.add(where, f"label[{k}]", f"a region must be an object, not {_kind(region)}")
                 continue
-            key = _sample_id(task.get("edgeminer_id"), where, "edgeminer_id", problems)
-            image = _image_path(task.get("image"), where, "image", problems)
-            value = task.get("label")
-            if value is None:
-                report.skipped_tasks += 1
-                continue
-            if isinstance(value, str):
-                label = _label(value, where, "label", problems)
-                if label is not None:
-                    out.append(LabelEntry(where, label, id=key, image_key=key, image=image))
-            elif isinstance(value, Mapping) and "choices" in value:
-                out.extend(_ls_results([{"type": "choices", "value": value}], where, "label", key, image, problems))
-            elif isinstance(value, list):
-                for k, region in enumerate(value):
-                    if not isinstance(region, Mapping):
-                        problems.add(where, f"label[{k}]", f"a region must be an object, not {_kind(region)}")
-                        continue
-                    entry = _ls_rectangle(
-                        region,
-                        region.get("original_width"),
-                        region.get("original_height"),
-                        None,
-                        where,
-                        f"label[{k}]",
-                        key,
-                        image,
-                        problems,
-                    )
-                    if entry is not None:
-                        out.append(entry)
-            else:
-                problems.add(
-                    where,
-                    "label",
-                    f"must be a class name, a list of rectangles or {{choices: [...]}}, not {_kind(value)}",
-                )
+            entry = _ls_rectangle(
+                region,
+                region.get("original_width"),
+                region.get("original_height"),
+                None,
+                where,
+                f"label[{k}]",
+                key,
+                image,
+                problems,
+            )
+            if entry is not None:
+                out.append(entry)
+    else:
+        problems.add(
+            where,
+            "label",
+            f"must be a class name, a list of rectangles or {{choices: [...]}}, not {_kind(value)}",
+        )
     return out
 
 
@@ -643,9 +680,36 @@ def _coco_list(data: Mapping[str, Any], key: str, name: str, *, required: bool) 
     return value
 
 
+_CocoImage = tuple[str, str | None, str | None]  # where, edgeminer_id, image path
+_CocoAnn = tuple[str, str, str | None, tuple[float, float, float, float] | None]  # where, label, row id, box
+
+
 def read_coco(
     data: Mapping[str, Any], report: LabelImportReport, task: str, problems: _Problems | None = None
 ) -> list[LabelEntry]:
+    """Read a COCO labels file.
+
+    Parameters
+    ----------
+    data
+        The parsed JSON object (images, annotations, categories).
+    report
+        Counts skipped images, conflicts and unmatched annotations.
+    task
+        The dataset's task: ``classification`` (one category per image) or ``detection`` (boxes).
+    problems
+        Collects per-item problems (default: a new collector for "the labels file").
+
+    Returns
+    -------
+    list of LabelEntry
+        One entry per image (classification) or per box (detection).
+
+    Raises
+    ------
+    LabelImportError
+        ``data`` is not a COCO object, or its images / annotations / categories are not lists.
+    """
     problems = problems or _Problems("the labels file")
     name = problems.name
     if not isinstance(data, Mapping):
@@ -653,7 +717,14 @@ def read_coco(
     images_raw = _coco_list(data, "images", name, required=True)
     anns_raw = _coco_list(data, "annotations", name, required=True)
     cats_raw = _coco_list(data, "categories", name, required=False)
+    cats = _coco_categories(cats_raw, problems)
+    images = _coco_images(images_raw, problems)
+    by_image = _coco_annotations(anns_raw, cats, images, task, report, problems)
+    return _coco_entries(images, by_image, task, report)
 
+
+def _coco_categories(cats_raw: list[Any], problems: _Problems) -> dict[int | str, str]:
+    """Category id -> class name (a bad or duplicate category is a problem)."""
     cats: dict[int | str, str] = {}
     cat_where: dict[int | str, str] = {}
     for n, cat in enumerate(cats_raw):
@@ -670,8 +741,12 @@ def read_coco(
             continue
         cats[cid] = cname
         cat_where[cid] = where
+    return cats
 
-    images: dict[int | str, tuple[str, str | None, str | None]] = {}
+
+def _coco_images(images_raw: list[Any], problems: _Problems) -> dict[int | str, _CocoImage]:
+    """Image id -> (where, edgeminer_id, image path) (a bad or duplicate image is a problem)."""
+    images: dict[int | str, _CocoImage] = {}
     for n, img in enumerate(images_raw):
         where = _where_item(n, img, "image")
         if not isinstance(img, Mapping):
@@ -687,9 +762,19 @@ def read_coco(
             problems.add(where, "id", f"duplicate image id {iid!r} (also {images[iid][0]})")
             continue
         images[iid] = (where, key, path)
+    return images
 
-    by_image: dict[int | str, list[tuple[str, str, str | None, tuple[float, float, float, float] | None]]]
-    by_image = defaultdict(list)
+
+def _coco_annotations(
+    anns_raw: list[Any],
+    cats: Mapping[int | str, str],
+    images: Mapping[int | str, _CocoImage],
+    task: str,
+    report: LabelImportReport,
+    problems: _Problems,
+) -> dict[int | str, list[_CocoAnn]]:
+    """The file's usable annotations grouped by image id (one on an unknown image is reported unmatched)."""
+    by_image: dict[int | str, list[_CocoAnn]] = defaultdict(list)
     ann_ids: dict[int | str, str] = {}
     for n, ann in enumerate(anns_raw):
         where = _where_item(n, ann, "annotation")
@@ -725,7 +810,16 @@ def read_coco(
             report.add_unmatched(LabelEntry(where, cats[cat_id]), f"image_id {image_id!r} is not in the file's images")
             continue
         by_image[image_id].append((where, cats[cat_id], row_id, box))
+    return by_image
 
+
+def _coco_entries(
+    images: Mapping[int | str, _CocoImage],
+    by_image: Mapping[int | str, list[_CocoAnn]],
+    task: str,
+    report: LabelImportReport,
+) -> list[LabelEntry]:
+    """The entries, image by image: one per image (classification; several categories conflict) or per box."""
     out = []
     for image_id, (where, key, path) in images.items():
         anns = by_image.get(image_id, [])
@@ -751,23 +845,43 @@ def read_coco(
 CSV_BOX_COLUMNS = ("bbox_x", "bbox_y", "bbox_w", "bbox_h")
 
 
+@dataclass
+class _CsvColumns:
+    """The header names of a labels CSV's columns (None: absent)."""
+
+    id: str | None
+    uri: str | None
+    label: str
+    box: list[str | None]
+    split: str | None
+
+
 def read_csv(text: str, report: LabelImportReport, problems: _Problems | None = None) -> list[LabelEntry]:
+    """Read a labels CSV (``label`` plus ``id`` and/or ``uri``; optional ``split`` and box columns).
+
+    Parameters
+    ----------
+    text
+        The CSV text.
+    report
+        Collects rows that cannot be matched (empty label, neither id nor uri).
+    problems
+        Collects per-line problems (default: a new collector for "the labels file").
+
+    Returns
+    -------
+    list of LabelEntry
+        One entry per usable row.
+
+    Raises
+    ------
+    LabelImportError
+        The CSV is unreadable, lacks the needed columns, or has no rows.
+    """
     problems = problems or _Problems("the labels file")
     name = problems.name
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    try:
-        fieldnames = reader.fieldnames
-    except csv.Error as exc:
-        raise LabelImportError(f"{name}: line {reader.line_num}: not a readable CSV header ({exc})") from None
-    cols = {c.strip().lower(): c for c in (fieldnames or []) if isinstance(c, str)}
-    id_col = cols.get("id")
-    uri_col = cols.get("uri") or cols.get("image") or cols.get("file_name") or cols.get("path")
-    label_col = cols.get("label")
-    if label_col is None or (id_col is None and uri_col is None):
-        shown = ", ".join(c[:40] for c in list(cols)[:20]) or "none"
-        raise LabelImportError(f"{name}: the CSV needs a 'label' column and an 'id' or 'uri' column; it has: {shown}")
-    box_cols = [cols.get(c) for c in CSV_BOX_COLUMNS]
-    split_col = cols.get("split")
+    cols = _csv_columns(reader, name)
     out = []
     rows = 0
     while True:
@@ -781,43 +895,66 @@ def read_csv(text: str, report: LabelImportReport, problems: _Problems | None = 
                 "ids, paths and labels, one row per line: check the file is the CSV you meant"
             ) from None
         rows += 1
-        n = reader.line_num
-        where = f"line {n}"
-
-        def cell(col: str | None, row: dict[str, Any] = row) -> str:
-            value = row.get(col) if col else None
-            return value.strip() if isinstance(value, str) else ""
-
-        raw_label, sid, uri, split = cell(label_col), cell(id_col), cell(uri_col), cell(split_col)
-        label = _label(raw_label, where, "label", problems) if raw_label else None
-        sid_ok = _sample_id(sid, where, "id", problems) if sid else None
-        uri_ok = _image_path(uri, where, uri_col or "uri", problems) if uri else None
-        split_ok = None
-        if split:
-            why = _text_problem(split, "split name", MAX_SPLIT_CHARS)
-            if why is not None:
-                problems.add(where, "split", why)
-            else:
-                split_ok = split
-        box = None
-        given = [cell(c) for c in box_cols if c]
-        if any(given):
-            if len(given) < 4 or not all(given):
-                problems.add(where, "bbox_x/bbox_y/bbox_w/bbox_h", "give all four box columns, or none")
-            else:
-                box = _box([cell(c) for c in box_cols], list(CSV_BOX_COLUMNS), where, problems)
-        entry = LabelEntry(where, label, id=sid_ok, image=uri_ok, split=split_ok, bbox=box)
-        if not raw_label:
-            report.add_unmatched(entry, "empty label")
-            continue
-        if not sid and not uri:
-            report.add_unmatched(entry, "neither id nor uri given")
-            continue
-        if label is not None:
+        entry = _csv_entry(row, f"line {reader.line_num}", cols, report, problems)
+        if entry is not None:
             out.append(entry)
     if not rows:
         raise LabelImportError(f"{name}: the CSV has a header but no rows: nothing to import")
     return out
+
+
+def _csv_columns(reader: csv.DictReader[str], name: str) -> _CsvColumns:
+    """Find the CSV's columns (case-insensitive); refuse a header without label and id / uri."""
+    try:
+        fieldnames = reader.fieldnames
+    except csv.Error as exc:
+        raise LabelImportError(f"{name}: line {reader.line_num}: not a readable CSV header ({exc})") from None
+    cols = {c.strip().lower(): c for c in (fieldnames or []) if isinstance(c, str)}
+    id_col = cols.get("id")
+    uri_col = cols.get("uri") or cols.get("image") or cols.get("file_name") or cols.get("path")
+    label_col = cols.get("label")
+    if label_col is None or (id_col is None and uri_col is None):
+        shown = ", ".join(c[:40] for c in list(cols)[:20]) or "none"
+        raise LabelImportError(f"{name}: the CSV needs a 'label' column and an 'id' or 'uri' column; it has: {shown}")
+    box_cols = [cols.get(c) for c in CSV_BOX_COLUMNS]
+    return _CsvColumns(id_col, uri_col, label_col, box_cols, cols.get("split"))
+
+
+def _csv_entry(
+    row: dict[str, Any], where: str, cols: _CsvColumns, report: LabelImportReport, problems: _Problems
+) -> LabelEntry | None:
+    """One CSV row's entry (None: reported unmatched, or its label is bad)."""
+
+    def cell(col: str | None) -> str:
+        value = row.get(col) if col else None
+        return value.strip() if isinstance(value, str) else ""
+
+    raw_label, sid, uri, split = cell(cols.label), cell(cols.id), cell(cols.uri), cell(cols.split)
+    label = _label(raw_label, where, "label", problems) if raw_label else None
+    sid_ok = _sample_id(sid, where, "id", problems) if sid else None
+    uri_ok = _image_path(uri, where, cols.uri or "uri", problems) if uri else None
+    split_ok = None
+    if split:
+        why = _text_problem(split, "split name", MAX_SPLIT_CHARS)
+        if why is not None:
+            problems.add(where, "split", why)
+        else:
+            split_ok = split
+    box = None
+    given = [cell(c) for c in cols.box if c]
+    if any(given):
+        if len(given) < 4 or not all(given):
+            problems.add(where, "bbox_x/bbox_y/bbox_w/bbox_h", "give all four box columns, or none")
+        else:
+            box = _box([cell(c) for c in cols.box], list(CSV_BOX_COLUMNS), where, problems)
+    entry = LabelEntry(where, label, id=sid_ok, image=uri_ok, split=split_ok, bbox=box)
+    if not raw_label:
+        report.add_unmatched(entry, "empty label")
+        return None
+    if not sid and not uri:
+        report.add_unmatched(entry, "neither id nor uri given")
+        return None
+    return entry if label is not None else None
 
 
 def parse_labels(
@@ -961,11 +1098,29 @@ def import_labels(
     name: str | None = None,
     parsed: ParsedLabels | None = None,
 ) -> LabelImportReport:
-    """Read labels and write them into ``dataset``; see the module docstring. Returns the report.
+    """Read labels and write them into ``dataset`` (see the module docstring). The file is checked
+    whole first (``parsed``: already done by the caller); a problem or, without ``add_classes``, a
+    label outside the dataset's classes refuses the import with nothing written.
 
-    The file is read and checked whole first (``parsed`` when the caller did it already, e.g. the API
-    before queueing the job); a problem or, without ``add_classes``, a label outside the dataset's
-    classes refuses the import with nothing written."""
+    Parameters
+    ----------
+    store, dataset, source, format, name, parsed
+        Where to; the labels file (path, bytes or parsed JSON), its format (default: detected), what
+        errors call it, or the file already parsed by :func:`parse_labels`.
+    split, iou, add_classes
+        The split labeled rows join; the least box overlap matching a detection label, in (0, 1];
+        append unknown labels to the classes instead of refusing them.
+
+    Returns
+    -------
+    LabelImportReport
+        What was matched, changed, left unmatched, and the table versions before and after.
+
+    Raises
+    ------
+    LabelImportError
+        A bad argument or a problem in the file (:class:`UnknownLabels`: labels outside the classes).
+    """
     info = store.get_dataset(dataset)
     check_split(split)
     if not (isinstance(iou, (int, float)) and 0.0 < iou <= 1.0):
@@ -974,24 +1129,55 @@ def import_labels(
         parsed = parse_labels(info, source, format=format, name=name, split=split)
     check_classes(parsed, info, add_classes=add_classes)
     entries = parsed.entries
-    report = copy.deepcopy(parsed.report)
-    report.dataset, report.split = dataset, split
-    report.entries = len(entries) + report.unmatched_count
-    report.version_before = store.version(dataset)
-    report.labeled_before = store.count(dataset, "labeled = true")
-
+    report = _start_report(store, dataset, parsed, split)
     updates: dict[str, dict[str, Any]] = {}
     if info.task == "detection":
         _match_detection(store, dataset, entries, report, updates, iou)
     else:
         _match_classification(store, dataset, entries, report, updates)
+    _add_new_classes(store, dataset, info, updates, report)
+    rows = _label_rows(store, dataset, info, updates, split, report)
+    report.matched = sum(1 for u in updates.values() if not u.get("fp"))
+    report.false_positives = sum(1 for u in updates.values() if u.get("fp"))
+    for start in range(0, len(rows), WRITE_BATCH):
+        store.update_columns(dataset, pa.Table.from_pylist(rows[start : start + WRITE_BATCH]))
+    store.compact(dataset)
+    report.version_after = store.version(dataset)
+    report.labeled_after = store.count(dataset, "labeled = true")
+    return report
 
+
+def _start_report(store: Store, dataset: str, parsed: ParsedLabels, split: str) -> LabelImportReport:
+    """The import's report: the parse's, with the dataset's state before the import."""
+    report = copy.deepcopy(parsed.report)
+    report.dataset, report.split = dataset, split
+    report.entries = len(parsed.entries) + report.unmatched_count
+    report.version_before = store.version(dataset)
+    report.labeled_before = store.count(dataset, "labeled = true")
+    return report
+
+
+def _add_new_classes(
+    store: Store, dataset: str, info: DatasetInfo, updates: Mapping[str, dict[str, Any]], report: LabelImportReport
+) -> None:
+    """Append the labels that are not classes yet to the dataset's classes."""
     known = set(info.classes)
     new_classes = list(dict.fromkeys(u["label"] for u in updates.values() if u["label"] and u["label"] not in known))
     if new_classes:
         # appended at the end: the probabilities stored so far stay aligned with the first classes
         store.update_dataset(dataset, classes=[*info.classes, *new_classes])
         report.new_classes = new_classes
+
+
+def _label_rows(
+    store: Store,
+    dataset: str,
+    info: DatasetInfo,
+    updates: Mapping[str, dict[str, Any]],
+    split: str,
+    report: LabelImportReport,
+) -> list[dict[str, Any]]:
+    """The column updates for the matched rows that exist (counting those that change)."""
     ids = list(updates)
     current = {}
     for start in range(0, len(ids), WRITE_BATCH):
@@ -1018,14 +1204,7 @@ def import_labels(
                 "outcome": outcome,
             }
         )
-    report.matched = sum(1 for u in updates.values() if not u.get("fp"))
-    report.false_positives = sum(1 for u in updates.values() if u.get("fp"))
-    for start in range(0, len(rows), WRITE_BATCH):
-        store.update_columns(dataset, pa.Table.from_pylist(rows[start : start + WRITE_BATCH]))
-    store.compact(dataset)
-    report.version_after = store.version(dataset)
-    report.labeled_after = store.count(dataset, "labeled = true")
-    return report
+    return rows
 
 
 def _set(updates: dict[str, dict[str, Any]], sid: str, entry: LabelEntry, report: LabelImportReport) -> None:
@@ -1075,19 +1254,7 @@ def _match_detection(
     iou: float,
 ) -> None:
     cols = ["id", "parent_id", "uri", "bbox"]
-    # rows named by id without their image (a CSV of object ids): labeled directly, nothing inferred
-    loose = [e for e in entries if e.id and not e.image_key and not e.image]
-    ids = list(dict.fromkeys(str(e.id) for e in loose))
-    known = set(store.get_samples(dataset, ids, columns=["id"])["id"].to_pylist()) if ids else set()
-    groups: dict[str, list[LabelEntry]] = defaultdict(list)
-    for e in entries:
-        if e.id and not e.image_key and not e.image:
-            if e.id in known:
-                _set(updates, e.id, e, report)
-            else:
-                report.add_unmatched(e, f"no row has id {e.id!r}")
-            continue
-        groups[str(e.image_key or e.image or "")].append(e)
+    groups = _detection_groups(store, dataset, entries, report, updates)
     index: _UriIndex | None = None
     for key, group in groups.items():
         first = group[0]
@@ -1109,38 +1276,73 @@ def _match_detection(
             for e in group:
                 report.add_unmatched(e, "no object row belongs to this image")
             continue
-        by_id = {r["id"]: r for r in rows}
-        used: set[str] = set()
-        pending = []
-        for e in group:
-            if e.bbox is None:
-                report.add_unmatched(e, "detection labels need a box")
-            elif e.id and e.id in by_id and e.id not in used:
-                used.add(e.id)
+        _match_image(group, rows, report, updates, iou)
+
+
+def _detection_groups(
+    store: Store,
+    dataset: str,
+    entries: Sequence[LabelEntry],
+    report: LabelImportReport,
+    updates: dict[str, dict[str, Any]],
+) -> dict[str, list[LabelEntry]]:
+    """Label the rows named by id without their image; group the other entries by image."""
+    # rows named by id without their image (a CSV of object ids): labeled directly, nothing inferred
+    loose = [e for e in entries if e.id and not e.image_key and not e.image]
+    ids = list(dict.fromkeys(str(e.id) for e in loose))
+    known = set(store.get_samples(dataset, ids, columns=["id"])["id"].to_pylist()) if ids else set()
+    groups: dict[str, list[LabelEntry]] = defaultdict(list)
+    for e in entries:
+        if e.id and not e.image_key and not e.image:
+            if e.id in known:
                 _set(updates, e.id, e, report)
             else:
-                pending.append(e)
-        pairs = sorted(
-            (
-                (iou_xywh(e.bbox or (0, 0, 0, 0), r["bbox"]), n, r["id"])
-                for n, e in enumerate(pending)
-                for r in rows
-                if r["bbox"] is not None
-            ),
-            reverse=True,
-        )
-        done: set[int] = set()
-        for score, n, rid in pairs:
-            if score < iou or n in done or rid in used:
-                continue
-            done.add(n)
-            used.add(rid)
-            _set(updates, rid, pending[n], report)
-        for n, e in enumerate(pending):
-            if n not in done:
-                report.add_unmatched(
-                    e, f"no object row overlaps this box with IoU >= {iou}; new objects need an ingest"
-                )
-        for r in rows:  # predicted objects the labelers did not keep
-            if r["id"] not in used:
-                updates[r["id"]] = {"label": None, "split": first.split, "fp": True}
+                report.add_unmatched(e, f"no row has id {e.id!r}")
+            continue
+        groups[str(e.image_key or e.image or "")].append(e)
+    return groups
+
+
+def _match_image(
+    group: Sequence[LabelEntry],
+    rows: Sequence[dict[str, Any]],
+    report: LabelImportReport,
+    updates: dict[str, dict[str, Any]],
+    iou: float,
+) -> None:
+    """Match one image's labels to its object rows: by id first, then by greatest box overlap; the
+    rows left over are marked false positives."""
+    first = group[0]
+    by_id = {r["id"]: r for r in rows}
+    used: set[str] = set()
+    pending = []
+    for e in group:
+        if e.bbox is None:
+            report.add_unmatched(e, "detection labels need a box")
+        elif e.id and e.id in by_id and e.id not in used:
+            used.add(e.id)
+            _set(updates, e.id, e, report)
+        else:
+            pending.append(e)
+    pairs = sorted(
+        (
+            (iou_xywh(e.bbox or (0, 0, 0, 0), r["bbox"]), n, r["id"])
+            for n, e in enumerate(pending)
+            for r in rows
+            if r["bbox"] is not None
+        ),
+        reverse=True,
+    )
+    done: set[int] = set()
+    for score, n, rid in pairs:
+        if score < iou or n in done or rid in used:
+            continue
+        done.add(n)
+        used.add(rid)
+        _set(updates, rid, pending[n], report)
+    for n, e in enumerate(pending):
+        if n not in done:
+            report.add_unmatched(e, f"no object row overlaps this box with IoU >= {iou}; new objects need an ingest")
+    for r in rows:  # predicted objects the labelers did not keep
+        if r["id"] not in used:
+            updates[r["id"]] = {"label": None, "split": first.split, "fp": True}

@@ -33,12 +33,13 @@ import time
 import uuid
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any, cast
 
 from edgeminer.indexer.documents import ExportDoc, RunDoc
-from edgeminer.indexer.store import DocNotFound, Store, ids_in
+from edgeminer.indexer.store import DatasetInfo, DocNotFound, Store, ids_in
 from edgeminer.service.export import coco, cvat, labelbox, labelstudio, sagemaker, yolo
 from edgeminer.service.export import csv as csv_target
 from edgeminer.service.export.common import (
@@ -318,6 +319,45 @@ class _Media:
         return join_url(base, rel)
 
 
+@dataclass
+class _Run:
+    """The state of one :func:`run_export` call: its document, where it writes, and what it has read."""
+
+    store: Store
+    dataset: str
+    export_id: str
+    doc: ExportDoc
+    out: Path
+    zip_path: Path
+    req: ExportRequest
+    info: DatasetInfo
+    module: ModuleType
+    media: _Media
+    columns: list[str]
+    on_error: OnError | None
+    ids: list[str]
+    size: int
+    n_chunks: int
+    names: dict[str, str] = field(default_factory=dict)
+    taken: set[str] = field(default_factory=set)
+    records: list[Record] = field(default_factory=list)
+    resumed: int = 0
+
+    @property
+    def parts(self) -> Path:
+        return self.out / "parts"
+
+    def save(self) -> None:
+        self.store.put_doc(self.dataset, EXPORT_KIND, self.export_id, self.doc, name=self.doc.get("name", ""))
+
+    def report(self, item: str, message: str) -> None:
+        self.doc["media_errors"] += 1
+        if len(self.doc["errors"]) < MAX_DOC_ERRORS:
+            self.doc["errors"].append({"id": item, "message": message})
+        if self.on_error is not None:
+            self.on_error(item, message)
+
+
 def run_export(
     store: Store,
     dataset: str,
@@ -330,24 +370,74 @@ def run_export(
     media_roots: Sequence[str] = (),
     data_dir: str | None = None,
 ) -> dict[str, Any]:
-    """Write (or finish writing) an export. Media is copied only from under ``media_roots`` (the
-    server's) and the dataset's own media roots. Chunks already on disk are kept, so a run killed half way
-    resumes where it stopped; rows whose media cannot be referenced or copied are reported (and left
-    out of the target files) while the rest exports. Returns a summary dict (``zip``: its absolute path).
-    ``data_dir`` (default: the store's) holds the exports folder."""
+    """Write (or finish writing) an export.
+
+    Media is copied only from under ``media_roots`` (the server's) and the dataset's own media roots.
+    Chunks already on disk are kept, so a run killed half way resumes where it stopped; rows whose media
+    cannot be referenced or copied are reported (and left out of the target files) while the rest exports.
+
+    Parameters
+    ----------
+    store, dataset, export_id
+        The store, the dataset and the export document's id.
+    job_id
+        The job running the export (kept in the document).
+    progress, on_error, check_cancelled
+        Optional callbacks: rows done, a row's media error, and a hook that raises to cancel.
+    media_roots
+        The server's readable media roots.
+    data_dir
+        The folder holding the exports folder (default: the store's).
+
+    Returns
+    -------
+    dict
+        A summary (``zip``: its absolute path).
+
+    Raises
+    ------
+    DocNotFound
+        The export document does not exist.
+    Exception
+        Whatever stopped the run (the document is marked failed first).
+    """
     data_dir = str(store.uri) if data_dir is None else data_dir
     doc = _clean(store.get_doc(dataset, EXPORT_KIND, export_id))
     out = export_path(doc, "path", data_dir=data_dir, dataset=dataset)
     zip_path = export_path(doc, "zip", data_dir=data_dir, dataset=dataset)
     if doc["status"] == "done" and zip_path.is_file():
         return _summary(doc, zip_path)
+    run = _start_run(store, dataset, export_id, doc, out, zip_path, job_id, on_error, media_roots)
+    try:
+        _load_chunks(run, progress, check_cancelled)
+        good = [r for r in run.records if not r.media_error]
+        files = _write_outputs(run, good)
+    except Exception as exc:
+        doc.update({"status": "failed", "error": str(exc) or type(exc).__name__, "finished_at": _now()})
+        run.save()
+        raise
+    _finish_run(run, files, len(good))
+    return _summary(doc, zip_path)
+
+
+def _start_run(
+    store: Store,
+    dataset: str,
+    export_id: str,
+    doc: ExportDoc,
+    out: Path,
+    zip_path: Path,
+    job_id: str | None,
+    on_error: OnError | None,
+    media_roots: Sequence[str],
+) -> _Run:
+    """Mark the export running (paths stored relative to the exports folder) and set up its state."""
     # stored relative to the exports folder (an older document's absolute paths are rewritten)
     doc.update({"path": f"{dataset}/{out.name}", "zip": f"{dataset}/{zip_path.name}"})
     req = ExportRequest.from_dict(doc["request"])
     info = store.get_dataset(dataset)
     module = target_module(req.target)
-    parts = out / "parts"
-    parts.mkdir(parents=True, exist_ok=True)
+    (out / "parts").mkdir(parents=True, exist_ok=True)
     doc.update({"status": "running", "job_id": job_id or doc.get("job_id"), "started_at": _now(), "error": None})
     doc["errors"] = []
     doc["media_errors"] = 0
@@ -362,122 +452,136 @@ def run_export(
     ids: list[str] = list(doc["ids"])
     size = int(doc["chunk_size"])
     n_chunks = int(doc["chunks_total"])
-    names: dict[str, str] = {}
-    taken: set[str] = set()
-    records: list[Record] = []
-    resumed = 0
+    return _Run(
+        store, dataset, export_id, doc, out, zip_path, req, info, module, media, columns, on_error, ids, size, n_chunks
+    )
+
+
+def _load_chunks(run: _Run, progress: Progress | None, check_cancelled: Callable[[], None] | None) -> None:
+    """Read every chunk's records, from its part file if a previous run wrote it, else from the table."""
+    doc, ids, size, n_chunks = run.doc, run.ids, run.size, run.n_chunks
     last_write = time.monotonic()
+    for k in range(n_chunks):
+        if check_cancelled is not None:
+            check_cancelled()
+        part = run.parts / f"{k:05d}.jsonl"
+        if part.exists():
+            chunk_records = _resume_chunk(run, part)
+        else:
+            chunk_records = _read_chunk(run, ids[k * size : (k + 1) * size])
+            write_text(part, "".join(r.to_json() + "\n" for r in chunk_records))
+        run.records.extend(chunk_records)
+        doc["chunks_done"] = k + 1
+        doc["rows_done"] = min(len(ids), (k + 1) * size)
+        now = time.monotonic()
+        if now - last_write >= PROGRESS_INTERVAL:  # the doc holds every id: write it now and then
+            last_write = now
+            run.save()
+        if progress is not None:
+            progress(doc["rows_done"], len(ids), f"chunk {k + 1}/{n_chunks}")
 
-    def report(item: str, message: str) -> None:
-        doc["media_errors"] += 1
-        if len(doc["errors"]) < MAX_DOC_ERRORS:
-            doc["errors"].append({"id": item, "message": message})
-        if on_error is not None:
-            on_error(item, message)
 
-    try:
-        for k in range(n_chunks):
-            if check_cancelled is not None:
-                check_cancelled()
-            part = parts / f"{k:05d}.jsonl"
-            if part.exists():
-                chunk_records = [Record.from_json(line) for line in part.read_text().splitlines() if line]
-                for rec in chunk_records:
-                    if rec.image_key not in names:
-                        names[rec.image_key] = rec.file_name
-                        taken.add(os.path.splitext(rec.file_name)[0].lower())
-                    if rec.media_error:
-                        report(rec.id, rec.media_error)
-                resumed += 1
-            else:
-                chunk_ids = ids[k * size : (k + 1) * size]
-                rows = store.get_samples(
-                    dataset, chunk_ids, columns=columns, version=int(doc["version_read"])
-                ).to_pylist()
-                chunk_records = []
-                for row in rows:
-                    key = str(row["id"])
-                    if info.task == "detection":
-                        key = str(row.get("parent_id") or row.get("uri") or row["id"])
-                    file_name = names.get(key)
-                    if file_name is None:
-                        file_name = unique_file_name(row.get("uri"), key, taken)
-                        names[key] = file_name
-                    error = None
-                    try:
-                        ref: str | None = media.ref(row, file_name)
-                    except ExportError as exc:
-                        ref, error = None, str(exc)
-                    rec = row_to_record(row, task=info.task, media=ref, file_name=file_name)
-                    rec.media_error = error
-                    chunk_records.append(rec)
-                    if error:
-                        report(rec.id, error)
-                got = {r.id for r in chunk_records}
-                for missing in (i for i in chunk_ids if i not in got):
-                    report(missing, f"row {missing!r} is not in version {doc['version_read']} of the table")
-                write_text(part, "".join(r.to_json() + "\n" for r in chunk_records))
-            records.extend(chunk_records)
-            doc["chunks_done"] = k + 1
-            doc["rows_done"] = min(len(ids), (k + 1) * size)
-            now = time.monotonic()
-            if now - last_write >= PROGRESS_INTERVAL:  # the doc holds every id: write it now and then
-                last_write = now
-                store.put_doc(dataset, EXPORT_KIND, export_id, doc, name=doc.get("name", ""))
-            if progress is not None:
-                progress(doc["rows_done"], len(ids), f"chunk {k + 1}/{n_chunks}")
+def _resume_chunk(run: _Run, part: Path) -> list[Record]:
+    """The records of a chunk a previous run wrote (their file names are taken again)."""
+    chunk_records = [Record.from_json(line) for line in part.read_text().splitlines() if line]
+    for rec in chunk_records:
+        if rec.image_key not in run.names:
+            run.names[rec.image_key] = rec.file_name
+            run.taken.add(os.path.splitext(rec.file_name)[0].lower())
+        if rec.media_error:
+            run.report(rec.id, rec.media_error)
+    run.resumed += 1
+    return chunk_records
 
-        good = [r for r in records if not r.media_error]
-        ctx = RenderContext(
-            dataset=dataset,
-            export_id=export_id,
-            out_dir=out,
-            classes=list(info.classes),
-            task=info.task,
-            request=req,
-            created_at=str(doc["created_at"]),
-        )
-        files = list(module.render(good, ctx))
-        write_json(
-            out / "export.json",
-            {
-                "id": export_id,
-                "dataset": dataset,
-                "target": req.target,
-                "task": info.task,
-                "version_read": doc["version_read"],
-                "request": req.to_dict(),
-                "created_at": doc["created_at"],
-                "rows": len(good),
-                "ids": [r.id for r in good],
-                "media_errors": [{"id": r.id, "message": r.media_error} for r in records if r.media_error],
-                "files": files,
-            },
-        )
-        files.append("export.json")
-        exported_ids = [r.id for r in good]
-        for start in range(0, len(exported_ids), TAG_BATCH):
-            store.append_to_list(dataset, exported_ids[start : start + TAG_BATCH], "exported", export_id)
-        store.compact(dataset)
-        _zip(out, zip_path, skip={"parts"})
-        shutil.rmtree(parts, ignore_errors=True)
-    except Exception as exc:
-        doc.update({"status": "failed", "error": str(exc) or type(exc).__name__, "finished_at": _now()})
-        store.put_doc(dataset, EXPORT_KIND, export_id, doc, name=doc.get("name", ""))
-        raise
-    doc.update(
+
+def _read_chunk(run: _Run, chunk_ids: list[str]) -> list[Record]:
+    """Read a chunk's rows at ``version_read`` and turn them into records (media referenced or copied)."""
+    doc = run.doc
+    rows = run.store.get_samples(
+        run.dataset, chunk_ids, columns=run.columns, version=int(doc["version_read"])
+    ).to_pylist()
+    chunk_records = []
+    for row in rows:
+        key = str(row["id"])
+        if run.info.task == "detection":
+            key = str(row.get("parent_id") or row.get("uri") or row["id"])
+        file_name = run.names.get(key)
+        if file_name is None:
+            file_name = unique_file_name(row.get("uri"), key, run.taken)
+            run.names[key] = file_name
+        error = None
+        try:
+            ref: str | None = run.media.ref(row, file_name)
+        except ExportError as exc:
+            ref, error = None, str(exc)
+        rec = row_to_record(row, task=run.info.task, media=ref, file_name=file_name)
+        rec.media_error = error
+        chunk_records.append(rec)
+        if error:
+            run.report(rec.id, error)
+    got = {r.id for r in chunk_records}
+    for missing in (i for i in chunk_ids if i not in got):
+        run.report(missing, f"row {missing!r} is not in version {doc['version_read']} of the table")
+    return chunk_records
+
+
+def _write_outputs(run: _Run, good: list[Record]) -> list[str]:
+    """Render the target files and export.json, tag the exported rows, compact, zip; the files written."""
+    doc, out = run.doc, run.out
+    ctx = RenderContext(
+        dataset=run.dataset,
+        export_id=run.export_id,
+        out_dir=out,
+        classes=list(run.info.classes),
+        task=run.info.task,
+        request=run.req,
+        created_at=str(doc["created_at"]),
+    )
+    files = list(run.module.render(good, ctx))
+    write_json(
+        out / "export.json",
+        {
+            "id": run.export_id,
+            "dataset": run.dataset,
+            "target": run.req.target,
+            "task": run.info.task,
+            "version_read": doc["version_read"],
+            "request": run.req.to_dict(),
+            "created_at": doc["created_at"],
+            "rows": len(good),
+            "ids": [r.id for r in good],
+            "media_errors": [{"id": r.id, "message": r.media_error} for r in run.records if r.media_error],
+            "files": files,
+        },
+    )
+    files.append("export.json")
+    _tag_exported(run, [r.id for r in good])
+    _zip(out, run.zip_path, skip={"parts"})
+    shutil.rmtree(run.parts, ignore_errors=True)
+    return files
+
+
+def _tag_exported(run: _Run, exported_ids: list[str]) -> None:
+    """Add the export's id to the rows' ``exported`` list, in batches, then compact the table."""
+    for start in range(0, len(exported_ids), TAG_BATCH):
+        run.store.append_to_list(run.dataset, exported_ids[start : start + TAG_BATCH], "exported", run.export_id)
+    run.store.compact(run.dataset)
+
+
+def _finish_run(run: _Run, files: list[str], rows_exported: int) -> None:
+    """Mark the export done, with its files, zip size and counts."""
+    run.doc.update(
         {
             "status": "done",
             "files": sorted(set(files)),
-            "zip_bytes": zip_path.stat().st_size,
-            "rows_exported": len(good),
-            "chunks_resumed": resumed,
+            "zip_bytes": run.zip_path.stat().st_size,
+            "rows_exported": rows_exported,
+            "chunks_resumed": run.resumed,
             "finished_at": _now(),
-            "version_written": store.version(dataset),
+            "version_written": run.store.version(run.dataset),
         }
     )
-    store.put_doc(dataset, EXPORT_KIND, export_id, doc, name=doc.get("name", ""))
-    return _summary(doc, zip_path)
+    run.save()
 
 
 def _summary(doc: Mapping[str, Any], zip_path: Path) -> dict[str, Any]:
@@ -627,9 +731,8 @@ def export_view(store: Store, jobs: Any, doc: Mapping[str, Any], *, with_ids: bo
 def get_export(store: Store, dataset: str, export_id: str) -> ExportDoc:
     from edgeminer.service.errors import ExportNotFound
 
-    store.get_dataset(dataset)
     try:
-        return _clean(store.get_doc(dataset, EXPORT_KIND, export_id))
+        return _clean(store.dataset(dataset).get_doc(EXPORT_KIND, export_id))
     except DocNotFound:
         raise ExportNotFound(dataset, export_id) from None
 
