@@ -1094,8 +1094,12 @@ class Store:
         duplicate ids, documents that are not JSON, and indexes that do not open and answer a query.
 
         Problems are reported, never raised (one per kind and fragment, with the first CHECK_MAX_IDS
-        ids and row offsets); only an unknown dataset raises. ``progress(done, total, message)`` is
-        called after each fragment. Reads one table version: concurrent writes are not seen.
+        ids and row offsets). Reads one table version: concurrent writes are not seen.
+
+        Parameters: ``progress(done, total, message)`` is called after each fragment; ``batch_rows``
+        is the read batch size.
+        Returns: the :class:`CheckReport` (samples and docs tables, their problems, seconds taken).
+        Raises: :class:`DatasetNotFound` for an unknown dataset; ``NotSupported`` when pylance is missing.
         """
         t0 = time.perf_counter()
         info = self.get_dataset(dataset)
@@ -1104,45 +1108,68 @@ class Store:
         for suffix in ("samples", "docs"):
             tc = TableCheck(suffix)
             report.tables.append(tc)
-            try:
-                tbl = self._open(f"{dataset}__{suffix}")
-                tbl.checkout_latest()
-                lds = _lance_dataset(tbl)
-                tc.version = int(lds.version)
-                frags = list(lds.get_fragments())
-                tc.fragments = len(frags)
-            except _LanceMissing:
-                raise
-            except Exception as exc:  # noqa: BLE001 - reported, not raised
-                tc.problems.append(CheckProblem("unreadable_table", f"the table cannot be opened: {_one_line(exc)}"))
-                continue
-            try:
-                tc.expected_rows = int(tbl.count_rows())
-            except Exception as exc:  # noqa: BLE001
-                tc.problems.append(CheckProblem("row_count", f"the table cannot count its rows: {_one_line(exc)}"))
-            if suffix == "samples":
-                tc.problems.extend(_schema_problems(lds.schema, sample_schema(info.dim, info.metadata_fields)))
-            opened.append((tc, tbl, lds, frags))
+            handles = self._open_for_check(dataset, tc, info)
+            if handles is not None:
+                opened.append((tc, *handles))
         total = sum(len(frags) for *_, frags in opened)
         done = 0
         for tc, tbl, lds, frags in opened:
-            ids: list[pa.Array] = []
-            for frag in frags:
-                self._check_fragment(tc, lds, frag, info.dim, batch_rows, ids)
-                done += 1
-                if progress is not None:
-                    progress(done, total, f"{tc.table} fragment {frag.fragment_id}")
-            if tc.fragments_read == tc.fragments and tc.rows != tc.expected_rows:
-                tc.problems.append(
-                    CheckProblem(
-                        "row_count",
-                        f"{tc.rows} rows read from the fragments, the table records {tc.expected_rows}",
-                    )
-                )
-            tc.problems.extend(_duplicate_ids(ids))
-            self._check_indexes(tc, tbl, info.dim)
+            done = self._check_table(tc, tbl, lds, frags, info.dim, batch_rows, progress, (done, total))
         report.seconds = time.perf_counter() - t0
         return report
+
+    def _open_for_check(self, dataset: str, tc: TableCheck, info: DatasetInfo) -> tuple[Any, Any, list[Any]] | None:
+        """Open ``tc``'s table at its latest version: (table, lance dataset, fragments), or None (with the
+        problem on ``tc``) when it cannot be opened. Also checks its row count and (samples) its schema."""
+        try:
+            tbl = self._open(f"{dataset}__{tc.table}")
+            tbl.checkout_latest()
+            lds = _lance_dataset(tbl)
+            tc.version = int(lds.version)
+            frags = list(lds.get_fragments())
+            tc.fragments = len(frags)
+        except _LanceMissing:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            tc.problems.append(CheckProblem("unreadable_table", f"the table cannot be opened: {_one_line(exc)}"))
+            return None
+        try:
+            tc.expected_rows = int(tbl.count_rows())
+        except Exception as exc:  # noqa: BLE001
+            tc.problems.append(CheckProblem("row_count", f"the table cannot count its rows: {_one_line(exc)}"))
+        if tc.table == "samples":
+            tc.problems.extend(_schema_problems(lds.schema, sample_schema(info.dim, info.metadata_fields)))
+        return tbl, lds, frags
+
+    def _check_table(
+        self,
+        tc: TableCheck,
+        tbl: Any,
+        lds: Any,
+        frags: list[Any],
+        dim: int,
+        batch_rows: int,
+        progress: Callable[[int, int, str], None] | None,
+        done_total: tuple[int, int],
+    ) -> int:
+        """Check an opened table's fragments, row count, ids and indexes; returns fragments done so far."""
+        done, total = done_total
+        ids: list[pa.Array] = []
+        for frag in frags:
+            self._check_fragment(tc, lds, frag, dim, batch_rows, ids)
+            done += 1
+            if progress is not None:
+                progress(done, total, f"{tc.table} fragment {frag.fragment_id}")
+        if tc.fragments_read == tc.fragments and tc.rows != tc.expected_rows:
+            tc.problems.append(
+                CheckProblem(
+                    "row_count",
+                    f"{tc.rows} rows read from the fragments, the table records {tc.expected_rows}",
+                )
+            )
+        tc.problems.extend(_duplicate_ids(ids))
+        self._check_indexes(tc, tbl, dim)
+        return done
 
     def _check_fragment(
         self, tc: TableCheck, lds: Any, frag: Any, dim: int, batch_rows: int, ids: list[pa.Array]
@@ -1155,23 +1182,7 @@ class Store:
                 found[kind] = CheckProblem(kind, "", fragment=fid)
             return found[kind]
 
-        for rel, path, size in _fragment_files(lds, frag):
-            try:
-                on_disk = os.stat(path).st_size
-            except FileNotFoundError:
-                tc.problems.append(CheckProblem("missing_file", f"{rel} is missing", fragment=fid))
-                continue
-            except OSError as exc:
-                tc.problems.append(CheckProblem("missing_file", f"{rel}: {_one_line(exc)}", fragment=fid))
-                continue
-            if size and on_disk != size:
-                tc.problems.append(
-                    CheckProblem(
-                        "file_size",
-                        f"{rel} is {on_disk} bytes, the table recorded {size} (truncated or overwritten)",
-                        fragment=fid,
-                    )
-                )
+        tc.problems.extend(self._fragment_file_problems(lds, frag, fid))
         try:
             expected: int | None = int(frag.count_rows())
         except Exception as exc:  # noqa: BLE001
@@ -1179,6 +1190,48 @@ class Store:
             tc.problems.append(
                 CheckProblem("unreadable_fragment", f"cannot count its rows: {_one_line(exc)}", fragment=fid)
             )
+        tc.rows += self._read_fragment(tc, frag, expected, dim, batch_rows, ids, problem)
+        for kind, p in found.items():
+            p.message = CHECK_MESSAGES[kind].format(n=p.count, dim=dim)
+            tc.problems.append(p)
+
+    @staticmethod
+    def _fragment_file_problems(lds: Any, frag: Any, fid: int) -> list[CheckProblem]:
+        """A fragment's data files that are missing or not the size the table recorded."""
+        problems: list[CheckProblem] = []
+        for rel, path, size in _fragment_files(lds, frag):
+            try:
+                on_disk = os.stat(path).st_size
+            except FileNotFoundError:
+                problems.append(CheckProblem("missing_file", f"{rel} is missing", fragment=fid))
+                continue
+            except OSError as exc:
+                problems.append(CheckProblem("missing_file", f"{rel}: {_one_line(exc)}", fragment=fid))
+                continue
+            if size and on_disk != size:
+                problems.append(
+                    CheckProblem(
+                        "file_size",
+                        f"{rel} is {on_disk} bytes, the table recorded {size} (truncated or overwritten)",
+                        fragment=fid,
+                    )
+                )
+        return problems
+
+    @staticmethod
+    def _read_fragment(
+        tc: TableCheck,
+        frag: Any,
+        expected: int | None,
+        dim: int,
+        batch_rows: int,
+        ids: list[pa.Array],
+        problem: Callable[[str], CheckProblem],
+    ) -> int:
+        """Read a fragment to the end, checking each batch (``problem(kind)`` collects the row findings)
+        and keeping a copy of its ids; a read failure or a row count off ``expected`` goes on ``tc``.
+        Returns the rows read."""
+        fid = int(frag.fragment_id)
         read = 0
         try:
             for batch in frag.to_batches(batch_size=batch_rows, with_row_address=True, batch_readahead=2):
@@ -1206,10 +1259,7 @@ class Store:
                 tc.problems.append(
                     CheckProblem("row_count", f"{read} rows read, the fragment records {expected}", fragment=fid)
                 )
-        tc.rows += read
-        for kind, p in found.items():
-            p.message = CHECK_MESSAGES[kind].format(n=p.count, dim=dim)
-            tc.problems.append(p)
+        return read
 
     @staticmethod
     def _check_indexes(tc: TableCheck, tbl: Any, dim: int) -> None:
@@ -1347,14 +1397,21 @@ class Store:
 class Dataset:
     """One dataset of a :class:`Store`, like LanceDB's ``connect()`` -> ``Table``: get it with
     :meth:`Store.dataset` (which raises DatasetNotFound), then read and write through it instead of
-    passing ``(store, name)`` around. Thin: every method delegates to the store, which keeps the
-    caches, locks and readers; ``info`` and ``schema`` are read live (an update is seen at once)."""
+    passing ``(store, name)`` around. Thin: the store keeps the caches, locks and readers; ``info`` and
+    ``schema`` are read live (an update is seen at once).
 
-    __slots__ = ("store", "name")
+    The name is checked once, by :meth:`Store.dataset`: the reads (info, schema, version, count, query,
+    get_samples, vectors) go straight to the store's cached info and samples reader
+    (:meth:`Store._reader`) instead of through the Store methods, which check the name again on every
+    call for their direct callers. A handle on a dataset dropped since (through this store) raises
+    DatasetNotFound."""
+
+    __slots__ = ("store", "name", "_samples_table")
 
     def __init__(self, store: Store, name: str):
         self.store = store
         self.name = name
+        self._samples_table = f"{name}__samples"
 
     def __repr__(self) -> str:
         return f"Dataset({self.name!r}, uri={self.store.uri!r})"
@@ -1367,17 +1424,24 @@ class Dataset:
 
     # -- description ---------------------------------------------------------------------------
 
+    def _reader(self) -> Any:
+        """The samples table's pylance reader at its latest version (the store's cached one)."""
+        if self.name not in self.store._info_cache:  # dropped since (or not cached): DatasetNotFound
+            self.store.get_dataset(self.name)
+        return self.store._reader(self._samples_table)
+
     @property
     def info(self) -> DatasetInfo:
-        return self.store.get_dataset(self.name)
+        cached = self.store._info_cache.get(self.name)
+        return cached if cached is not None else self.store.get_dataset(self.name)
 
     @property
     def schema(self) -> pa.Schema:
-        return self.store.schema(self.name)
+        return self._reader().schema  # type: ignore[no-any-return]
 
     @property
     def version(self) -> int:
-        return self.store.version(self.name)
+        return int(self._reader().version)
 
     @property
     def dim(self) -> int:
@@ -1400,7 +1464,8 @@ class Dataset:
     # -- samples -------------------------------------------------------------------------------
 
     def count(self, where: str | None = None) -> int:
-        return self.store.count(self.name, where)
+        lds = self._reader()
+        return int(lds.count_rows(filter=where) if where else lds.count_rows())
 
     def query(
         self,
@@ -1411,15 +1476,43 @@ class Dataset:
         offset: int = 0,
         version: int | None = None,
     ) -> pa.Table:
-        return self.store.query(self.name, where=where, columns=columns, limit=limit, offset=offset, version=version)
+        """:meth:`Store.query`; the latest version is read from the store's cached reader."""
+        if version is not None:  # time travel: rare, through the store
+            return self.store.query(
+                self.name, where=where, columns=columns, limit=limit, offset=offset, version=version
+            )
+        return self._reader().to_table(  # type: ignore[no-any-return]
+            columns=None if columns is None else list(columns),
+            filter=where or None,
+            limit=limit,
+            offset=int(offset) or None,
+        )
 
     def get_samples(
         self, ids: Sequence[str], columns: Sequence[str] | None = None, version: int | None = None
     ) -> pa.Table:
-        return self.store.get_samples(self.name, ids, columns=columns, version=version)
+        """:meth:`Store.get_samples`: rows for ``ids``, in the order of ``ids`` (missing ids are absent)."""
+        ids = [str(i) for i in ids]
+        if not ids:
+            schema = self.schema
+            if columns is not None:
+                schema = pa.schema([schema.field(c) for c in columns])
+            return schema.empty_table()
+        cols = None if columns is None else list(dict.fromkeys(["id", *columns]))
+        parts = [
+            self.query(where=ids_in(ids[start : start + 2000]), columns=cols, version=version)
+            for start in range(0, len(ids), 2000)
+        ]
+        return _in_id_order(pa.concat_tables(parts) if len(parts) > 1 else parts[0], ids, columns)
 
     def vectors(self, *, where: str | None = None, ids: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
-        return self.store.vectors(self.name, where=where, ids=ids)
+        """:meth:`Store.vectors`: (ids, float32 matrix) of ok rows with an embedding."""
+        if ids is not None:
+            table = self.get_samples(ids, columns=["id", "embedding", "status"])
+            table = table.filter(pc.and_(pc.equal(table["status"], "ok"), pc.is_valid(table["embedding"])))
+        else:
+            table = self.query(where=ok_and(HAS_EMBEDDING, where), columns=["id", "embedding"])
+        return table.column("id").to_pylist(), embeddings_to_numpy(table.column("embedding"), self.info.dim)
 
     def search(self, vector: Sequence[float] | np.ndarray, *, k: int, **options: Any) -> pa.Table:
         """:meth:`Store.search` (same keyword options: where, columns, exact, nprobes...)."""
@@ -1453,6 +1546,17 @@ class Dataset:
 
     def delete_doc(self, kind: str, doc_id: str) -> None:
         self.store.delete_doc(self.name, kind, doc_id)
+
+
+def _in_id_order(table: pa.Table, ids: list[str], columns: Sequence[str] | None) -> pa.Table:
+    """``table`` (with an ``id`` column) reordered like ``ids``; ``id`` dropped when ``columns`` omits it."""
+    order = {i: n for n, i in enumerate(ids)}
+    got = table.column("id").to_pylist()
+    idx = sorted(range(len(got)), key=lambda n: order.get(got[n], 1 << 60))
+    table = table.take(pa.array(idx, pa.int64()))
+    if columns is not None and "id" not in columns:
+        table = table.drop_columns(["id"])
+    return table
 
 
 class _LanceMissing(NotSupported):

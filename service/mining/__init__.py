@@ -45,12 +45,13 @@ from edgeminer.service.mining.aggregation import (
     share_budget,
 )
 from edgeminer.service.mining.errors import EmbeddingUnavailable, MiningError, SeedsNotFound
-from edgeminer.service.mining.mine import DEFAULT_K, MineOptions, MineResult, mine, mine_record, mine_with
+from edgeminer.service.mining.mine import DEFAULT_K, MineOptions, MineResult, mine, mine_in, mine_record, mine_with
 from edgeminer.service.mining.search import (
     FEW_QUERIES,
     MAX_EXCLUDED_IDS,
     NeighbourSearch,
     Ranked,
+    as_dataset,
     cached_count,
     candidate_where,
     exported_ids,
@@ -65,6 +66,7 @@ from edgeminer.service.mining.seeds import (
     embed_text,
     issue_sample_ids,
     resolve_seeds,
+    resolve_seeds_in,
     seed_selector_where,
 )
 
@@ -91,6 +93,7 @@ __all__ = [
     "Seeds",
     "SeedsNotFound",
     "aggregate",
+    "as_dataset",
     "cached_count",
     "candidate_where",
     "dataset_embedder",
@@ -99,12 +102,14 @@ __all__ = [
     "exported_ids",
     "issue_sample_ids",
     "mine",
+    "mine_in",
     "mine_record",
     "mine_with",
     "mode_weights",
     "normalize",
     "plan_modes",
     "resolve_seeds",
+    "resolve_seeds_in",
     "seed_modes",
     "seed_selector_where",
     "share_budget",

@@ -24,7 +24,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from edgeminer.indexer.store import Store
+from edgeminer.indexer.store import Dataset
 from edgeminer.indexer.where import not_null, ok_and
 from edgeminer.service.mining.search import NeighbourSearch, Ranked, normalize
 from edgeminer.service.mining.seeds import ResolvedSeeds
@@ -164,9 +164,7 @@ def mode_cluster(resolved: ResolvedSeeds, group: list[int]) -> int | None:
     return None
 
 
-def mode_weights(
-    store: Store, dataset: str, resolved: ResolvedSeeds, groups: list[list[int]], *, weighting: str
-) -> list[float]:
+def mode_weights(ds: Dataset, resolved: ResolvedSeeds, groups: list[list[int]], *, weighting: str) -> list[float]:
     """How much of the budget each mode deserves: its size (seeds), times how systematic the failure is.
 
     A dense region of failures keeps its share; a stray error among rows the model gets right (a
@@ -174,8 +172,7 @@ def mode_weights(
 
     Parameters
     ----------
-    store : Store
-    dataset : str
+    ds : Dataset
     resolved : ResolvedSeeds
     groups : list of list of int
         The modes (see :func:`seed_modes`).
@@ -193,12 +190,12 @@ def mode_weights(
     if weighting == "size":
         return sizes
     if weighting == "cluster_error_rate":
-        return _cluster_error_weights(store, dataset, resolved, groups, sizes)
-    return _local_error_weights(store, dataset, resolved, groups, sizes)
+        return _cluster_error_weights(ds, resolved, groups, sizes)
+    return _local_error_weights(ds, resolved, groups, sizes)
 
 
 def _cluster_error_weights(
-    store: Store, dataset: str, resolved: ResolvedSeeds, groups: list[list[int]], sizes: list[float]
+    ds: Dataset, resolved: ResolvedSeeds, groups: list[list[int]], sizes: list[float]
 ) -> list[float]:
     out = []
     for g, size in zip(groups, sizes, strict=True):
@@ -206,17 +203,17 @@ def _cluster_error_weights(
         if c is None:
             out.append(size)
             continue
-        n_judged = store.count(dataset, f"cluster = {c} AND correct IS NOT NULL")
-        n_wrong = store.count(dataset, f"cluster = {c} AND correct = false")
+        n_judged = ds.count(f"cluster = {c} AND correct IS NOT NULL")
+        n_wrong = ds.count(f"cluster = {c} AND correct = false")
         out.append(size * (n_wrong / n_judged if n_judged else 1.0))
     return out
 
 
 def _local_error_weights(
-    store: Store, dataset: str, resolved: ResolvedSeeds, groups: list[list[int]], sizes: list[float]
+    ds: Dataset, resolved: ResolvedSeeds, groups: list[list[int]], sizes: list[float]
 ) -> list[float]:
     # judged rows near each seed, the other seeds included (they are failures there too), itself not
-    judged = NeighbourSearch(store, dataset, ok_and(not_null("correct")), n_queries=len(resolved.ids))
+    judged = NeighbourSearch(ds, ok_and(not_null("correct")), n_queries=len(resolved.ids))
     if judged.n_candidates == 0:
         return sizes
     lists = judged.ranked(resolved.vectors, LOCAL_ERROR_K + 1)
@@ -224,7 +221,7 @@ def _local_error_weights(
         ([i for i in ids if i != sid][:LOCAL_ERROR_K], d) for sid, (ids, d) in zip(resolved.ids, lists, strict=True)
     ]
     near_ids = sorted({i for ids, _ in lists for i in ids})
-    table = store.get_samples(dataset, near_ids, columns=["id", "correct"])
+    table = ds.get_samples(near_ids, columns=["id", "correct"])
     wrong = {i for i, c in zip(table["id"].to_pylist(), table["correct"].to_pylist(), strict=True) if c is False}
     rate = np.asarray([np.mean([i in wrong for i in ids]) if ids else 1.0 for ids, _ in lists])
     return [float(rate[g].sum()) for g in groups]
@@ -266,14 +263,13 @@ class ModePlan:
 
 
 def plan_modes(
-    store: Store, dataset: str, resolved: ResolvedSeeds, target: int, *, weighting: str, seed: int = 0
+    ds: Dataset, resolved: ResolvedSeeds, target: int, *, weighting: str, seed: int = 0
 ) -> ModePlan:
     """Group the seeds into modes and share ``target`` rows across them.
 
     Parameters
     ----------
-    store : Store
-    dataset : str
+    ds : Dataset
     resolved : ResolvedSeeds
     target : int
         Rows to share (the budget, capped at the candidate count).
@@ -287,7 +283,7 @@ def plan_modes(
     ModePlan
     """
     groups = seed_modes(resolved, seed=seed)
-    weights = mode_weights(store, dataset, resolved, groups, weighting=weighting)
+    weights = mode_weights(ds, resolved, groups, weighting=weighting)
     return ModePlan(groups, weights, share_budget(weights, target))
 
 

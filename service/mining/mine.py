@@ -35,9 +35,9 @@ from edgeminer.service.mining.search import (
     exported_ids,
     seed_rows_among_candidates,
 )
-from edgeminer.service.mining.seeds import ResolvedSeeds, Seeds, resolve_seeds
+from edgeminer.service.mining.seeds import ResolvedSeeds, Seeds, resolve_seeds_in
 
-__all__ = ["DEFAULT_K", "MineOptions", "MineResult", "mine", "mine_record", "mine_with"]
+__all__ = ["DEFAULT_K", "MineOptions", "MineResult", "mine", "mine_in", "mine_record", "mine_with"]
 
 #: k when the caller does not give one: neighbours per seed used to attribute results to seeds.
 DEFAULT_K = 10
@@ -267,13 +267,30 @@ def mine_with(
     *,
     embedder: Any = None,
 ) -> MineResult:
-    """:func:`mine` with its options in one object: check them, resolve the seeds, search the
-    candidates, plan the modes and fill the budget, describe the rows.
+    """:func:`mine` with its options in one object: :func:`mine_in` on ``store.dataset(dataset)``.
+
+    Raises
+    ------
+    DatasetNotFound
+        No such dataset; otherwise as :func:`mine`.
+    """
+    return mine_in(store.dataset(dataset), seeds, options, embedder=embedder)
+
+
+def mine_in(
+    ds: Dataset,
+    seeds: Seeds | ResolvedSeeds,
+    options: MineOptions,
+    *,
+    embedder: Any = None,
+) -> MineResult:
+    """Mine in the dataset ``ds``: check the options, resolve the seeds, search the candidates, plan
+    the modes and fill the budget, describe the rows.
 
     Parameters
     ----------
-    store : Store
-    dataset : str
+    ds : Dataset
+        The handle every step reads through (the name was checked when it was made).
     seeds : Seeds or ResolvedSeeds
     options : MineOptions
     embedder : Embedder, optional
@@ -294,13 +311,12 @@ def mine_with(
     if isinstance(seeds, ResolvedSeeds):
         resolved = seeds
     else:
-        resolved = resolve_seeds(store, dataset, seeds, embedder=embedder, device=options.device)
-    ds = store.dataset(dataset)
+        resolved = resolve_seeds_in(ds, seeds, embedder=embedder, device=options.device)
     version = ds.version
     engine = _candidate_search(ds, resolved, options)
     plan, lists, fill = _fill(ds, engine, resolved, options)
     return MineResult(
-        dataset=dataset,
+        dataset=ds.name,
         aggregation=options.aggregation,
         budget=options.budget,
         k=k,
@@ -327,7 +343,7 @@ def _fill(
         return ModePlan(), [], Fill([], {}, 0)
     plan = ModePlan()
     if options.aggregation == "modes":
-        plan = plan_modes(ds.store, ds.name, resolved, target, weighting=options.mode_weighting, seed=options.seed)
+        plan = plan_modes(ds, resolved, target, weighting=options.mode_weighting, seed=options.seed)
     lists, fill = aggregate(
         engine, resolved, options.aggregation, target=target, k=options.neighbours,
         dedup_distance=options.dedup_distance, plan=plan,
@@ -341,12 +357,10 @@ def _candidate_search(ds: Dataset, resolved: ResolvedSeeds, options: MineOptions
         options.where,
         include_labeled=options.include_labeled,
         include_exported=options.include_exported,
-        exclude_ids=seed_rows_among_candidates(
-            ds.store, ds.name, resolved.ids, include_labeled=options.include_labeled
-        ),
-        exported_ids=None if options.include_exported else exported_ids(ds.store, ds.name),
+        exclude_ids=seed_rows_among_candidates(ds, resolved.ids, include_labeled=options.include_labeled),
+        exported_ids=None if options.include_exported else exported_ids(ds),
     )
-    return NeighbourSearch(ds.store, ds.name, clause, exact=options.exact, n_queries=len(resolved.ids))
+    return NeighbourSearch(ds, clause, exact=options.exact, n_queries=len(resolved.ids))
 
 
 def _modes_info(resolved: ResolvedSeeds, plan: ModePlan, fill: Fill) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from edgeminer.indexer.store import (
     FEW_QUERIES,
+    Dataset,
     Store,
     embeddings_to_numpy,
     ids_in,
@@ -32,6 +33,7 @@ __all__ = [
     "MAX_EXCLUDED_IDS",
     "NeighbourSearch",
     "Ranked",
+    "as_dataset",
     "cached_count",
     "candidate_where",
     "exported_ids",
@@ -48,6 +50,34 @@ Ranked = list[tuple[list[str], np.ndarray]]
 _EXPORTED_CACHE: dict[tuple[str, str, str, int], list[str]] = {}
 _COUNT_CACHE: dict[tuple[str, str, str, int, str], int] = {}
 _CACHE_LOCK = threading.Lock()
+
+
+def as_dataset(source: Dataset | Store, dataset: str | None = None) -> Dataset:
+    """The handle the mining functions work on: ``source`` itself when it is one, else
+    ``source.dataset(dataset)`` (a ``(store, name)`` caller; the name is checked there, once).
+
+    Parameters
+    ----------
+    source : Dataset or Store
+    dataset : str, optional
+        The dataset's name, with a Store.
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    DatasetNotFound
+        ``dataset`` is not in the store.
+    """
+    if isinstance(source, Dataset):
+        if dataset is not None and dataset != source.name:
+            raise ValueError(f"a handle on {source.name!r} passed with the dataset name {dataset!r}")
+        return source
+    if dataset is None:
+        raise TypeError("a Store needs the dataset's name (or pass a Dataset handle)")
+    return source.dataset(dataset)
 
 
 def normalize(x: np.ndarray) -> np.ndarray:
@@ -113,7 +143,13 @@ def candidate_where(
     return " AND ".join(parts)
 
 
-def cached_count(store: Store, dataset: str, where: str) -> int:
+def _version_key(ds: Dataset) -> tuple[str, str, str, int]:
+    """What a cached answer about ``ds`` is valid for: the store, the dataset (its creation: a dataset
+    dropped and created again under the same name starts over) and the samples table's version."""
+    return (ds.store.uri, ds.name, ds.info.created_at, ds.version)
+
+
+def cached_count(ds: Dataset, where: str) -> int:
     """Rows matching ``where``, remembered per table version.
 
     A count costs a filter pass over the table (~15 ms at 1M rows); the dashboard and repeated mines
@@ -121,8 +157,7 @@ def cached_count(store: Store, dataset: str, where: str) -> int:
 
     Parameters
     ----------
-    store : Store
-    dataset : str
+    ds : Dataset
     where : str
         A trusted where-clause.
 
@@ -131,12 +166,12 @@ def cached_count(store: Store, dataset: str, where: str) -> int:
     int
         The number of matching rows at the table's current version.
     """
-    key = (store.uri, dataset, store.get_dataset(dataset).created_at, store.version(dataset), where)
+    key = (*_version_key(ds), where)
     with _CACHE_LOCK:
         hit = _COUNT_CACHE.get(key)
     if hit is not None:
         return hit
-    n = store.count(dataset, where)
+    n = ds.count(where)
     with _CACHE_LOCK:
         if len(_COUNT_CACHE) > 1024:
             _COUNT_CACHE.clear()
@@ -144,25 +179,28 @@ def cached_count(store: Store, dataset: str, where: str) -> int:
     return n
 
 
-def exported_ids(store: Store, dataset: str) -> list[str]:
+def exported_ids(source: Dataset | Store, dataset: str | None = None) -> list[str]:
     """Ids of rows already exported (non-empty ``exported``), cached per table version.
 
     Parameters
     ----------
-    store : Store
-    dataset : str
+    source : Dataset or Store
+        The dataset's handle (or its store, with ``dataset``).
+    dataset : str, optional
+        The dataset's name, with a Store.
 
     Returns
     -------
     list of str
         The exported rows' ids, in table order.
     """
-    key = (store.uri, dataset, store.get_dataset(dataset).created_at, store.version(dataset))
+    ds = as_dataset(source, dataset)
+    key = _version_key(ds)
     with _CACHE_LOCK:
         hit = _EXPORTED_CACHE.get(key)
     if hit is not None:
         return hit
-    ids = store.query(dataset, where="array_length(exported) > 0", columns=["id"])["id"].to_pylist()
+    ids = ds.query(where="array_length(exported) > 0", columns=["id"])["id"].to_pylist()
     with _CACHE_LOCK:
         if len(_EXPORTED_CACHE) > 64:
             _EXPORTED_CACHE.clear()
@@ -170,17 +208,14 @@ def exported_ids(store: Store, dataset: str) -> list[str]:
     return ids
 
 
-def seed_rows_among_candidates(
-    store: Store, dataset: str, seed_ids: Sequence[str], *, include_labeled: bool
-) -> list[str]:
+def seed_rows_among_candidates(ds: Dataset, seed_ids: Sequence[str], *, include_labeled: bool) -> list[str]:
     """Seed rows that would otherwise be candidates (unlabeled seeds, or any with include_labeled).
 
     Only these need excluding, and an id exclusion costs the filter on every search.
 
     Parameters
     ----------
-    store : Store
-    dataset : str
+    ds : Dataset
     seed_ids : sequence of str
         The seeds' ids; embedded seeds (``text:...``, ``image:...``) are not rows and are skipped.
     include_labeled : bool
@@ -194,7 +229,7 @@ def seed_rows_among_candidates(
     row_ids = [i for i in seed_ids if not i.startswith(("text:", "image:"))]
     if not row_ids:
         return []
-    table = store.get_samples(dataset, row_ids, columns=["id", "labeled"])
+    table = ds.get_samples(row_ids, columns=["id", "labeled"])
     return [
         i
         for i, lab in zip(table["id"].to_pylist(), table["labeled"].to_pylist(), strict=True)
@@ -215,8 +250,9 @@ class NeighbourSearch:
 
     Parameters
     ----------
-    store : Store
-    dataset : str
+    ds : Dataset
+        The dataset searched. ``NeighbourSearch(store, name, where)`` works too (the handle is taken
+        from the store).
     where : str
         The candidate clause (see :func:`candidate_where`).
     exact : bool or None
@@ -236,14 +272,25 @@ class NeighbourSearch:
     """
 
     def __init__(
-        self, store: Store, dataset: str, where: str, *, exact: bool | None = None, n_queries: int = 1
+        self,
+        ds: Dataset | Store,
+        where: str,
+        legacy_where: str | None = None,
+        *,
+        exact: bool | None = None,
+        n_queries: int = 1,
     ):
-        self.store = store
-        self.dataset = dataset
+        if isinstance(ds, Store):  # NeighbourSearch(store, name, where)
+            if legacy_where is None:
+                raise TypeError("NeighbourSearch(store, dataset, where): the where-clause is missing")
+            ds, where = ds.dataset(where), legacy_where
+        elif legacy_where is not None:
+            raise TypeError("NeighbourSearch(ds, where): one where-clause")
+        self.ds = ds
         self.where = where
-        self.n_candidates = cached_count(store, dataset, where)
+        self.n_candidates = cached_count(ds, where)
         if exact is None:
-            exact = store.prefer_exact(dataset, self.n_candidates, n_queries=n_queries)
+            exact = ds.prefer_exact(self.n_candidates, n_queries=n_queries)
         self.exact = bool(exact)
         self.engine = "exact" if self.exact else "index"
         self._ids: np.ndarray | None = None
@@ -251,10 +298,20 @@ class NeighbourSearch:
         self._vec_cache: dict[str, np.ndarray] = {}
         self._pos: dict[str, int] | None = None
 
+    @property
+    def store(self) -> Store:
+        """The store searched (``ds.store``)."""
+        return self.ds.store
+
+    @property
+    def dataset(self) -> str:
+        """The dataset's name (``ds.name``)."""
+        return self.ds.name
+
     def _load(self) -> tuple[np.ndarray, np.ndarray]:
         if self._ids is None or self._vecs is None:
-            dim = self.store.get_dataset(self.dataset).dim
-            table = self.store.query(self.dataset, where=self.where, columns=["id", "embedding"])
+            dim = self.ds.dim
+            table = self.ds.query(where=self.where, columns=["id", "embedding"])
             table = table.filter(pc.is_valid(table["embedding"]))
             vecs = embeddings_to_numpy(table["embedding"], dim)
             ok = usable_vectors(vecs)  # a damaged vector (NaN, inf) never ranks as anyone's neighbour
@@ -303,9 +360,8 @@ class NeighbourSearch:
     def _ranked_by_store(self, queries: np.ndarray, depth: int) -> Ranked:
         out: Ranked = []
         for q in queries:
-            table = self.store.search(
-                self.dataset, q, k=depth, where=self.where, columns=["id"], exact=self.exact,
-                candidates=self.n_candidates,
+            table = self.ds.search(
+                q, k=depth, where=self.where, columns=["id"], exact=self.exact, candidates=self.n_candidates
             )
             out.append((table["id"].to_pylist(), np.asarray(table["_distance"].to_numpy(), np.float32)))
         return out
@@ -330,8 +386,8 @@ class NeighbourSearch:
             return vecs[[self._pos[i] for i in ids]] if ids else np.zeros((0, vecs.shape[1]), np.float32)
         missing = [i for i in ids if i not in self._vec_cache]
         if missing:
-            got, vecs = self.store.vectors(self.dataset, ids=missing)
+            got, vecs = self.ds.vectors(ids=missing)
             for i, v in zip(got, normalize(vecs), strict=True):
                 self._vec_cache[i] = v
-        dim = self.store.get_dataset(self.dataset).dim
+        dim = self.ds.dim
         return np.stack([self._vec_cache[i] for i in ids]) if ids else np.zeros((0, dim), np.float32)

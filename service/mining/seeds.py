@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from edgeminer.indexer.errors import NotSupported
-from edgeminer.indexer.store import Store, sql_quote
+from edgeminer.indexer.store import Dataset, Store, sql_quote
 from edgeminer.service.mining.errors import EmbeddingUnavailable, MiningError, SeedsNotFound
-from edgeminer.service.mining.search import normalize
+from edgeminer.service.mining.search import as_dataset, normalize
 
 __all__ = [
     "MAX_SEEDS",
@@ -28,6 +28,7 @@ __all__ = [
     "embed_text",
     "issue_sample_ids",
     "resolve_seeds",
+    "resolve_seeds_in",
     "seed_selector_where",
 ]
 
@@ -119,13 +120,15 @@ def seed_selector_where(seeds: Seeds) -> str | None:
     return " AND ".join(f"({p})" for p in parts) if parts else None
 
 
-def issue_sample_ids(store: Store, dataset: str, issue_id: str) -> list[str]:
+def issue_sample_ids(source: Dataset | Store, dataset: str | None, issue_id: str) -> list[str]:
     """The flagged sample ids of an issue document (kind ``issue``, field ``sample_ids``).
 
     Parameters
     ----------
-    store : Store
-    dataset : str
+    source : Dataset or Store
+        The dataset's handle (``dataset`` None), or its store.
+    dataset : str or None
+        The dataset's name, with a Store.
     issue_id : str
 
     Returns
@@ -139,7 +142,7 @@ def issue_sample_ids(store: Store, dataset: str, issue_id: str) -> list[str]:
     MiningError
         The issue has no sample ids.
     """
-    doc = store.get_doc(dataset, "issue", issue_id)
+    doc = as_dataset(source, dataset).get_doc("issue", issue_id)
     ids = doc.get("sample_ids") or []
     if not ids:
         raise MiningError(f"issue {issue_id!r} has no sample ids yet: add failure examples to it first")
@@ -153,13 +156,15 @@ def _cached_embedder(config_json: str, device: str) -> Any:
     return load_embedder(json.loads(config_json), device=device)
 
 
-def dataset_embedder(store: Store, dataset: str, *, device: str = "cpu") -> Any:
+def dataset_embedder(source: Dataset | Store, dataset: str | None = None, *, device: str = "cpu") -> Any:
     """The dataset's embedder, rebuilt from its recorded config once per process and config.
 
     Parameters
     ----------
-    store : Store
-    dataset : str
+    source : Dataset or Store
+        The dataset's handle, or its store (with ``dataset``).
+    dataset : str, optional
+        The dataset's name, with a Store.
     device : str
         Torch device for the model.
 
@@ -173,14 +178,15 @@ def dataset_embedder(store: Store, dataset: str, *, device: str = "cpu") -> Any:
     EmbeddingUnavailable
         The embedder cannot be rebuilt (unsupported kind, missing weights...).
     """
-    info = store.get_dataset(dataset)
+    info = as_dataset(source, dataset).info
+    name = info.name
     try:
         return _cached_embedder(json.dumps(info.embedder, sort_keys=True), device)
     except Exception as exc:  # noqa: BLE001 - any failure to rebuild it means we cannot embed
         if isinstance(exc, NotSupported):
             raise EmbeddingUnavailable(str(exc)) from exc
         raise EmbeddingUnavailable(
-            f"cannot load the embedder of dataset {dataset!r} ({info.embedder.get('kind', '?')}): {exc}"
+            f"cannot load the embedder of dataset {name!r} ({info.embedder.get('kind', '?')}): {exc}"
         ) from exc
 
 
@@ -263,12 +269,31 @@ def resolve_seeds(
     max_seeds: int = MAX_SEEDS,
     device: str = "cpu",
 ) -> ResolvedSeeds:
+    """:func:`resolve_seeds_in` on ``store.dataset(dataset)``.
+
+    Raises
+    ------
+    DatasetNotFound
+        No such dataset; otherwise as :func:`resolve_seeds_in`.
+    """
+    return resolve_seeds_in(
+        store.dataset(dataset), seeds, embedder=embedder, max_seeds=max_seeds, device=device
+    )
+
+
+def resolve_seeds_in(
+    ds: Dataset,
+    seeds: Seeds,
+    *,
+    embedder: Any = None,
+    max_seeds: int = MAX_SEEDS,
+    device: str = "cpu",
+) -> ResolvedSeeds:
     """Turn a seed spec into normalised vectors.
 
     Parameters
     ----------
-    store : Store
-    dataset : str
+    ds : Dataset
     seeds : Seeds
         The spec; its parts combine (ids first, then the issue's, the selector's, text, image).
     embedder : Embedder, optional
@@ -292,43 +317,43 @@ def resolve_seeds(
     EmbeddingUnavailable
         Text / image seeds the embedder cannot embed.
     """
-    info = store.get_dataset(dataset)
+    info = ds.info
     if seeds.is_empty():
         raise MiningError(
             "no seeds given: pass ids, an issue, a cluster, a confusion cell, a pair, failures/split, "
             "a text query or an image"
         )
-    row_ids = _seed_row_ids(store, dataset, seeds, max_seeds)
-    ids, parts, clusters = _row_seeds(store, dataset, row_ids, info.dim, max_seeds)
+    row_ids = _seed_row_ids(ds, seeds, max_seeds)
+    ids, parts, clusters = _row_seeds(ds, row_ids, info.dim, max_seeds)
     if seeds.text or seeds.image:
-        emb = embedder if embedder is not None else dataset_embedder(store, dataset, device=device)
-        for seed_id, vec in _embedded_seeds(emb, seeds, dataset):
+        emb = embedder if embedder is not None else dataset_embedder(ds, device=device)
+        for seed_id, vec in _embedded_seeds(emb, seeds, ds.name):
             ids.append(seed_id)
             parts.append(vec)
             clusters.append(None)
     vectors = np.concatenate(parts, axis=0) if parts else np.zeros((0, info.dim), np.float32)
     if vectors.shape[1] != info.dim:
         raise MiningError(
-            f"the seed embedding has {vectors.shape[1]} values but dataset {dataset!r} stores {info.dim}: "
+            f"the seed embedding has {vectors.shape[1]} values but dataset {ds.name!r} stores {info.dim}: "
             "the dataset's embedder config does not match its vectors"
         )
     return ResolvedSeeds(ids, normalize(vectors), clusters)
 
 
-def _seed_row_ids(store: Store, dataset: str, seeds: Seeds, max_seeds: int) -> list[str]:
+def _seed_row_ids(ds: Dataset, seeds: Seeds, max_seeds: int) -> list[str]:
     """The seed rows' ids, in order: the explicit ids, the issue's, then the selector's (no repeats)."""
     row_ids: list[str] = list(dict.fromkeys(str(i) for i in seeds.ids))
     known = set(row_ids)
     if seeds.issue:
-        _extend_new(row_ids, known, issue_sample_ids(store, dataset, seeds.issue))
+        _extend_new(row_ids, known, issue_sample_ids(ds, None, seeds.issue))
     if row_ids:
-        have = store.get_samples(dataset, row_ids, columns=["id"])["id"].to_pylist()
+        have = ds.get_samples(row_ids, columns=["id"])["id"].to_pylist()
         missing = sorted(set(row_ids) - set(have))
         if missing:
-            raise SeedsNotFound(dataset, missing)
+            raise SeedsNotFound(ds.name, missing)
     where = seed_selector_where(seeds)
     if where is not None:
-        _extend_new(row_ids, known, _selector_ids(store, dataset, seeds, where, max_seeds))
+        _extend_new(row_ids, known, _selector_ids(ds, seeds, where, max_seeds))
     return row_ids
 
 
@@ -339,8 +364,8 @@ def _extend_new(row_ids: list[str], known: set[str], more: list[str]) -> None:
             row_ids.append(i)
 
 
-def _selector_ids(store: Store, dataset: str, seeds: Seeds, where: str, max_seeds: int) -> list[str]:
-    n = store.count(dataset, where)
+def _selector_ids(ds: Dataset, seeds: Seeds, where: str, max_seeds: int) -> list[str]:
+    n = ds.count(where)
     if n == 0:
         raise MiningError(
             f"no rows match the seed selector {json.dumps(seeds.describe())}: nothing to mine around"
@@ -350,18 +375,18 @@ def _selector_ids(store: Store, dataset: str, seeds: Seeds, where: str, max_seed
             f"the seed selector matches {n} rows, more than the {max_seeds} seeds a request may use: "
             "narrow it (add a split, a cluster or a confusion cell)"
         )
-    return store.query(dataset, where=where, columns=["id"])["id"].to_pylist()
+    return ds.query(where=where, columns=["id"])["id"].to_pylist()
 
 
 def _row_seeds(
-    store: Store, dataset: str, row_ids: list[str], dim: int, max_seeds: int
+    ds: Dataset, row_ids: list[str], dim: int, max_seeds: int
 ) -> tuple[list[str], list[np.ndarray], list[int | None]]:
     """(ids, vector blocks, clusters) of seed rows, as stored."""
     if not row_ids:
         return [], [], []
     if len(row_ids) > max_seeds:
         raise MiningError(f"{len(row_ids)} seeds, more than the {max_seeds} a request may use")
-    table = store.get_samples(dataset, row_ids, columns=["id", "embedding", "cluster", "status"])
+    table = ds.get_samples(row_ids, columns=["id", "embedding", "cluster", "status"])
     got_ids = table["id"].to_pylist()
     embs = table["embedding"].to_pylist()
     bad = [i for i, e in zip(got_ids, embs, strict=True) if e is None]

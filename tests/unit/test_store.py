@@ -236,3 +236,14 @@ def test_where_helpers_build_the_clauses_the_store_runs(store: Store, ds: str) -
         ds, "status = 'ok' AND labeled = true AND meta_weather = 'sun'"
     )
     assert "(" in and_("a = 1 OR b = 2", "c = 3")  # an OR keeps its meaning inside an AND
+
+
+def test_a_handle_to_a_dropped_dataset_says_it_is_gone(store: Store, ds: str) -> None:
+    from edgeminer.indexer.errors import DatasetNotFound as NotThere
+
+    store.upsert_samples(ds, _rows(4))
+    handle = store.dataset(ds)
+    assert handle.count() == 4
+    store.drop_dataset(ds)
+    with pytest.raises(NotThere):
+        handle.count()
