@@ -210,6 +210,10 @@ def _serve_settings(args: argparse.Namespace, settings: Settings) -> Settings:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``edgeminer`` command line.
+
+    Returns: the parser; each subcommand sets ``handler`` to the function that runs it.
+    """
     parser = argparse.ArgumentParser(
         prog="edgeminer",
         description="Find where a vision model fails, and which unlabeled images to label next.",
@@ -220,7 +224,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="LanceDB directory or URI (env EDGEMINER_DATA_DIR, default ./edgeminer-data)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_ingest_command(sub)
+    _add_stats_command(sub)
+    _add_demo_command(sub)
+    _add_serve_command(sub)
+    cli_analysis.register(sub)  # analyze, clusters
+    cli_mining.register(sub)  # mine, select
+    cli_export.register(sub)  # export, labels import
+    cli_check.register(sub)  # check
+    return parser
 
+
+def _add_ingest_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``ingest``: embed and score a source into a dataset."""
     p = sub.add_parser(
         "ingest",
         help="embed and score images into a dataset",
@@ -242,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_embedder_options(p)
     p.set_defaults(handler=cmd_ingest)
 
+
+def _add_stats_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``stats``: a dataset's rows, errors, embedder and versions."""
     p = sub.add_parser("stats", help="rows per split, labeled, errors, embedder, versions")
     p.add_argument("--dataset", required=True)
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -251,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=cmd_stats)
 
+
+def _add_demo_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``demo``: build the bundled demo, run the pipeline, serve."""
     p = sub.add_parser(
         "demo",
         help="build the bundled demo (digits with hidden failure slices), run the pipeline, serve",
@@ -264,15 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_options(p)
     p.set_defaults(handler=cmd_demo)
 
+
+def _add_serve_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``serve``: the REST API and the dashboard."""
     p = sub.add_parser("serve", help="serve the REST API and the dashboard")
     _add_serve_options(p)
     p.set_defaults(handler=cmd_serve)
-
-    cli_analysis.register(sub)  # analyze, clusters
-    cli_mining.register(sub)  # mine, select
-    cli_export.register(sub)  # export, labels import
-    cli_check.register(sub)  # check
-    return parser
 
 
 def _add_serve_options(p: argparse.ArgumentParser) -> None:

@@ -5,7 +5,7 @@ and the job runner (which marks jobs a dead process left running as failed) and 
 ``app.state``; routes reach them through the ``Annotated`` dependencies in ``service/api/deps.py``.
 
 Routers: each area is a module of ``service/api/routes/`` exposing ``router``, imported here and
-included in :func:`create_app` under ``/api/v1``: health without a guard, every other one behind the
+included by ``_include_routers`` under ``/api/v1``: health without a guard, every other one behind the
 API-key guard (writes need the key when one is configured, reads when ``api_key_for_reads``). To add an
 area, import its module and include its router there.
 The dashboard (``settings.ui_dir``) is served at ``/``; OpenAPI at ``/openapi.json``, docs at ``/docs``.
@@ -18,8 +18,8 @@ not a loopback name, the ``host`` setting or in ``settings.allowed_hosts`` (DNS 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +39,39 @@ API_PREFIX = "/api/v1"
 
 
 def create_app(settings: Settings | None = None, *, store: Any = None, jobs: Any = None) -> FastAPI:
-    """Build the app. ``store`` / ``jobs`` may be passed in (tests, an embedding program); otherwise the
-    lifespan opens ``Store(settings.data_dir)`` and a ``JobRunner`` on it and closes the runner at exit."""
+    """Build the app.
+
+    Parameters: ``settings`` (default ``Settings()``); ``store`` / ``jobs`` may be passed in (tests, an
+    embedding program), otherwise the lifespan opens ``Store(settings.data_dir)`` and a ``JobRunner`` on
+    it and closes the runner at exit.
+    Returns: the FastAPI app, its middleware, routers, dashboard and problem documentation in place.
+    """
     settings = settings or Settings()
+    app = FastAPI(
+        title="edgeminer",
+        version=_version(),
+        summary="Find where a vision model fails, and which unlabeled images to label next.",
+        lifespan=_lifespan(settings, store, jobs),
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    # inside CatchAllMiddleware (added by install_handlers), so even a BodyTooLarge escaping a route is a 413
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    install_handlers(app)
+    _add_cors(app, settings)
+    _include_routers(app)
+    _mount_ui(app, settings)
+    _document_problems(app)
+    # outermost: a request for a host name this server does not answer to reaches nothing else
+    app.add_middleware(HostGuard, allowed=allowed_host_names(settings))
+    return app
+
+
+def _lifespan(settings: Settings, store: Any, jobs: Any) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: opens the store and job runner unless given, caps BLAS threads, and undoes
+    both (closing only a runner it opened) at exit."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -61,46 +91,29 @@ def create_app(settings: Settings | None = None, *, store: Any = None, jobs: Any
             if blas is not None:
                 blas.restore_original_limits()
 
-    app = FastAPI(
-        title="edgeminer",
-        version=_version(),
-        summary="Find where a vision model fails, and which unlabeled images to label next.",
-        lifespan=lifespan,
-        docs_url="/docs",
-        redoc_url=None,
-        openapi_url="/openapi.json",
+    return lifespan
+
+
+def _add_cors(app: FastAPI, settings: Settings) -> None:
+    """Allow cross-origin calls from ``settings.cors_origins`` (nothing when there are none)."""
+    if not settings.cors_origins:
+        return
+    from fastapi.middleware.cors import CORSMiddleware
+
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(settings.cors_origins),
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=["Content-Type", "X-API-Key"],
     )
-    app.state.settings = settings
-    # inside CatchAllMiddleware (added by install_handlers), so even a BodyTooLarge escaping a route is a 413
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    install_handlers(app)
 
-    if settings.cors_origins:
-        from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-            allow_headers=["Content-Type", "X-API-Key"],
-        )
-
+def _include_routers(app: FastAPI) -> None:
+    """Include every area's router under ``/api/v1``: health unguarded, the rest behind the API-key guard."""
     app.include_router(health.router, prefix=API_PREFIX)
     guarded = [Depends(api_guard)]
-    app.include_router(datasets.router, prefix=API_PREFIX, dependencies=guarded)
-    app.include_router(samples.router, prefix=API_PREFIX, dependencies=guarded)
-    app.include_router(media.router, prefix=API_PREFIX, dependencies=guarded)
-    app.include_router(issues.router, prefix=API_PREFIX, dependencies=guarded)
-    app.include_router(jobs_routes.router, prefix=API_PREFIX, dependencies=guarded)
-    app.include_router(analysis.router, prefix=API_PREFIX, dependencies=guarded)
-    app.include_router(mining.router, prefix=API_PREFIX, dependencies=guarded)
-    app.include_router(exports.router, prefix=API_PREFIX, dependencies=guarded)
-
-    _mount_ui(app, settings)
-    _document_problems(app)
-    # outermost: a request for a host name this server does not answer to reaches nothing else
-    app.add_middleware(HostGuard, allowed=allowed_host_names(settings))
-    return app
+    for area in (datasets, samples, media, issues, jobs_routes, analysis, mining, exports):
+        app.include_router(area.router, prefix=API_PREFIX, dependencies=guarded)
 
 
 def _limit_blas_threads(n: int) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -176,15 +177,22 @@ def start_ingest(dataset: str, body: IngestRequest, store: StoreDep, jobs: JobsD
     does not exist yet is created from the source and the embedder options; an existing one keeps its
     embedder (options must agree with it). Poll ``GET /api/v1/jobs/{id}``.
     """
-    from edgeminer.indexer.embedders import embedder_from_options
-    from edgeminer.indexer.pipeline import ingest, prepare_dataset
-    from edgeminer.indexer.sources import open_source
-
     roots = list(settings.ingest_roots)
     for field, value in body.server_paths():
         require_under_roots(value, roots, field=field)
+    source = _open_ingest_source(body, roots)
+    embedder = _ingest_embedder(store, dataset, source, body, settings.device)
+    run = _ingest_runner(dataset, source, embedder, body)
+    params = body.model_dump(mode="json", exclude_none=True)
+    return public_job(jobs.submit(dataset, "ingest", params, run))
+
+
+def _open_ingest_source(body: IngestRequest, roots: list[str]) -> Any:
+    """Open the source an ingest request names (images outside ``roots`` become error rows)."""
+    from edgeminer.indexer.sources import open_source
+
     emb = body.embedder
-    source = open_source(
+    return open_source(
         body.source,
         kind=body.format,
         split=body.split,
@@ -196,6 +204,14 @@ def start_ingest(dataset: str, body: IngestRequest, store: StoreDep, jobs: JobsD
         classes=body.classes,
         allowed_roots=roots,
     )
+
+
+def _ingest_embedder(store: Store, dataset: str, source: Any, body: IngestRequest, device: str) -> Any:
+    """The embedder for an ingest: a new dataset is created from it, an existing one keeps its own."""
+    from edgeminer.indexer.embedders import embedder_from_options
+    from edgeminer.indexer.pipeline import prepare_dataset
+
+    emb = body.embedder
     options: dict[str, Any] = {
         "kind": emb.kind,
         "model": emb.model,
@@ -203,15 +219,34 @@ def start_ingest(dataset: str, body: IngestRequest, store: StoreDep, jobs: JobsD
         "model_file": emb.model_file,
         "image_size": emb.image_size,
         "mc_passes": emb.mc_passes,
-        "device": emb.device or settings.device,
+        "device": emb.device or device,
     }
-    embedder = None
-    if not store.has_dataset(dataset):
-        # a new dataset needs its dimension, which only the embedder (or the vectors) can tell
-        embedder = embedder_from_options(None, **options)
-        prepare_dataset(store, dataset, source, embedder)
-    else:
-        embedder = embedder_from_options(store.get_dataset(dataset).embedder, **options)
+    if store.has_dataset(dataset):
+        return embedder_from_options(store.get_dataset(dataset).embedder, **options)
+    # a new dataset needs its dimension, which only the embedder (or the vectors) can tell
+    embedder = embedder_from_options(None, **options)
+    prepare_dataset(store, dataset, source, embedder)
+    return embedder
+
+
+def _ingest_result(report: Any) -> dict[str, Any]:
+    """The job result of a finished ingest: counts, error rows, versions, seconds, index."""
+    result = report.as_dict()
+    errors = [{"item": e.get("id", ""), "message": f"{e.get('uri', '')}: {e.get('error', '')}"} for e in report.errors]
+    return {
+        "counts": report.counts(),
+        "errors": errors,
+        "error_count": report.error_rows,
+        "version_read": report.version_read,
+        "version_written": report.version_written,
+        "seconds": round(report.seconds, 3),
+        "index": result.get("index", {}),
+    }
+
+
+def _ingest_runner(dataset: str, source: Any, embedder: Any, body: IngestRequest) -> Callable[[Any], dict[str, Any]]:
+    """The background job body that ingests ``source`` into ``dataset``."""
+    from edgeminer.indexer.pipeline import ingest
 
     def run(ctx: Any) -> dict[str, Any]:
         report = ingest(
@@ -225,19 +260,6 @@ def start_ingest(dataset: str, body: IngestRequest, store: StoreDep, jobs: JobsD
             on_progress=ctx.progress,
             run_id=ctx.job_id,
         )
-        result = report.as_dict()
-        errors = [
-            {"item": e.get("id", ""), "message": f"{e.get('uri', '')}: {e.get('error', '')}"} for e in report.errors
-        ]
-        return {
-            "counts": report.counts(),
-            "errors": errors,
-            "error_count": report.error_rows,
-            "version_read": report.version_read,
-            "version_written": report.version_written,
-            "seconds": round(report.seconds, 3),
-            "index": result.get("index", {}),
-        }
+        return _ingest_result(report)
 
-    params = body.model_dump(mode="json", exclude_none=True)
-    return public_job(jobs.submit(dataset, "ingest", params, run))
+    return run
