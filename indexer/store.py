@@ -652,13 +652,7 @@ class Store:
             chunk = ids[start : start + 2000]
             parts.append(self.query(dataset, where=ids_in(chunk), columns=cols, version=version))
         table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-        order = {i: n for n, i in enumerate(ids)}
-        got = table.column("id").to_pylist()
-        idx = sorted(range(len(got)), key=lambda n: order.get(got[n], 1 << 60))
-        table = table.take(pa.array(idx, pa.int64()))
-        if columns is not None and "id" not in columns:
-            table = table.drop_columns(["id"])
-        return table
+        return _in_id_order(table, ids, columns)
 
     def vectors(
         self, dataset: str, *, where: str | None = None, ids: Sequence[str] | None = None
