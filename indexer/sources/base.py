@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeminer.indexer.errors import InvalidSource
+from edgeminer.indexer.roots import inside_roots, is_under, real_path, real_roots
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -102,38 +103,10 @@ def join_errors(first: str | None, second: str) -> str:
 MAX_ROOTS = 32
 
 
-def _real(path: str | os.PathLike[str]) -> str:
-    """Absolute, ``~`` expanded, symlinks resolved the way opening it would (a ``..`` after a symlink
-    climbs from the link's target, not lexically); the path need not exist."""
-    return os.path.realpath(os.path.expanduser(os.fspath(path)))
-
-
-def _under(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def resolve_roots(roots: Iterable[str | os.PathLike[str]]) -> list[str]:
-    """The local folders of ``roots`` resolved like :func:`inside_roots` compares them (URLs and blanks
-    dropped, duplicates once)."""
-    out: list[str] = []
-    for root in roots:
-        text = os.fspath(root)
-        if not text or not str(text).strip() or "://" in str(text):
-            continue
-        try:
-            out.append(_real(str(text).strip()))
-        except (OSError, ValueError):
-            continue
-    return list(dict.fromkeys(out))
-
-
-def inside_roots(path: str | os.PathLike[str], roots: Sequence[str]) -> bool:
-    """Whether ``path`` resolves (symlinks followed, without needing to exist) inside a resolved root."""
-    try:
-        real = _real(path)
-    except (OSError, ValueError, RuntimeError):
-        return False
-    return any(_under(real, r) for r in roots)
+# the one "is this path under these roots" rule (symlinks resolved) lives in indexer/roots.py
+_real = real_path
+_under = is_under
+resolve_roots = real_roots
 
 
 def _outermost(dirs: Iterable[str]) -> list[str]:
