@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
@@ -47,6 +47,14 @@ class Settings(BaseSettings):
     )
     allow_url_fetch: bool = Field(False, description="allow http(s) image URIs (never private addresses)")
     media_base_url: str | None = Field(None, description="base URL exports use to reference media")
+    label_studio_url: str | None = Field(
+        None,
+        description="a running Label Studio server (http(s) base URL) the API pushes tasks to and pulls labels "
+        "from; the API uses only this one (the CLI may name another with --to-server / --from-server)",
+    )
+    label_studio_token: SecretStr | None = Field(
+        None, description="that server's API token (sent as 'Authorization: Token ...'; never logged or stored)"
+    )
     ui_dir: str = str(UI_DIR)
     cache_dir: str | None = Field(None, description="thumbnail cache; default <data_dir>/_cache")
     max_budget: int = Field(10_000, description="largest budget a mine or select request may ask for")

@@ -5,7 +5,10 @@ Classification tasks carry a ``choices`` result; detection tasks one ``rectangle
 object, in percent of the image with ``original_width`` / ``original_height``. Every task's ``data``
 has ``edgeminer_id`` (the sample id, or the image key for detection) so labels come back by id.
 Media that is not a URL is referenced through Label Studio's local files
-(``/data/local-files/?d=<path>``; set LOCAL_FILES_DOCUMENT_ROOT to the media root or the export).
+(``/data/local-files/?d=<path>``): Label Studio serves them when started with
+LOCAL_FILES_SERVING_ENABLED=true and LOCAL_FILES_DOCUMENT_ROOT set to the media root (``relative``) or the
+unzipped export (``copy``), from a Local files storage of the project at a subfolder of that root
+(``edgeminer export`` prints this hint; ``--to-server`` adds the storages itself, see labelstudio_live.py).
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@
 - ``GET /datasets/{ds}/exports/{id}/download``: the zip (the only way export files leave the server).
 - ``POST /datasets/{ds}/labels``: upload a Label Studio JSON export, a COCO JSON or a CSV of
   (id or uri, label); the matched rows become labeled.
+- ``POST /datasets/{ds}/label_studio/push`` / ``.../label_studio/pull``: send a selection to a project of
+  the server's Label Studio (settings ``label_studio_url`` / ``label_studio_token`` only: a request never
+  names the server), and import its annotations; both are jobs.
 
 When the server starts, export jobs a killed server left unfinished are resumed (the router's
 lifespan runs after the app's, so the store and job runner exist).
@@ -24,7 +27,8 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgeminer.service.api.deps import JobsDep, SettingsDep, StoreDep
-from edgeminer.service.api.models import Filter, problems
+from edgeminer.service.api.models import Filter, JobPublic, problems
+from edgeminer.service.api.routes.jobs import public_job
 from edgeminer.service.errors import Conflict, NotFound
 from edgeminer.service.export.common import MediaMode, Target
 from edgeminer.service.export.labels import LabelFormat
@@ -314,3 +318,146 @@ def import_labels(
             raise LabelImportError(done.get("error") or "the labels import failed", job_id=job["id"])
         raise EdgeminerError(done.get("error") or "the labels import failed", job_id=job["id"])
     return {**(done["result"] or {})["report"], "job_id": job["id"]}
+
+
+# ----------------------------------------------------------------------------------------------
+# Label Studio, live: the server is the one of the settings (EDGEMINER_LABEL_STUDIO_URL / _TOKEN) only
+# ----------------------------------------------------------------------------------------------
+
+
+class LabelStudioPush(BaseModel):
+    """Send a selection (exactly one of ``ids``, ``issue``, ``selection``, ``filter``) to a project of the
+    server's Label Studio, with the model's predictions as pre-labels."""
+
+    model_config = ConfigDict(extra="forbid")
+    project: str = Field(min_length=1, max_length=50, description="project title: reused if it exists, else created")
+    ids: list[str] | None = Field(None, description="sample ids", max_length=1_000_000)
+    issue: str | None = Field(None, description="an issue id: its sample_ids")
+    selection: str | None = Field(None, description="a saved mine / select result id")
+    filter: list[Filter] | None = Field(None, description="structured filters (ANDed)")
+    media: MediaMode = Field(
+        "url",
+        description="url: images by URL (media_base_url, else EDGEMINER_MEDIA_BASE_URL, else this server's media "
+        "route, which must then be readable without an API key); relative: Label Studio's local files under "
+        "media_root (LOCAL_FILES_DOCUMENT_ROOT); copy is not useful here",
+    )
+    media_base_url: str | None = Field(None, max_length=2000, description="url media: as for an export")
+    media_root: str | None = Field(
+        None, description="relative media: one of the dataset's (or the server's) media roots; default the first"
+    )
+    batch_size: int = Field(200, ge=1, le=10_000, description="tasks per import request")
+
+    @field_validator("media_base_url")
+    @classmethod
+    def _media_base_url(cls, value: str | None) -> str | None:
+        from edgeminer.service.export.common import check_media_base_url
+
+        return None if value is None else check_media_base_url(value)
+
+
+class LabelStudioPull(BaseModel):
+    """Import the annotations of a project of the server's Label Studio (as a labels file import)."""
+
+    model_config = ConfigDict(extra="forbid")
+    project: str = Field(min_length=1, max_length=50, description="project title")
+    split: str = Field("train", min_length=1, max_length=64, description="split of the newly labeled rows")
+    iou: float = Field(0.5, gt=0, le=1, description="detection: box overlap to match an object row")
+    add_classes: bool = Field(False, description="append labels that are not classes to the class list")
+
+
+def _label_studio(settings: Any) -> Any:
+    from edgeminer.service.errors import NotSupported
+    from edgeminer.service.export.labelstudio_live import server_from
+
+    if not settings.label_studio_url:
+        raise NotSupported(
+            "this server has no Label Studio configured: set EDGEMINER_LABEL_STUDIO_URL and "
+            "EDGEMINER_LABEL_STUDIO_TOKEN where edgeminer serve runs (the API talks to that server only)"
+        )
+    return server_from(settings)
+
+
+@router.post(
+    "/datasets/{dataset}/label_studio/push",
+    response_model=JobPublic,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=problems(404, 422),
+)
+def push_label_studio(
+    dataset: str, body: LabelStudioPush, request: Request, store: StoreDep, jobs: JobsDep, settings: SettingsDep
+) -> Any:
+    """Export the selection and send it to the Label Studio project as a background job (poll
+    ``GET /api/v1/jobs/{id}``). Rows already in the project (by ``data.edgeminer_id``) are skipped; a batch
+    Label Studio refuses is listed in the job's errors and the others land."""
+    from edgeminer.service.export.common import ExportError, ExportRequest
+    from edgeminer.service.export.labelstudio_live import push
+
+    server = _label_studio(settings)
+    info = store.get_dataset(dataset)
+    data = body.model_dump(exclude={"project", "batch_size"})
+    data["target"] = "label_studio"
+    if data["filter"] is not None:
+        data["filter"] = [f.model_dump() for f in body.filter or []]
+    if data["media"] == "url" and not data["media_base_url"]:
+        data["media_base_url"] = settings.media_base_url or _default_base_url(request, info.task)
+    if data["media_root"] is not None and data["media_root"] not in [*info.media_roots, *settings.media_roots]:
+        raise ExportError("media_root must be one of the dataset's or the server's media roots", field="media_root")
+    req = ExportRequest.from_dict(data)
+
+    def fn(ctx: Any) -> dict[str, Any]:
+        report = push(
+            ctx.store,
+            dataset,
+            req,
+            server,
+            body.project,
+            data_dir=settings.data_dir,
+            media_roots=settings.media_roots,
+            batch_size=body.batch_size,
+            progress=ctx.progress,
+        )
+        for batch in report.failed_batches:
+            ctx.error(f"batch {batch['batch']} ({batch['first_id']} .. {batch['last_id']})", batch["message"])
+        for err in report.errors:
+            ctx.error(str(err["id"]), err["message"])
+        counts = {"pushed": report.pushed, "skipped_existing": report.skipped_existing, "failed": report.failed}
+        return {"report": report.to_dict(), "counts": counts}
+
+    params = {"project": body.project, "server": server.url, "media": req.media, "selection": req.selection_kind}
+    return public_job(jobs.submit(dataset, "label_studio_push", params, fn))
+
+
+@router.post(
+    "/datasets/{dataset}/label_studio/pull",
+    response_model=JobPublic,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=problems(404, 422),
+)
+def pull_label_studio(
+    dataset: str, body: LabelStudioPull, store: StoreDep, jobs: JobsDep, settings: SettingsDep
+) -> Any:
+    """Import the project's annotated tasks as a background job, through the labels file import (its
+    matching, class checks and report); the job's result holds the report."""
+    from edgeminer.service.export.labels import check_split
+    from edgeminer.service.export.labelstudio_live import pull
+
+    server = _label_studio(settings)
+    store.get_dataset(dataset)
+    check_split(body.split)
+
+    def fn(ctx: Any) -> dict[str, Any]:
+        result = pull(
+            ctx.store, dataset, server, body.project, split=body.split, iou=body.iou, add_classes=body.add_classes
+        )
+        report = result.report
+        out: dict[str, Any] = {"pull": result.to_dict()}
+        if report is not None:
+            out.update(
+                version_read=report.version_before,
+                version_written=report.version_after,
+                counts={"matched": report.matched, "unmatched": report.unmatched_count},
+            )
+        return out
+
+    params = {"project": body.project, "server": server.url, "split": body.split, "add_classes": body.add_classes}
+    return public_job(jobs.submit(dataset, "label_studio_pull", params, fn))
