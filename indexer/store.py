@@ -319,10 +319,18 @@ def now_utc() -> dt.datetime:
 VECTOR_INDEX_MIN_ROWS = 50_000
 #: fewest IVF partitions an index search probes, and the matching rows it wants the probed partitions
 #: to hold (a selective filter probes more partitions, see probes_for); the re-rank depth (x k, on the
-#: full vectors). Measured in bench/search.py: recall@10 >= 0.995 at 1M x 512, 1% to 50% filters.
+#: full vectors) of an IVF_PQ index (built before IVF_SQ became the default, see VECTOR_INDEX_TYPE).
 SEARCH_NPROBES = 20
 SEARCH_PROBE_MATCHES = 500
 SEARCH_REFINE_FACTOR = 20
+#: the vector index ensure_indexes builds: IVF with 8-bit scalar quantization (one byte a dimension). Its
+#: distances are close to exact, so a re-rank of 2 x k full vectors recovers the true order, where IVF_PQ
+#: (dim/8 sub-vectors, 1/32 of the bytes) needed 20 x k: at 1M x 512 with k = 30 (what one seed's mine asks)
+#: that was 600 random reads of 2 KiB vectors a query, most of the index path's time (bench/search.py).
+#: The price is the index's size: ~0.5 KiB a row (495 MB at 1M x 512) against IVF_PQ's 64 bytes.
+VECTOR_INDEX_TYPE = "IVF_SQ"
+#: re-rank depth (x k) by the index type found on the table (a table indexed before keeps its IVF_PQ).
+REFINE_FACTORS = {"IVF_PQ": SEARCH_REFINE_FACTOR, "IVF_HNSW_PQ": SEARCH_REFINE_FACTOR, "IVF_SQ": 2, "IVF_HNSW_SQ": 2}
 #: unindexed rows (appended since the index was built) that trigger an optimize().
 REINDEX_UNINDEXED_ROWS = 20_000
 #: small fragments (below LanceDB's target size) that make a samples table worth compacting. Every read
@@ -546,14 +554,14 @@ class Store:
     def drop_dataset(self, name: str) -> None:
         with self.lock(name):
             self.get_dataset(name)
-            for suffix in ("samples", "docs"):
+            for suffix in ("samples", "docs", "predictions"):  # predictions: model versions (issue 14)
                 tname = f"{name}__{suffix}"
                 self._tables.pop(tname, None)
                 if tname in self._table_names():
                     self._db.drop_table(tname)
             self._catalog().delete(f"name = {sql_quote(name)}")
             self._info_cache.pop(name, None)
-            for suffix in ("samples", "docs"):
+            for suffix in ("samples", "docs", "predictions"):
                 self._readers.pop(f"{name}__{suffix}", None)
 
     # -- samples: reads -----------------------------------------------------------------------
@@ -863,7 +871,7 @@ class Store:
         columns: Sequence[str] | None = None,
         exact: bool | None = None,
         nprobes: int | None = None,
-        refine_factor: int | None = SEARCH_REFINE_FACTOR,
+        refine_factor: int | str | None = "auto",
         candidates: int | None = None,
         lancedb_defaults: bool = False,
     ) -> pa.Table:
@@ -883,13 +891,14 @@ class Store:
             Columns besides ``id`` and ``_distance`` (None: all, ``embedding`` included).
         exact : bool or None
             The mode to run: True ranks the matching rows' vectors in numpy (LanceDB's flat search scans
-            every vector whatever the filter); False searches the IVF_PQ index, prefiltered, probing
-            ``nprobes`` partitions (default :func:`probes_for`), re-ranking ``refine_factor`` x k on the
-            full vectors, redone exactly when the probed partitions hold fewer than ``k`` matching rows.
-            None: :meth:`prefer_exact` decides (the one place that does).
+            every vector whatever the filter); False searches the vector index (IVF_SQ, or the IVF_PQ of a
+            table indexed before), prefiltered, probing ``nprobes`` partitions (default :func:`probes_for`),
+            re-ranking ``refine_factor`` x k on the full vectors, redone exactly when the probed partitions
+            hold fewer than ``k`` matching rows. None: :meth:`prefer_exact` decides (the one place that does).
         nprobes, refine_factor, candidates, lancedb_defaults
-            Index query settings; the filter's row count when the caller knows it (saves a count);
-            LanceDB's default query settings (a benchmark peer).
+            Index query settings (``refine_factor="auto"``: REFINE_FACTORS of the table's index type, None:
+            no re-rank); the filter's row count when the caller knows it (saves a count); Lance's default
+            query settings (a benchmark peer).
 
         Returns
         -------
@@ -901,117 +910,174 @@ class Store:
         SchemaMismatch
             The query vector has NaN or infinite values (or values too large to compare).
         """
-        tbl, clause, vec = self._search_input(dataset, vector, where)
+        return self.search_many(
+            dataset, np.asarray(vector, dtype=np.float32).reshape(1, -1), k=k, where=where, columns=columns,
+            exact=exact, nprobes=nprobes, refine_factor=refine_factor, candidates=candidates,
+            lancedb_defaults=lancedb_defaults,
+        )[0]
+
+    def search_many(
+        self,
+        dataset: str,
+        vectors: Sequence[Sequence[float]] | np.ndarray,
+        *,
+        k: int,
+        where: str | None = None,
+        columns: Sequence[str] | None = None,
+        exact: bool | None = None,
+        nprobes: int | None = None,
+        refine_factor: int | str | None = "auto",
+        candidates: int | None = None,
+        lancedb_defaults: bool = False,
+    ) -> list[pa.Table]:
+        """:meth:`search` for several query vectors against the same filter, each answer the one
+        :meth:`search` gives for that vector alone. The index path runs one Lance query for all of them
+        (the filter's row set is built once, not once a vector); the exact path reads the candidates'
+        vectors once and ranks every query against each batch. ``exact=None`` asks :meth:`prefer_exact`
+        with ``n_queries=len(vectors)``.
+
+        Returns
+        -------
+        list of pa.Table
+            One table per query vector, in order.
+
+        Raises
+        ------
+        SchemaMismatch
+            A query vector has NaN or infinite values (or values too large to compare).
+        """
+        lds, clause, qs = self._search_input(dataset, vectors, where)
         k = int(k)
+        if len(qs) == 0:
+            return []
         if candidates is None and (exact is None or (not exact and nprobes is None and not lancedb_defaults)):
-            candidates = int(tbl.count_rows(clause))
+            candidates = int(lds.count_rows(filter=clause))
         if exact is None:
-            exact = self.prefer_exact(dataset, candidates or 0)
+            exact = self.prefer_exact(dataset, candidates or 0, n_queries=len(qs))
         cols = None if columns is None else list(dict.fromkeys(["id", *columns]))
         if exact:
-            return self._exact_search(dataset, tbl, vec, k, clause, cols)
-        if not lancedb_defaults and nprobes is None:
-            nprobes = probes_for(int(tbl.count_rows()), candidates)
-        return self._index_search(dataset, tbl, vec, k, clause, cols, nprobes, refine_factor, lancedb_defaults)
+            return self._exact_search(dataset, lds, qs, k, clause, cols)
+        settings: tuple[int, int | None] | None = None
+        if not lancedb_defaults:
+            if nprobes is None:
+                nprobes = probes_for(int(lds.count_rows()), candidates)
+            rf = REFINE_FACTORS.get(_vector_index_type(lds) or "", SEARCH_REFINE_FACTOR)
+            settings = (int(nprobes), rf if refine_factor == "auto" else _opt_int(refine_factor))
+        return self._index_search(dataset, lds, qs, k, clause, cols, settings)
 
     def _search_input(
-        self, dataset: str, vector: Sequence[float] | np.ndarray, where: str | None
+        self, dataset: str, vectors: Sequence[Sequence[float]] | np.ndarray, where: str | None
     ) -> tuple[Any, str, np.ndarray]:
-        """(samples table, the filter with ``where.OK``, the query as float32), the query checked."""
-        tbl = self._samples(dataset)
+        """(samples reader, the filter with ``where.OK``, the queries as a float32 matrix), the queries checked."""
+        lds = self._read_ds(dataset)
         clause = ok_and(where)
-        vec = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if not usable_vectors(vec[None, :])[0]:
+        qs = np.asarray(vectors, dtype=np.float32)
+        if qs.ndim == 1 and qs.size:  # one vector
+            qs = qs[None, :]
+        qs = qs.reshape(len(qs), -1) if qs.size else np.zeros((0, self.get_dataset(dataset).dim), np.float32)
+        if not usable_vectors(qs).all():
             raise SchemaMismatch("the query vector has NaN or infinite values (or values too large to compare)")
-        return tbl, clause, vec
+        return lds, clause, qs
 
     def _index_search(
         self,
         dataset: str,
-        tbl: Any,
-        vec: np.ndarray,
+        lds: Any,
+        qs: np.ndarray,
         k: int,
         clause: str,
         cols: list[str] | None,
-        nprobes: int | None,
-        refine_factor: int | None,
-        lancedb_defaults: bool,
-    ) -> pa.Table:
-        """The IVF_PQ search of :meth:`search` (exact instead when the probed partitions hold too few rows)."""
+        settings: tuple[int, int | None] | None,
+    ) -> list[pa.Table]:
+        """The index search of :meth:`search_many` (exact instead for a query whose probed partitions hold
+        too few rows). ``settings``: (nprobes, refine factor), None for Lance's defaults."""
         # the vectors come back too, so a row whose stored vector went bad after the index was built
         # (NaN, overflow: corruption on disk) is dropped instead of served with a made-up distance
-        want = None if cols is None else list(dict.fromkeys([*cols, "embedding", "_distance"]))
+        want = None if cols is None else list(dict.fromkeys([*cols, "embedding"]))
         dim = self.get_dataset(dataset).dim
-        limit = k
+        got: dict[int, tuple[pa.Table, pa.Table]] = {}
+        todo, limit = list(range(len(qs))), k
         for _attempt in range(3):
-            q = tbl.search(vec, vector_column_name="embedding").distance_type("cosine")
-            q = q.where(clause, prefilter=True).limit(limit)
-            if want is not None:
-                q = q.select(want)
-            if not lancedb_defaults:
-                q = q.nprobes(int(nprobes or SEARCH_NPROBES))
-                if refine_factor is not None:
-                    q = q.refine_factor(int(refine_factor))
-            raw = q.to_arrow()
-            result = _usable_results(raw, dim)
-            if result.num_rows >= k or raw.num_rows < limit:
+            again, short = [], 0
+            for j, raw in zip(todo, _nearest(lds, qs[todo], limit, clause, want, settings), strict=True):
+                result = _usable_results(raw, dim)
+                got[j] = (raw, result)
+                if result.num_rows < k and raw.num_rows >= limit:
+                    again.append(j)
+                    short = max(short, raw.num_rows - result.num_rows)
+            if not again:
                 break
-            limit += max(2 * (raw.num_rows - result.num_rows), 16)  # ask past the dropped rows
-        if result.num_rows > k:
-            result = result.slice(0, k)
-        if cols is not None and "embedding" not in cols:
-            result = result.drop_columns(["embedding"])
-        if result.num_rows < k and int(tbl.count_rows(clause)) > raw.num_rows:
-            return self._exact_search(dataset, tbl, vec, k, clause, cols)  # too few rows in the probed partitions
-        return result
+            todo, limit = again, limit + max(2 * short, 16)  # ask past the dropped rows
+        out, matching = [], None
+        for j in range(len(qs)):
+            raw, result = got[j]
+            result = result.slice(0, k) if result.num_rows > k else result
+            if cols is not None and "embedding" not in cols:
+                result = result.drop_columns(["embedding"])
+            if result.num_rows < k:
+                matching = int(lds.count_rows(filter=clause)) if matching is None else matching
+                if matching > raw.num_rows:  # too few rows in the probed partitions
+                    result = self._exact_search(dataset, lds, qs[j : j + 1], k, clause, cols)[0]
+            out.append(result)
+        return out
 
     def _exact_search(
-        self, dataset: str, tbl: Any, vec: np.ndarray, k: int, clause: str, cols: list[str] | None
-    ) -> pa.Table:
-        """Brute force over the rows matching ``clause``: read their vectors (in batches), rank in numpy."""
+        self, dataset: str, lds: Any, qs: np.ndarray, k: int, clause: str, cols: list[str] | None
+    ) -> list[pa.Table]:
+        """Brute force over the rows matching ``clause``: read their vectors once (in batches), rank every
+        query in numpy against each batch, keep each query's ``k`` best."""
         info = self.get_dataset(dataset)
-        norm = float(np.linalg.norm(vec)) or 1.0
-        q = vec / norm
-        best_d = np.zeros(0, np.float32)
-        best_rows: pa.Table | None = None
-        want = list(tbl.schema.names) if cols is None else list(dict.fromkeys([*cols, "embedding"]))
-        scan = tbl.search().where(clause).select(want).limit(max(1, int(tbl.count_rows(clause))))
-        for batch in scan.to_batches(EXACT_BATCH_ROWS):
-            part = pa.Table.from_batches([batch])
-            emb = part.column("embedding")
-            valid = pc.is_valid(emb)
-            if not pc.all(valid).as_py():
-                part = part.filter(valid)
-                emb = part.column("embedding")
+        q = qs / np.maximum(np.linalg.norm(qs, axis=1, keepdims=True), 1e-12)
+        best: list[tuple[np.ndarray, pa.Table | None]] = [(np.zeros(0, np.float32), None)] * len(q)
+        want = list(lds.schema.names) if cols is None else list(dict.fromkeys([*cols, "embedding"]))
+        for batch in lds.to_batches(columns=want, filter=clause, batch_size=EXACT_BATCH_ROWS):
+            part, m = _usable_part(pa.Table.from_batches([batch]), info.dim)
             if part.num_rows == 0:
                 continue
-            m = embeddings_to_numpy(emb, info.dim)
-            usable = usable_vectors(m)
-            if not usable.all():  # corrupted on disk after it was written: never a search result
-                part, m = part.filter(pa.array(usable)), m[usable]
-                if part.num_rows == 0:
-                    continue
-            norms = np.linalg.norm(m, axis=1)
-            d = 1.0 - (m @ q) / np.maximum(norms, 1e-12)
-            if len(d) > k:
-                top = np.argpartition(d, k - 1)[:k]
-                part, d = part.take(pa.array(top, pa.int64())), d[top]
-            merged = part if best_rows is None else pa.concat_tables([best_rows, part.select(best_rows.column_names)])
-            dist = np.concatenate([best_d, d.astype(np.float32)])
-            order = np.argsort(dist, kind="stable")[:k]
-            best_rows, best_d = merged.take(pa.array(order, pa.int64())), dist[order]
+            d_all = 1.0 - (m @ q.T) / np.maximum(np.linalg.norm(m, axis=1), 1e-12)[:, None]
+            best = [_merge_best(best_d, best_rows, part, d_all[:, j], k) for j, (best_d, best_rows) in enumerate(best)]
         names = want if cols is None else cols
-        if best_rows is None:
-            best_rows = pa.schema([tbl.schema.field(c) for c in names]).empty_table()
-        elif cols is not None and "embedding" not in cols:
-            best_rows = best_rows.drop_columns(["embedding"])
-        return best_rows.append_column("_distance", pa.array(best_d, pa.float32()))
+        out = []
+        for best_d, best_rows in best:
+            if best_rows is None:
+                best_rows = pa.schema([lds.schema.field(c) for c in names]).empty_table()
+            elif cols is not None and "embedding" not in cols:
+                best_rows = best_rows.drop_columns(["embedding"])
+            out.append(best_rows.append_column("_distance", pa.array(best_d, pa.float32())))
+        return out
 
     # -- indexes --------------------------------------------------------------------------------
 
     def has_vector_index(self, dataset: str) -> bool:
-        tbl = self._samples(dataset)
-        return any("embedding" in list(getattr(ix, "columns", [])) for ix in tbl.list_indices())
+        return _vector_index_type(self._read_ds(dataset)) is not None
+
+    def prewarm_vector_index(self, dataset: str) -> int:
+        """Load the whole vector index into this Store's reader of the table (kept across requests), so no
+        search reads a partition from disk first: without it, a query's probed partitions are loaded on
+        first use (~0.5 MB each at 1M x 512), which makes the first queries of a process several times
+        slower. Costs the index's size in memory (see :meth:`vector_index_info`). Returns the bytes the
+        reader's index cache holds."""
+        lds = self._read_ds(dataset)
+        for ix in lds.describe_indices():
+            if "embedding" in list(ix.field_names):
+                lds.prewarm_index(ix.name)
+        session = lds.session()
+        return int(session.index_cache_size_bytes()) if session is not None else 0
+
+    def vector_index_info(self, dataset: str) -> dict[str, Any] | None:
+        """The vector index's type, size on disk, rows indexed, and the bytes this process's reader of the
+        table holds in its index cache (what searching has loaded so far); None without an index."""
+        lds = self._read_ds(dataset)
+        for ix in lds.describe_indices():
+            if "embedding" in list(ix.field_names):
+                session = lds.session()
+                return {
+                    "type": str(ix.index_type or "").upper(),
+                    "disk_bytes": int(ix.total_size_bytes or 0),
+                    "rows_indexed": int(ix.num_rows_indexed or 0),
+                    "cache_bytes": int(session.index_cache_size_bytes()) if session is not None else 0,
+                }
+        return None
 
     def ensure_indexes(
         self, dataset: str, *, force: bool = False, vector_index: Mapping[str, Any] | None = None
@@ -1019,8 +1085,9 @@ class Store:
         """Build the vector index once the table is large enough, fold new rows into it when many
         arrived since, and keep scalar indexes on the common filter columns. Cheap when nothing is due.
 
-        ``vector_index`` overrides the IVF_PQ parameters (``{}`` = LanceDB's defaults; bench/search.py
-        compares them)."""
+        The vector index is VECTOR_INDEX_TYPE (IVF_SQ) with ~sqrt(n) partitions. ``vector_index`` overrides
+        it: ``{"type": "IVF_PQ" | "IVF_SQ" | "IVF_HNSW_SQ" | ..., **parameters}``, the type IVF_PQ when not
+        named (``{}`` = LanceDB's default IVF_PQ; bench/search.py compares them)."""
         with self.lock(dataset):
             info = self.get_dataset(dataset)
             compacted = self.compact(dataset)
@@ -1031,16 +1098,9 @@ class Store:
             n_vectors = tbl.count_rows("embedding IS NOT NULL")
             if ("embedding",) not in indexed_cols:
                 if n_vectors >= VECTOR_INDEX_MIN_ROWS or (force and n_vectors >= 256):
-                    # ~sqrt(n) partitions, but at least 256 rows each (k-means needs them to train)
-                    partitions = index_partitions(n_vectors)
-                    sub_vectors = _pick_sub_vectors(info.dim)
-                    from lancedb.index import IvfPq
-
-                    params: dict[str, Any] = {"num_partitions": partitions, "num_sub_vectors": sub_vectors}
-                    if vector_index is not None:
-                        params = dict(vector_index)
-                    tbl.create_index("embedding", config=IvfPq(distance_type="cosine", **params))
-                    done["vector_index"] = f"built IVF_PQ ({params or 'LanceDB defaults'})"
+                    kind, params = _vector_index_config(n_vectors, vector_index)
+                    tbl.create_index("embedding", config=_VECTOR_INDEX_CONFIGS[kind](distance_type="cosine", **params))
+                    done["vector_index"] = f"built {kind} ({params or 'LanceDB defaults'})"
             else:
                 unindexed = self._unindexed_rows(tbl, "embedding")
                 if unindexed >= REINDEX_UNINDEXED_ROWS or (force and unindexed):
@@ -1387,6 +1447,104 @@ class Store:
         if int(tbl.version) % 200 == 0:
             tbl.optimize(cleanup_older_than=dt.timedelta(days=7))
 
+    # ==========================================================================================
+    # Model versions (issue 14): the <dataset>__predictions table. Logic in indexer/versions.py.
+    #
+    # One row per (version, id): a model version's prediction for a sample. The samples table keeps
+    # the *current* version's values (probs, pred_label, scores...) so every reader works unchanged;
+    # indexer/versions.py copies a version's rows over when it becomes current. Correctness is not
+    # stored here: it follows from the labels, which live only in the samples table.
+    # ==========================================================================================
+
+    #: the predictions table's schema (probabilities aligned with the dataset's classes)
+    PREDICTIONS_SCHEMA = pa.schema(
+        [
+            pa.field("version", pa.string(), nullable=False),
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("probs", pa.list_(pa.float32())),
+            pa.field("pred_label", pa.string()),
+            pa.field("pred_label2", pa.string()),
+            *[pa.field(c, pa.float32()) for c in SCORE_COLUMNS],
+            pa.field("outcome", pa.string()),  # detection rows: the detector's outcome for this object
+            pa.field("model_version", pa.string()),  # what the samples table's model_version becomes
+            pa.field("written_at", TS),
+        ]
+    )
+
+    def _predictions_name(self, dataset: str) -> str:
+        self.get_dataset(dataset)
+        return f"{dataset}__predictions"
+
+    def has_predictions(self, dataset: str) -> bool:
+        """Whether the dataset has a predictions table yet (created by the first version recorded)."""
+        name = self._predictions_name(dataset)
+        return name in self._tables or name in self._table_names()
+
+    def upsert_predictions(self, dataset: str, table: pa.Table) -> int:
+        """Insert or replace predictions keyed by (version, id); ``table`` holds ``version``, ``id`` and
+        any of the other columns (missing ones are null). Returns the predictions table's version."""
+        schema = self.PREDICTIONS_SCHEMA
+        unknown = [c for c in table.column_names if c not in schema.names]
+        if unknown or "version" not in table.column_names or "id" not in table.column_names:
+            raise SchemaMismatch(f"predictions need 'version' and 'id'; unknown columns: {', '.join(unknown)}")
+        with self.lock(dataset):
+            tbl = self._open(self._predictions_name(dataset), schema)
+            tbl.checkout_latest()
+            if table.num_rows == 0:
+                return int(tbl.version)
+            n = table.num_rows
+            cols = {
+                f.name: (table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(n, f.type))
+                for f in schema
+            }
+            if "written_at" not in table.column_names:
+                cols["written_at"] = pa.array([now_utc()] * n, TS)
+            data = pa.table(cols, schema=schema)
+            tbl.merge_insert(["version", "id"]).when_matched_update_all().when_not_matched_insert_all().execute(data)
+            return int(tbl.version)
+
+    def query_predictions(
+        self,
+        dataset: str,
+        version: str,
+        *,
+        columns: Sequence[str] | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> pa.Table:
+        """The predictions of model version ``version`` (all its rows, or those of ``ids``), sorted by id."""
+        schema = self.PREDICTIONS_SCHEMA
+        cols = list(dict.fromkeys(["id", *(columns or [f.name for f in schema if f.name != "version"])]))
+        if not self.has_predictions(dataset):
+            return pa.schema([schema.field(c) for c in cols]).empty_table()
+        lds = self._reader(self._predictions_name(dataset), schema)
+        where = f"version = {sql_quote(version)}"
+        if ids is not None:
+            parts = [
+                lds.to_table(columns=cols, filter=f"{where} AND {ids_in(list(ids[i : i + 2000]))}")
+                for i in range(0, len(ids), 2000)
+            ]
+            table = pa.concat_tables(parts) if parts else pa.schema([schema.field(c) for c in cols]).empty_table()
+        else:
+            table = lds.to_table(columns=cols, filter=where)
+        return table.sort_by("id")
+
+    def prediction_counts(self, dataset: str) -> dict[str, int]:
+        """Rows stored per model version."""
+        if not self.has_predictions(dataset):
+            return {}
+        lds = self._reader(self._predictions_name(dataset), self.PREDICTIONS_SCHEMA)
+        versions = lds.to_table(columns=["version"])["version"]
+        counts = pc.value_counts(versions).to_pylist()
+        return {str(c["values"]): int(c["counts"]) for c in counts}
+
+    def delete_predictions(self, dataset: str, version: str) -> int:
+        """Remove every prediction of ``version``; returns the predictions table's version."""
+        with self.lock(dataset):
+            tbl = self._open(self._predictions_name(dataset), self.PREDICTIONS_SCHEMA)
+            tbl.checkout_latest()
+            tbl.delete(f"version = {sql_quote(version)}")
+            return int(tbl.version)
+
 
 class Dataset:
     """One dataset of a :class:`Store`, like LanceDB's ``connect()`` -> ``Table``: get it with
@@ -1511,6 +1669,10 @@ class Dataset:
     def search(self, vector: Sequence[float] | np.ndarray, *, k: int, **options: Any) -> pa.Table:
         """:meth:`Store.search` (same keyword options: where, columns, exact, nprobes...)."""
         return self.store.search(self.name, vector, k=k, **options)
+
+    def search_many(self, vectors: Sequence[Sequence[float]] | np.ndarray, *, k: int, **options: Any) -> list[pa.Table]:
+        """:meth:`Store.search_many`: several query vectors, one query (same keyword options as search)."""
+        return self.store.search_many(self.name, vectors, k=k, **options)
 
     def prefer_exact(self, candidates: int, *, n_queries: int = 1) -> bool:
         return self.store.prefer_exact(self.name, candidates, n_queries=n_queries)
@@ -1703,6 +1865,67 @@ def _usable_results(result: pa.Table, dim: int) -> pa.Table:
     return result if keep.all() else result.filter(pa.array(keep))
 
 
+def _opt_int(value: int | str | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _vector_index_type(lds: Any) -> str | None:
+    """The type of the vector index on ``embedding`` ("IVF_SQ", "IVF_PQ"...), None without one."""
+    for ix in lds.describe_indices():
+        if "embedding" in list(ix.field_names):
+            return str(ix.index_type or "").upper() or "IVF_PQ"
+    return None
+
+
+def _nearest(
+    lds: Any, qs: np.ndarray, limit: int, clause: str, want: list[str] | None, settings: tuple[int, int | None] | None
+) -> list[pa.Table]:
+    """One prefiltered Lance vector query for the rows of ``qs`` (a batch query when there are several):
+    each query's ``limit`` nearest rows, nearest first."""
+    q = qs[0] if len(qs) == 1 else qs
+    nearest: dict[str, Any] = {"column": "embedding", "q": q, "k": limit, "metric": "cosine"}
+    if settings is not None:
+        nearest["nprobes"] = int(settings[0] or SEARCH_NPROBES)
+        if settings[1]:
+            nearest["refine_factor"] = int(settings[1])
+    raw = lds.to_table(columns=want, filter=clause, prefilter=True, nearest=nearest)
+    if len(qs) == 1:
+        return [raw]
+    which = raw.column("query_index").to_numpy()
+    raw = raw.drop_columns(["query_index"])
+    return [raw.filter(pa.array(which == j)).sort_by("_distance") for j in range(len(qs))]
+
+
+def _usable_part(part: pa.Table, dim: int) -> tuple[pa.Table, np.ndarray]:
+    """The rows of a batch read by the exact search whose vector is present and usable, and the vectors."""
+    emb = part.column("embedding")
+    valid = pc.is_valid(emb)
+    if not pc.all(valid).as_py():
+        part = part.filter(valid)
+    if part.num_rows == 0:
+        return part, np.zeros((0, dim), np.float32)
+    m = embeddings_to_numpy(part.column("embedding"), dim)
+    usable = usable_vectors(m)
+    if not usable.all():  # corrupted on disk after it was written: never a search result
+        part, m = part.filter(pa.array(usable)), m[usable]
+    return part, m
+
+
+def _merge_best(
+    best_d: np.ndarray, best_rows: pa.Table | None, part: pa.Table, d: np.ndarray, k: int
+) -> tuple[np.ndarray, pa.Table | None]:
+    """The ``k`` nearest of the rows kept so far and the batch ``part`` at distances ``d`` (stable: ties
+    keep table order)."""
+    if len(d) > k:
+        top = np.argpartition(d, k - 1)[:k]
+        top.sort()
+        part, d = part.take(pa.array(top, pa.int64())), d[top]
+    merged = part if best_rows is None else pa.concat_tables([best_rows, part.select(best_rows.column_names)])
+    dist = np.concatenate([best_d, d.astype(np.float32)])
+    order = np.argsort(dist, kind="stable")[:k]
+    return dist[order], merged.take(pa.array(order, pa.int64()))
+
+
 #: a filter leaving at most this many candidates is searched exactly: reading and ranking their vectors
 #: costs about one index search at ~1,000 rows (bench/search.py --crossover, 100k and 1M x 512).
 EXACT_SEARCH_MAX_CANDIDATES = 1_000
@@ -1732,6 +1955,28 @@ def probes_for(n_rows: int, candidates: int | None) -> int:
         return min(parts, SEARCH_NPROBES)
     per_partition = candidates / parts
     return int(min(parts, max(SEARCH_NPROBES, math.ceil(SEARCH_PROBE_MATCHES / max(per_partition, 1e-9)))))
+
+
+def _vector_index_config(n_vectors: int, override: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """(index type, parameters) ensure_indexes builds for ``n_vectors`` vectors: VECTOR_INDEX_TYPE with
+    ~sqrt(n) partitions (at least 256 rows each: k-means needs them to train), or the override."""
+    if override is None:
+        return VECTOR_INDEX_TYPE, {"num_partitions": index_partitions(n_vectors)}
+    params = dict(override)
+    kind = str(params.pop("type", "IVF_PQ")).upper()
+    if kind not in _VECTOR_INDEX_CONFIGS:
+        raise ValidationFailed(f"unknown vector index type {kind!r}: use one of {', '.join(_VECTOR_INDEX_CONFIGS)}")
+    return kind, params
+
+
+def _lancedb_index_configs() -> dict[str, Any]:
+    from lancedb.index import IvfHnswPq, IvfHnswSq, IvfPq, IvfRq, IvfSq
+
+    return {"IVF_SQ": IvfSq, "IVF_PQ": IvfPq, "IVF_HNSW_SQ": IvfHnswSq, "IVF_HNSW_PQ": IvfHnswPq, "IVF_RQ": IvfRq}
+
+
+#: the vector index types ensure_indexes can build, by name
+_VECTOR_INDEX_CONFIGS = _lancedb_index_configs()
 
 
 def _pick_sub_vectors(dim: int) -> int:

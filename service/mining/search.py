@@ -7,7 +7,7 @@ depth.
 
 Exact or index: the decision is made once per search, by :meth:`Store.prefer_exact
 <edgeminer.indexer.store.Store.prefer_exact>` (the only place it is made); :class:`NeighbourSearch` asks
-it in its constructor and then runs that mode, in memory or through ``Store.search(exact=...)``.
+it in its constructor and then runs that mode, in memory or through ``Store.search_many(exact=...)``.
 """
 
 from __future__ import annotations
@@ -245,8 +245,9 @@ class NeighbourSearch:
     count, the number of queries and whether the dataset has a vector index) unless the caller forces
     ``exact``, and every :meth:`ranked` call then runs that mode. Exact: many queries (or candidates
     already loaded) are ranked in numpy, the candidates' vectors loaded once (one matrix product for all
-    queries); a few queries go through ``Store.search(exact=True)``. Index: ``Store.search(exact=False)``
-    (vector index, prefilter, refine), re-queried deeper when asked.
+    queries); a few queries go through ``Store.search_many(exact=True)`` (one pass over the candidates).
+    Index: ``Store.search_many(exact=False)``, every query vector in one batched Lance query (vector
+    index, prefilter, refine), re-queried deeper when asked.
 
     Parameters
     ----------
@@ -358,13 +359,12 @@ class NeighbourSearch:
         return out
 
     def _ranked_by_store(self, queries: np.ndarray, depth: int) -> Ranked:
-        out: Ranked = []
-        for q in queries:
-            table = self.ds.search(
-                q, k=depth, where=self.where, columns=["id"], exact=self.exact, candidates=self.n_candidates
-            )
-            out.append((table["id"].to_pylist(), np.asarray(table["_distance"].to_numpy(), np.float32)))
-        return out
+        # one store call for every seed: the index path runs a single batched Lance query (the filter's
+        # row set built once), the exact path one pass over the candidates' vectors
+        tables = self.ds.search_many(
+            queries, k=depth, where=self.where, columns=["id"], exact=self.exact, candidates=self.n_candidates
+        )
+        return [(t["id"].to_pylist(), np.asarray(t["_distance"].to_numpy(), np.float32)) for t in tables]
 
     def vectors_of(self, ids: Sequence[str]) -> np.ndarray:
         """Normalised vectors of candidate ids (from memory when loaded, else from the store).

@@ -180,7 +180,7 @@ def test_values_are_quoted_never_interpreted(store: Store, ds: str) -> None:
 def test_indexes_are_built_when_forced_and_search_still_exact_for_small_filters(store: Store, ds: str) -> None:
     store.upsert_samples(ds, _rows(600, seed=1))
     done = store.ensure_indexes(ds, force=True)
-    assert "IVF_PQ" in done["vector_index"] and "split" in done["scalar_indexes"]
+    assert "IVF_SQ" in done["vector_index"] and "split" in done["scalar_indexes"]
     assert store.has_vector_index(ds)
     assert store.ensure_indexes(ds)["vector_index"] == "up to date"
     ids, vecs = store.vectors(ds)
