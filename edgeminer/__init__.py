@@ -427,16 +427,20 @@ class Workspace:
         edgeminer.indexer.errors.InvalidFilter, edgeminer.indexer.errors.UnknownField
             For a bad filter.
         """
+        from edgeminer.indexer.where import and_
         from edgeminer.service.mining import mine
+        from edgeminer.service.mining.seeds import seed_candidate_where
 
         device = device or self.settings.device
         options: dict[str, Any] = {"k": k, "aggregation": aggregation, "dedup_distance": dedup_distance}
+        spec = _seeds(seeds)
         return mine(
             self.store,
             dataset,
-            _seeds(seeds),
+            spec,
             budget=budget,
-            where=self._where(dataset, filters),
+            # a metadata slice (seeds={"slice": N}) also narrows the candidates to its rows
+            where=and_(self._where(dataset, filters), seed_candidate_where(self.store.dataset(dataset), spec)) or None,
             include_labeled=include_labeled,
             include_exported=include_exported,
             columns=list(columns) if columns else None,
@@ -677,6 +681,126 @@ class Workspace:
         source = file if isinstance(file, bytes) else Path(file)
         return import_labels(self.store, dataset, source, format=format, split=split, iou=iou, add_classes=add_classes)
 
+    # -- model versions and compare (issue 14) -----------------------------------------------------
+
+    def versions(self, dataset: str, *, set_current: str | None = None) -> dict[str, Any]:
+        """The dataset's model versions and the current one (``edgeminer versions``;
+        ``indexer.versions``); ``set_current`` first makes that version current (its predictions and
+        scores are copied into the rows everything reads).
+
+        Returns
+        -------
+        dict
+            ``{current, ingest_version, versions: [{name, model, kind, source, rows, errors, ...}]}``.
+
+        Raises
+        ------
+        edgeminer.indexer.errors.NotFound
+            ``set_current`` names no version (the message lists the known ones).
+        """
+        from edgeminer.indexer import versions
+
+        if set_current is not None:
+            versions.set_current(self.store, dataset, set_current)
+        return dict(versions.list_versions(self.store, dataset))
+
+    def add_version(
+        self,
+        dataset: str,
+        name: str,
+        *,
+        predictions: PathLike | None = None,
+        model_file: PathLike | None = None,
+        mc_passes: int = 0,
+        make_current: bool = False,
+    ) -> Any:
+        """Store a new model's predictions as version ``name`` (``edgeminer ingest --model-version``):
+        from a manifest of predictions (``predictions``) or a TorchScript model run over the images
+        (``model_file``). Embeddings and labels are not touched. Returns the ``VersionReport``."""
+        from edgeminer.indexer.versions import ingest_predictions
+
+        source = None
+        if predictions is not None:
+            from edgeminer.indexer.sources import open_source
+
+            source = open_source(predictions, kind="manifest")
+        return ingest_predictions(
+            self.store,
+            dataset,
+            name,
+            source=source,
+            model_file=None if model_file is None else str(model_file),
+            mc_passes=mc_passes,
+            device=self.settings.device,
+            make_current=make_current,
+        )
+
+    def compare(
+        self, dataset: str, base: str, new: str, *, split: str | None = None, resamples: int = 1000, seed: int = 0
+    ) -> dict[str, Any]:
+        """What version ``new`` fixed and broke against ``base`` (``edgeminer compare``;
+        ``service.compare.compare``): accuracies with bootstrap intervals, fixed / broken counts,
+        overall, per cluster, class and metadata value, regressions first."""
+        from edgeminer.service.compare import CompareOptions, compare
+
+        return compare(self.store, dataset, base, new, CompareOptions(split=split, resamples=resamples, seed=seed))
+
+    def slices(
+        self, dataset: str, *, max_l: int = 2, top: int = 10, include_train: bool = False, refresh: bool = False
+    ) -> dict[str, Any]:
+        """Metadata slices with high error rates, beside the failure clusters (``edgeminer slices``).
+
+        Parameters
+        ----------
+        dataset : str
+        max_l : int
+            Most conditions per slice (1-3).
+        top : int
+            Slices to return (1-100).
+        include_train : bool
+            Judge errors on train rows too (default: labeled rows outside the train split, when any).
+        refresh : bool
+            Recompute even when cached at this table version.
+
+        Returns
+        -------
+        dict
+            ``slices`` (each with ``id``, ``summary``, ``conditions``, ``filters``, ``error_rate``, ``lift``,
+            ``judged``, ``unlabeled``...), ``base_error_rate``, ``version`` / ``stale``, and ``clusters``
+            (the failure clusters of the last analysis). ``mine(dataset, seeds={"slice": id})`` mines one.
+        """
+        from edgeminer.indexer.analysis.metaslices import SliceParams, slices_overview
+
+        params = SliceParams(max_l=max_l, top_k=top, include_train=include_train)
+        return slices_overview(self.store, dataset, params, refresh=refresh)
+
+    def label_issues(
+        self, dataset: str, *, train_rows: str = "probe", other_rows: str = "probe", refresh: bool = False
+    ) -> dict[str, Any]:
+        """Labeled rows whose label is likely wrong, most likely first (``edgeminer label-issues``).
+
+        Parameters
+        ----------
+        dataset : str
+        train_rows : str
+            ``probe`` (train rows judged by a cross-validated probe on the embeddings), ``skip`` or ``model``.
+        other_rows : str
+            ``probe`` (the other labeled rows by the probe too) or ``model`` (the stored probabilities).
+        refresh : bool
+            Recompute even when cached at this table version.
+
+        Returns
+        -------
+        dict
+            ``issues`` (``id``, ``label``, ``suggested``, ``self_confidence``, ``judged_by``, ``rank``),
+            ``count``, ``counts``, ``thresholds``, ``version``. Filter with ``{"field": "label_issue",
+            "value": True}``; mine around them with ``seeds={"label_issues": True}``.
+        """
+        from edgeminer.indexer.analysis.label_issues import LabelIssueParams, load_label_issues
+
+        params = LabelIssueParams(train_rows=train_rows, other_rows=other_rows)
+        return load_label_issues(self.store, dataset, params, refresh=refresh)
+
     # -- helpers ----------------------------------------------------------------------------------
 
     def _where(self, dataset: str, filters: Any) -> str | None:
@@ -690,7 +814,7 @@ class Workspace:
         else:
             items = [filters] if isinstance(filters, Mapping) else list(filters)
         store = self.store
-        return build_where(store.get_dataset(dataset), store.schema(dataset), items)
+        return build_where(store.get_dataset(dataset), store.schema(dataset), items, store=store)
 
 
 def _seeds(seeds: Any) -> Any:

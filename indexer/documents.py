@@ -16,6 +16,8 @@ Kinds (``DOC_KINDS``) and their types:
                :class:`AnalysisStateDoc`  id ``state``: the fitted state of a remote store, base64
     decision   :class:`DecisionDoc`   one stream decision (send to labeling or not, and why)
     selection  :class:`SelectionDoc`  the ids a mine or select call returned, for exports
+    model_versions :class:`ModelVersionsDoc`  id ``registry``: the dataset's model versions and which
+                                      one is current (indexer/versions.py)
 
 Reading a document back (``get_doc`` / ``list_docs``) adds the store's bookkeeping keys ``_created_at``
 and ``_updated_at`` (and ``id`` when the document has none); readers drop ``_``-keys before showing one.
@@ -40,6 +42,7 @@ __all__ = [
     "EXPORT",
     "ISSUE",
     "RUN",
+    "MODEL_VERSIONS",
     "SELECTION",
     "AnalysisDoc",
     "AnalysisStateDoc",
@@ -55,6 +58,8 @@ __all__ = [
     "RunError",
     "RunProgress",
     "RunStatus",
+    "ModelVersionEntry",
+    "ModelVersionsDoc",
     "SelectionDoc",
     "new_run_doc",
     "now_iso",
@@ -70,7 +75,8 @@ EXPORT = "export"
 ANALYSIS = "analysis"
 DECISION = "decision"
 SELECTION = "selection"
-DOC_KINDS = (RUN, ISSUE, EXPORT, ANALYSIS, DECISION, SELECTION)
+MODEL_VERSIONS = "model_versions"  # issue 14: indexer/versions.py
+DOC_KINDS = (RUN, ISSUE, EXPORT, ANALYSIS, DECISION, SELECTION, MODEL_VERSIONS)
 
 
 def now_iso() -> str:
@@ -364,3 +370,30 @@ class SelectionDoc(TypedDict, total=False):
     ids: list[str]  #: the returned ids, in rank order
     summary: JSONObject  #: MineResult / SelectionResult .summary()
     seeds: JSONObject  #: mine only: Seeds.describe()
+
+
+# ----------------------------------------------------------------------------------------------
+# model versions (issue 14)
+# ----------------------------------------------------------------------------------------------
+
+
+class ModelVersionEntry(TypedDict):
+    """One model version of a dataset: its predictions are rows of the ``<ds>__predictions`` table."""
+
+    name: str  #: the version's name (``v1``, ``retrained``...)
+    model: str  #: what produced it: the embedder / model file description, or the manifest path
+    kind: str  #: ingest (the first ingest's own predictions) | manifest | torchscript | coco
+    source: str  #: the file it was read from ("" for the first ingest)
+    rows: int  #: predictions stored
+    errors: int  #: rows of the source that could not be used
+    created_at: str  #: ISO time of the first write
+    updated_at: str  #: ISO time of the latest write
+    false_positives: NotRequired[int]  #: kind coco: detections that matched no object (not stored as rows)
+
+
+class ModelVersionsDoc(TypedDict):
+    """The ``model_versions`` document ``registry``: every version, in the order they were added."""
+
+    current: str  #: the version whose values the samples table holds (map, clusters, scores, mining)
+    ingest_version: str  #: the version an ordinary ingest's own predictions are recorded under
+    versions: list[ModelVersionEntry]

@@ -34,6 +34,9 @@ from edgeminer.indexer.errors import InputError, NotSupported
 
 DEFAULT_OPEN_CLIP_MODEL = "ViT-B-32"
 DEFAULT_OPEN_CLIP_PRETRAINED = "laion2b_s34b_b79k"
+#: TorchScript preprocessing when neither the options nor the file's edgeminer.json say otherwise
+DEFAULT_IMAGE_SIZE = 224
+DEFAULT_MEAN_STD = 0.5
 EMBEDDER_KINDS = ("open_clip", "torchscript", "precomputed")
 
 
@@ -170,15 +173,16 @@ class OpenClipEmbedder(_Base):
         precision = "fp16" if self.device.startswith("cuda") else "fp32"
         if not pretrained_arg:
             torch.manual_seed(0)  # random init (tests, smoke runs): the same weights every time
+        offline = _weights_offline(model, pretrained_arg)  # raises at once when they must be downloaded offline
         try:
-            clip, _, preprocess = open_clip.create_model_and_transforms(
-                model, pretrained=pretrained_arg, device=self.device, precision=precision
-            )
+            with _hub_offline(offline):
+                clip, _, preprocess = open_clip.create_model_and_transforms(
+                    model, pretrained=pretrained_arg, device=self.device, precision=precision
+                )
         except Exception as exc:  # noqa: BLE001 - network, missing tag, bad checkpoint
             raise EmbedderError(
-                f"could not load open_clip {model} with pretrained={pretrained!r}: {exc}. "
-                "Offline? Download the checkpoint on a connected machine and pass "
-                "--pretrained /path/to/checkpoint"
+                f"could not load open_clip {model} with pretrained={pretrained!r}: {str(exc)[:500]}. "
+                f"{OFFLINE_HINT}"
             ) from exc
         clip.eval()
         self._model = clip
@@ -223,6 +227,106 @@ class OpenClipEmbedder(_Base):
         return l2_normalize(emb)
 
 
+OFFLINE_HINT = (
+    "Offline? On a connected machine fetch the weights once (python -c \"import open_clip; "
+    "open_clip.create_model_and_transforms('ViT-B-32', pretrained='laion2b_s34b_b79k')\" fills the Hugging Face "
+    "cache, ~/.cache/huggingface or $HF_HOME: copy it over), or download the checkpoint file and pass "
+    "--pretrained /path/to/checkpoint"
+)
+#: seconds to wait for a TCP connection to the weights' host before calling the machine offline
+NETWORK_PROBE_TIMEOUT = 3.0
+
+
+def _weights_cached(cfg: Mapping[str, Any]) -> bool:
+    """Whether the weights of an open_clip pretrained config are already in the local cache."""
+    hub = str(cfg.get("hf_hub") or "")
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+        from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+        repo, filename = os.path.split(hub)
+        names = [filename or HF_WEIGHTS_NAME]
+        if names[0] == HF_WEIGHTS_NAME:  # open_clip loads a .safetensors twin when there is one
+            names.append(HF_SAFE_WEIGHTS_NAME)
+        elif names[0].endswith((".bin", ".pth")):
+            names.append(names[0][:-4] + ".safetensors")
+        return any(isinstance(try_to_load_from_cache(repo, n), str) for n in names)
+    url = str(cfg.get("url") or "")
+    return bool(url) and os.path.isfile(os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(url)))
+
+
+def _reachable(cfg: Mapping[str, Any]) -> bool:
+    """A quick TCP connection to the host the weights come from (the Hugging Face endpoint or the url's)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if cfg.get("hf_hub"):
+        from huggingface_hub import constants
+
+        url = str(constants.ENDPOINT)
+    else:
+        url = str(cfg.get("url") or "")
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return False
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=NETWORK_PROBE_TIMEOUT):
+            return True
+    except OSError:
+        return False
+
+
+def _weights_offline(model: str, pretrained: str | None) -> bool:
+    """For an open_clip pretrained *tag*: True when its weights are in the local cache (load them without
+    asking the network: no retries on an offline machine); False when they must be downloaded and the
+    network answers. Raises EmbedderError at once when they must be downloaded and cannot be
+    (HF_HUB_OFFLINE set, or the host does not answer within NETWORK_PROBE_TIMEOUT seconds)."""
+    if not pretrained or os.path.exists(pretrained):
+        return False
+    import open_clip
+
+    cfg = open_clip.pretrained.get_pretrained_cfg(model, pretrained)
+    if not cfg or cfg.get("file"):
+        return False  # an unknown tag: open_clip's own error lists the valid ones
+    if _weights_cached(cfg):
+        return True
+    from huggingface_hub import constants
+
+    if cfg.get("hf_hub") and constants.HF_HUB_OFFLINE:
+        why = "HF_HUB_OFFLINE is set"
+    elif _reachable(cfg):
+        return False
+    else:
+        why = f"their host does not answer (checked in {NETWORK_PROBE_TIMEOUT:.0f} s)"
+    raise EmbedderError(
+        f"the open_clip weights {model} / {pretrained} are not in the local cache and cannot be downloaded: "
+        f"{why}. {OFFLINE_HINT}"
+    )
+
+
+class _hub_offline:
+    """While loading weights found in the local cache, keep huggingface_hub from asking the network (its
+    offline switch is a module constant read at each request): no etag check, no retries."""
+
+    def __init__(self, on: bool):
+        self.on = on
+        self.saved: bool | None = None
+
+    def __enter__(self) -> None:
+        if self.on:
+            from huggingface_hub import constants
+
+            self.saved = constants.HF_HUB_OFFLINE
+            constants.HF_HUB_OFFLINE = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self.on and self.saved is not None:
+            from huggingface_hub import constants
+
+            constants.HF_HUB_OFFLINE = self.saved
+
+
 # ---------------------------------------------------------------------------------------------
 # TorchScript (bring your own model)
 # ---------------------------------------------------------------------------------------------
@@ -249,48 +353,57 @@ class TorchScriptEmbedder(_Base):
         if not path.is_file():
             raise EmbedderError(f"model file {str(path)!r} does not exist (pass --model-file PATH)")
         self.device = resolve_device(device)
-        extra = {"edgeminer.json": ""}
-        try:
-            with warnings.catch_warnings():  # torch 2.9+ calls TorchScript deprecated; it still loads
-                warnings.simplefilter("ignore", FutureWarning)
-                self._model = torch.jit.load(str(path), map_location=self.device, _extra_files=extra)
-        except Exception as exc:  # noqa: BLE001
-            raise EmbedderError(
-                f"{path} is not a TorchScript model ({exc}); export yours with torch.jit.script(model).save(path)"
-            ) from exc
-        meta: dict[str, Any] = {}
-        if extra["edgeminer.json"]:
-            try:
-                meta = json.loads(extra["edgeminer.json"])
-            except json.JSONDecodeError as exc:
-                raise EmbedderError(f"{path}: the embedded edgeminer.json is not valid JSON: {exc}") from exc
+        self._model, meta = _load_scripted(torch, path, self.device)
         self.model_file = str(path.resolve())
-        self.image_size = int(image_size or meta.get("image_size") or 224)
+        self.image_size = int(image_size or meta.get("image_size") or DEFAULT_IMAGE_SIZE)
         self.channels = int(channels or meta.get("channels") or 3)
         if self.channels not in (1, 3):
             raise EmbedderError(f"channels must be 1 or 3, not {self.channels}")
-        self.mean = list(mean or meta.get("mean") or ([0.5] * self.channels))
-        self.std = list(std or meta.get("std") or ([0.5] * self.channels))
-        self.classes = list(classes or meta.get("classes") or []) or None
+        self.mean = [float(v) for v in (mean or meta.get("mean") or ([DEFAULT_MEAN_STD] * self.channels))]
+        self.std = [float(v) for v in (std or meta.get("std") or ([DEFAULT_MEAN_STD] * self.channels))]
+        _check_mean_std(self.mean, self.std, self.channels, path)
+        #: preprocessing settings neither given nor in the file's edgeminer.json (the defaults were used)
+        given = {"image_size": image_size, "mean": mean, "std": std}
+        self.defaults_used = [name for name, value in given.items() if not (value or meta.get(name))]
+        self.classes = [str(c) for c in (classes or meta.get("classes") or [])] or None
+        #: where the class names come from: "given" (options / the dataset), "edgeminer.json", or "indices"
+        #: (neither: the logits' positions 0..C-1, which match no label names)
+        self.classes_from = "given" if classes else "edgeminer.json" if self.classes else "indices"
         self.mc_passes = int(mc_passes if mc_passes is not None else meta.get("mc_passes", 0))
         if self.mc_passes < 0:
             raise EmbedderError("mc_passes must be >= 0")
         self.seed = seed
         self._model.eval()
         self._digest = file_digest(self.model_file)
+        # two images, so a model that squeezes the batch dimension shows up here and not on a last batch of 1
         probe_emb, probe_logits = self._forward(
-            np.zeros((1, self.channels, self.image_size, self.image_size), np.float32)
+            np.zeros((2, self.channels, self.image_size, self.image_size), np.float32)
         )
         self.dim = int(probe_emb.shape[1])
         self.has_logits = probe_logits is not None
         if probe_logits is not None:
-            n_logits = int(probe_logits.shape[1])
-            if self.classes and len(self.classes) != n_logits:
-                raise EmbedderError(
-                    f"{path}: the model returns {n_logits} logits but {len(self.classes)} class names were given"
-                )
-            if not self.classes:
-                self.classes = [str(i) for i in range(n_logits)]
+            self._set_classes(int(probe_logits.shape[1]), path)
+
+    def _set_classes(self, n_logits: int, path: Path) -> None:
+        if self.classes and len(self.classes) != n_logits:
+            raise EmbedderError(
+                f"{path}: the model returns {n_logits} logits but {len(self.classes)} class names were given "
+                f"({', '.join(self.classes[:10])}{' ...' if len(self.classes) > 10 else ''}): pass exactly "
+                f"{n_logits} names, in the order of the model's outputs"
+            )
+        if not self.classes:
+            self.classes = [str(i) for i in range(n_logits)]
+
+    def preprocessing_note(self) -> str | None:
+        """One line saying which preprocessing defaults are in use (None when all were set)."""
+        if not self.defaults_used:
+            return None
+        return (
+            f"note: {os.path.basename(self.model_file)} is fed {self.image_size}x{self.image_size} "
+            f"{'grayscale' if self.channels == 1 else 'RGB'} images normalised with mean {self.mean} and std "
+            f"{self.std} ({', '.join(self.defaults_used)}: default); if your model was trained otherwise pass "
+            "--image-size / --mean / --std, or put them in the .pt's edgeminer.json"
+        )
 
     def config(self) -> dict[str, Any]:
         return {
@@ -326,6 +439,7 @@ class TorchScriptEmbedder(_Base):
         with torch.inference_mode():
             out = self._model(torch.from_numpy(np.ascontiguousarray(batch)).to(self.device))
         emb, logits = _split_output(out)
+        _check_output_shapes(emb, logits, len(batch), self.model_file)
         return emb.float().cpu().numpy(), None if logits is None else logits.float().cpu().numpy()
 
     def _set_dropout(self, on: bool) -> None:
@@ -350,16 +464,111 @@ class TorchScriptEmbedder(_Base):
         return EmbedOutput(l2_normalize(emb), probs, mc)
 
 
+def _load_scripted(torch: Any, path: Path, device: str) -> tuple[Any, dict[str, Any]]:
+    """A TorchScript file and the edgeminer.json riding inside it ({} when there is none)."""
+    extra = {"edgeminer.json": ""}
+    try:
+        with warnings.catch_warnings():  # torch 2.9+ calls TorchScript deprecated; it still loads
+            warnings.simplefilter("ignore", FutureWarning)
+            model = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+    except Exception as exc:  # noqa: BLE001
+        raise EmbedderError(
+            f"{path} is not a TorchScript model ({exc}); export yours with torch.jit.script(model).save(path)"
+        ) from exc
+    if not extra["edgeminer.json"]:
+        return model, {}
+    try:
+        meta = json.loads(extra["edgeminer.json"])
+    except json.JSONDecodeError as exc:
+        raise EmbedderError(f"{path}: the embedded edgeminer.json is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise EmbedderError(f"{path}: the embedded edgeminer.json must be a JSON object, not {type(meta).__name__}")
+    return model, meta
+
+
 def _split_output(out: Any) -> tuple[Any, Any]:
     if isinstance(out, Mapping):
         if "embedding" not in out:
-            raise EmbedderError("the model returned a dict without an 'embedding' key")
+            keys = ", ".join(repr(str(k))[:40] for k in list(out)[:10])
+            raise EmbedderError(f"the model returned a dict without an 'embedding' key (keys: {keys})")
         return out["embedding"], out.get("logits")
     if isinstance(out, (tuple, list)):
+        if not out:
+            raise EmbedderError(f"the model returned an empty {type(out).__name__}; {EXPECTED_OUTPUT}")
         if len(out) == 1:
             return out[0], None
         return out[0], out[1]
     return out, None
+
+
+EXPECTED_OUTPUT = (
+    "expected an embedding of shape (N, D), a tuple (embedding (N, D), logits (N, C)) or a dict with keys "
+    "'embedding' and 'logits' (pool and flatten feature maps inside the model)"
+)
+
+
+def _describe(x: Any) -> str:
+    """A model output's type and shape, never its values (a 4-D feature map printed is megabytes)."""
+    shape = getattr(x, "shape", None)
+    if shape is None:
+        return type(x).__name__[:40]
+    return f"{type(x).__name__} of shape {tuple(int(d) for d in shape)}"
+
+
+def _check_output_shapes(emb: Any, logits: Any, n: int, model_file: str) -> None:
+    """EmbedderError, short, unless the embedding is (n, D) and the logits (if any) (n, C)."""
+    name = os.path.basename(model_file)
+    for what, x in (("embedding", emb), ("logits", logits)):
+        if what == "logits" and x is None:
+            continue
+        shape = getattr(x, "shape", None)
+        if shape is None or len(shape) != 2 or int(shape[0]) != n or int(shape[1]) < 1:
+            raise EmbedderError(
+                f"{name}: for a batch of {n} images the model's {what} is a {_describe(x)}; {EXPECTED_OUTPUT}"
+            )
+
+
+def _check_mean_std(mean: list[float], std: list[float], channels: int, path: Path) -> None:
+    if len(mean) != channels or len(std) != channels:
+        raise EmbedderError(
+            f"{path}: mean and std need {channels} values each (one per channel), got {len(mean)} and {len(std)}"
+        )
+    if any(v <= 0 for v in std):
+        raise EmbedderError(f"{path}: std values must be > 0, got {std}")
+
+
+def check_model_classes(embedder: Any, labels: Sequence[str] | None) -> str | None:
+    """Compare a model's class names (its logits' order) with the labels of a new dataset's source.
+
+    Raises EmbedderError when no label is a model class (every row would count as wrong, e.g. labels
+    ``cat, dog`` against a plainly scripted model's ``0, 1``); returns a warning line when only some
+    labels are unknown to the model, else None."""
+    model = [str(c) for c in (getattr(embedder, "classes", None) or [])]
+    labels = [str(c) for c in (labels or [])]
+    if not model or not labels:
+        return None
+    unknown = [c for c in labels if c not in set(model)]
+    if not unknown:
+        return None
+    shown_model = ", ".join(model[:10]) + (" ..." if len(model) > 10 else "")
+    shown_unknown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+    if len(unknown) < len(labels):
+        return (
+            f"warning: labels {shown_unknown} are not among the model's classes ({shown_model}): "
+            "their rows will always count as wrong"
+        )
+    origin = {
+        "indices": "the model file has no edgeminer.json, so its outputs are numbered",
+        "edgeminer.json": "from the model file's edgeminer.json",
+        "given": "as given",
+    }.get(str(getattr(embedder, "classes_from", "")), "")
+    raise EmbedderError(
+        f"none of the labels ({', '.join(labels[:10])}{' ...' if len(labels) > 10 else ''}) is one of the model's "
+        f"{len(model)} classes ({shown_model}; {origin}): every row would count as wrong. Pass the model's "
+        f"class names in the order of its outputs (CLI --classes a,b,c; API \"classes\"), or save them in the "
+        "model file as edgeminer.json (torch.jit.save(m, path, _extra_files={'edgeminer.json': "
+        "json.dumps({'classes': [...]})}))"
+    )
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -442,9 +651,13 @@ def embedder_from_options(
     image_size: int | None = None,
     mc_passes: int | None = None,
     device: str = "auto",
+    classes: Sequence[str] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> Embedder:
     """The embedder for an ingest: the dataset's own when it exists (options must agree with it),
-    else a new one from the options (open_clip by default)."""
+    else a new one from the options (open_clip by default). ``classes`` (the names of a TorchScript
+    model's outputs, in order), ``image_size``, ``mean`` and ``std`` override the file's edgeminer.json."""
     if existing:
         have = existing.get("kind")
         if kind and kind != have:
@@ -473,7 +686,9 @@ def embedder_from_options(
     if kind == "torchscript":
         if not model_file:
             raise EmbedderError("--embedder torchscript needs --model-file PATH")
-        return TorchScriptEmbedder(model_file, image_size=image_size, mc_passes=mc_passes, device=device)
+        return TorchScriptEmbedder(
+            model_file, image_size=image_size, mean=mean, std=std, classes=classes, mc_passes=mc_passes, device=device
+        )
     if kind == "precomputed":
         return PrecomputedEmbedder()
     raise EmbedderError(f"unknown embedder {kind!r}; valid: {', '.join(EMBEDDER_KINDS)}")

@@ -8,6 +8,7 @@ The tree (``*``: defined in the module named, next to the code that raises it)::
     │                                 carries the structured facts (field, valid values, ids...)
     ├── InputError                    what the caller sent cannot be used as given (also a ValueError)
     │   ├── ValidationFailed          a value is not valid: an option, a parameter, a request field
+    │   │   └── SimulationError*      service/simulate.py: a simulation that cannot run as asked
     │   ├── InvalidFilter             a structured filter's op / value does not fit its field
     │   ├── UnknownField              a field the dataset does not have (lists the valid ones)
     │   ├── BudgetTooLarge            a budget above the server's limit
@@ -22,8 +23,9 @@ The tree (``*``: defined in the module named, next to the code that raises it)::
     │   │   ├── SelectionError*       service/selection.py: a selection request
     │   │   └── StreamError*          service/stream.py: a stream sample that cannot be decided as sent
     │   └── ExportError*              service/export/common.py: an export request or its data
-    │       └── LabelImportError*     service/export/labels.py: a labels file refused whole
-    │           └── UnknownLabels*    labels that are not classes of the dataset
+    │       ├── LabelImportError*     service/export/labels.py: a labels file refused whole
+    │       │   └── UnknownLabels*    labels that are not classes of the dataset
+    │       └── LabelStudioError*     service/export/labelstudio_live.py: a Label Studio server unreachable or refusing
     ├── NotSupported                  a valid request this dataset or installation cannot serve
     │   └── EmbeddingUnavailable*     service/mining/errors.py: e.g. a text seed on a non-CLIP dataset
     ├── NotFound                      something the request names does not exist

@@ -28,8 +28,9 @@ import pyarrow as pa
 from edgeminer.indexer import scores as scoring
 from edgeminer.indexer.counts import row_counts
 from edgeminer.indexer.documents import RUN, RunDoc, RunError, new_run_doc, now_iso
-from edgeminer.indexer.embedders import Embedder, EmbedderError, EmbedOutput
+from edgeminer.indexer.embedders import Embedder, EmbedderError, EmbedOutput, check_model_classes
 from edgeminer.indexer.errors import InputError, InvalidProbabilities, UnknownField, ValidationFailed
+from edgeminer.indexer.properties import property_fields, safe_properties, update_near_duplicates
 from edgeminer.indexer.store import Store, now_utc, usable_vectors
 from edgeminer.indexer.where import OK, ok_and
 
@@ -230,8 +231,12 @@ def prepare_dataset(store: Store, dataset: str, source: Any, embedder: Embedder)
     it) and labels the model does not know are appended."""
     classes = list(source.classes or [])
     if model_predicts(source, embedder) and embedder.classes:
+        if not store.has_dataset(dataset):
+            check_model_classes(embedder, classes)  # labels that match no model class: refused, not all "wrong"
         classes = list(embedder.classes) + [c for c in classes if c not in embedder.classes]
     dim = embedder.dim or int(getattr(source, "dim", 0) or 0)
+    # image properties (indexer/properties.py) are metadata too; a source column of the same name wins
+    fields = {**property_fields(source.metadata_fields), **source.metadata_fields}
     if store.has_dataset(dataset):
         info = store.get_dataset(dataset)
         if dim and info.dim != dim:
@@ -242,7 +247,7 @@ def prepare_dataset(store: Store, dataset: str, source: Any, embedder: Embedder)
         return store.update_dataset(
             dataset,
             classes=classes,
-            metadata_fields=source.metadata_fields,
+            metadata_fields=fields,
             media_roots=list(getattr(source, "roots", []) or []),
         )
     if not dim:
@@ -258,7 +263,7 @@ def prepare_dataset(store: Store, dataset: str, source: Any, embedder: Embedder)
         embedder=config,
         classes=classes,
         task=getattr(source, "task", "classification"),
-        metadata_fields=source.metadata_fields,
+        metadata_fields=fields,
         media_roots=list(getattr(source, "roots", []) or []),
     )
 
@@ -332,11 +337,13 @@ def ingest(
     """
     _check_ingest_args(batch_size, workers)
     started = time.perf_counter()
+    created = not store.has_dataset(dataset)
     info = prepare_dataset(store, dataset, source, embedder)
     run_id = run_id or uuid.uuid4().hex[:12]
     report = IngestReport(dataset=dataset, run_id=run_id, version_read=store.version(dataset))
     emb_cfg = dict(info.embedder)
     embedder_key = json.dumps({k: emb_cfg.get(k) for k in sorted(emb_cfg) if k != "mc_passes"}, default=str)
+    ctx_version_name = model_version  # the model version these predictions are recorded under (issue 14)
     model_version = model_version or _model_version(emb_cfg)
     ctx = _ingest_context(store, dataset, source, embedder, list(info.classes), model_version, report)
     total = len(source)
@@ -344,10 +351,13 @@ def ingest(
     run_doc = _start_ingest_run(store, dataset, source, run_id, report, batch_size, workers, total)
     bar = _progress_bar(dataset, total) if progress else None
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgeminer-decode")
+    since = now_utc()
     try:
         _ingest_chunks(ctx, source, batch_size, embedder_key, pool, bar, on_progress, total)
+        _record_version(store, dataset, model_version_name=ctx_version_name, model=model_version, since=since)
     except BaseException as exc:
-        _fail_ingest_run(store, dataset, run_doc, report, exc, started)
+        if not (created and _drop_if_empty(store, dataset)):  # a failed first ingest leaves no empty dataset
+            _fail_ingest_run(store, dataset, run_doc, report, exc, started)
         raise
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
@@ -361,6 +371,17 @@ def _progress_bar(dataset: str, total: int) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, unit="img", desc=f"ingest {dataset}", dynamic_ncols=True)
+
+
+def _drop_if_empty(store: Store, dataset: str) -> bool:
+    """Drop ``dataset`` if it holds no row (True when dropped); never raises over the ingest's own error."""
+    try:
+        if store.count(dataset) == 0:
+            store.drop_dataset(dataset)
+            return True
+    except Exception:  # noqa: BLE001 - the ingest's error is the one to report
+        pass
+    return False
 
 
 def _fail_ingest_run(
@@ -385,6 +406,8 @@ def _close_ingest_run(
     build_indexes: bool,
 ) -> None:
     """Build the indexes (if asked), fill in the report's end and mark the run document succeeded."""
+    if report.inserted or report.updated:
+        update_near_duplicates(store, dataset)  # img_near_dups needs every embedding: once, at the end
     if build_indexes:
         report.index = store.ensure_indexes(dataset)
     report.version_written = store.version(dataset)
@@ -524,6 +547,14 @@ def _model_version(cfg: dict[str, Any]) -> str:
     return str(cfg.get("kind"))
 
 
+def _record_version(store: Store, dataset: str, *, model_version_name: str | None, model: str, since: Any) -> None:
+    """Record the predictions this ingest wrote as a model version (indexer/versions.py): under the name
+    given, else the dataset's ingest version (``v1`` for a new dataset)."""
+    from edgeminer.indexer.versions import record_ingest_version
+
+    record_ingest_version(store, dataset, name=model_version_name, model=model, since=since)
+
+
 def _number(source: Any) -> Iterator[tuple[int, Any]]:
     yield from enumerate(source)
 
@@ -554,6 +585,7 @@ class _Decoded:
     width: int | None
     height: int | None
     error: str | None
+    props: dict[str, Any] = field(default_factory=dict)  # meta_img_* image properties
 
 
 def _decode(rec: Any, embedder: Embedder) -> _Decoded:
@@ -568,8 +600,10 @@ def _decode(rec: Any, embedder: Embedder) -> _Decoded:
 
                 with Image.open(rec.uri) as img:
                     w, h = img.size
+                    props = safe_properties(img) if rec.bbox is None else {}
             except Exception:  # noqa: BLE001 - size is optional for precomputed rows
-                pass
+                props = {}
+            return _Decoded(None, w, h, None, props)
         return _Decoded(None, w, h, None)
     try:
         img = load_image(rec.uri)
@@ -589,7 +623,7 @@ def _decode(rec: Any, embedder: Embedder) -> _Decoded:
         arr = embedder.preprocess(img)
     except Exception as exc:  # noqa: BLE001 - a per-image failure, recorded on the row
         return _Decoded(None, width, height, f"preprocessing failed: {exc}")
-    return _Decoded(arr, rec.width or width, rec.height or height, None)
+    return _Decoded(arr, rec.width or width, rec.height or height, None, safe_properties(img))
 
 
 def _finish(
@@ -651,8 +685,9 @@ def _embed_decoded(embedder: Embedder, decoded: list[_Decoded]) -> tuple[EmbedOu
         try:
             out = embedder.embed_batch(np.stack([decoded[i].array for i in idx]))  # type: ignore[misc]
         except Exception as exc:  # noqa: BLE001 - one bad batch must not sink the ingest
+            reason = str(exc) if len(str(exc)) <= 500 else str(exc)[:500] + " ..."  # no model output dumps
             for i in idx:
-                decoded[i].error = f"embedding failed: {exc}"
+                decoded[i].error = f"embedding failed: {reason}"
             idx = []
     return out, {i: n for n, i in enumerate(idx)}
 
@@ -707,6 +742,7 @@ def _base_row(rec: Any, dec: _Decoded, fp: str, model_version: str) -> dict[str,
     }
     for key, value in (rec.metadata or {}).items():
         row["meta_" + key] = value
+    row.update({k: v for k, v in dec.props.items() if k[5:] not in (rec.metadata or {})})
     return row
 
 

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from edgeminer.service import cli_analysis, cli_check, cli_export, cli_mining
+from edgeminer.service import cli_analysis, cli_check, cli_compare, cli_export, cli_mining, cli_simulate, cli_slices
 from edgeminer.service.cli_common import CliError, DemoStep, open_store, print_json
 from edgeminer.service.settings import Settings
 
@@ -47,12 +47,65 @@ def _add_embedder_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="open_clip pretrained tag (default laion2b_s34b_b79k) or a local checkpoint file",
     )
-    g.add_argument("--model-file", default=None, help="torchscript: the .pt file of your model")
-    g.add_argument("--image-size", type=int, default=None, help="torchscript: input size (default 224)")
+    g.add_argument(
+        "--model-file",
+        default=None,
+        help="torchscript: the .pt file of your model; it returns an (N, D) embedding or (embedding, logits). "
+        "Class names, image size, mean and std may ride inside it as an extra file edgeminer.json",
+    )
+    g.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="torchscript: images are resized to this square size (default: edgeminer.json's, else 224)",
+    )
+    g.add_argument(
+        "--mean",
+        type=_floats,
+        default=None,
+        metavar="M[,M,M]",
+        help="torchscript: per-channel mean subtracted after scaling pixels to [0, 1] (default: edgeminer.json's, "
+        "else 0.5); ImageNet models use 0.485,0.456,0.406",
+    )
+    g.add_argument(
+        "--std",
+        type=_floats,
+        default=None,
+        metavar="S[,S,S]",
+        help="torchscript: per-channel std divided by (default: edgeminer.json's, else 0.5); ImageNet models "
+        "use 0.229,0.224,0.225",
+    )
     g.add_argument("--mc-passes", type=int, default=None, help="torchscript: MC-dropout passes (0 = off)")
     g.add_argument("--vectors", default=None, help="precomputed: a .npy aligned with the manifest rows")
     g.add_argument("--vector-column", default=None, help="precomputed: manifest column holding the vector")
     g.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+
+
+def _floats(text: str) -> list[float]:
+    """``--mean 0.5`` / ``--std 0.229,0.224,0.225``: comma-separated numbers."""
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, not {text!r}") from None
+
+
+def _brings_predictions(source: Any) -> bool:
+    return bool(getattr(source, "has_probs", False) or getattr(source, "has_predictions", False))
+
+
+def _ingest_notes(embedder: Any, source: Any) -> None:
+    """Say on stderr which TorchScript preprocessing defaults a new dataset uses, and which labels the
+    model does not know (labels matching none of its classes are refused when the dataset is made)."""
+    from edgeminer.indexer.embedders import check_model_classes
+    from edgeminer.indexer.pipeline import model_predicts
+
+    note = getattr(embedder, "preprocessing_note", lambda: None)()
+    if note:
+        print(f"edgeminer: {note}", file=sys.stderr)
+    if model_predicts(source, embedder):
+        warning = check_model_classes(embedder, list(source.classes or []))
+        if warning:
+            print(f"edgeminer: {warning}", file=sys.stderr)
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
@@ -60,6 +113,12 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from edgeminer.indexer.pipeline import ingest
     from edgeminer.indexer.sources import open_source
 
+    if args.model_version:  # an existing dataset: a new model version's predictions (cli_compare.py)
+        done = cli_compare.ingest_model_version(args, settings)
+        if done is not None:
+            return done
+    if not args.source:
+        raise CliError("ingest needs a SOURCE (manifest, class folders or COCO annotations)")
     store = open_store(settings)
     source = open_source(
         args.source,
@@ -82,7 +141,13 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         image_size=args.image_size,
         mc_passes=args.mc_passes,
         device=args.device or settings.device,
+        # the names of a model's logits, unless the source brings its own predictions (then they name its probs)
+        classes=args.classes.split(",") if args.classes and not _brings_predictions(source) else None,
+        mean=args.mean,
+        std=args.std,
     )
+    if existing is None:
+        _ingest_notes(embedder, source)
     report = ingest(
         store,
         args.dataset,
@@ -91,6 +156,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         progress=not args.quiet,
+        model_version=args.model_version,
     )
     print(report.summary())
     return 0 if report.ok_rows or not report.total else 1
@@ -124,6 +190,8 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
         print(f"\nrows with status=error (first {args.errors}):")
         for r in error_rows(store, args.dataset, limit=args.errors):
             print(f"  {r['id']}  {r['uri']}: {r['error']}")
+    elif args.errors:
+        print("\nno rows with status=error: every row was read and embedded")
     return 0
 
 
@@ -143,7 +211,11 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 #: steps `edgeminer demo` runs after the ingest, in order: the analysis, then the label round trip.
-DEMO_AFTER_INGEST: tuple[DemoStep, ...] = (cli_analysis.demo_step, cli_export.demo_round_trip)
+DEMO_AFTER_INGEST: tuple[DemoStep, ...] = (
+    cli_analysis.demo_step,
+    cli_export.demo_round_trip,
+    cli_compare.demo_retrain_step,  # only with --retrain: v2 from train + the imported labels, compared with v1
+)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -232,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     cli_mining.register(sub)  # mine, select
     cli_export.register(sub)  # export, labels import
     cli_check.register(sub)  # check
+    cli_compare.register(sub)  # versions, compare
+    cli_slices.register(sub)  # slices, label-issues
+    cli_simulate.register(sub)  # simulate
     return parser
 
 
@@ -244,17 +319,37 @@ def _add_ingest_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "every image, score the model's predictions and upsert the rows. Re-running is safe: unchanged "
         "rows are skipped and an interrupted ingest resumes.",
     )
-    p.add_argument("source", help="manifest file, folder of class sub-folders, or COCO annotations JSON")
+    p.add_argument(
+        "source",
+        nargs="?",
+        default=None,
+        help="manifest file, folder of class sub-folders, or COCO annotations JSON (with --model-version on an "
+        "existing dataset: a manifest of the new model's predictions, or none with --model-file)",
+    )
     p.add_argument("--dataset", required=True, help="dataset name (created on first ingest)")
     p.add_argument("--format", choices=["manifest", "folders", "coco"], default=None, help="default: guessed")
     p.add_argument("--split", default=None, help="split for rows that do not say (folders: default train)")
     p.add_argument("--unlabeled", default=None, help="folders: a folder of unlabeled images for the pool")
     p.add_argument("--coco-results", default=None, help="coco: the model's detections (COCO results JSON)")
     p.add_argument("--image-root", default=None, help="folder relative image paths are resolved against")
-    p.add_argument("--classes", default=None, help="comma-separated class names (order of the probs)")
+    p.add_argument(
+        "--classes",
+        default=None,
+        help="comma-separated class names in the order of the probs (manifest) or of a TorchScript model's "
+        "logits; without them a model with no edgeminer.json has classes 0..C-1",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2, help="image decoding workers")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--model-version",
+        default=None,
+        metavar="NAME",
+        help="name of the model version these predictions are (a new dataset: its first version, default v1; an "
+        "existing one: a new version from the manifest's probs / pred_label+score or --model-file's logits, "
+        "embeddings and labels untouched)",
+    )
+    p.add_argument("--make-current", action="store_true", help="with --model-version: make it the current version")
     _add_embedder_options(p)
     p.set_defaults(handler=cmd_ingest)
 
@@ -283,6 +378,12 @@ def _add_demo_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="rebuild the demo dataset from scratch")
     p.add_argument("--no-serve", action="store_true", help="stop after the pipeline")
+    p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="after the label round trip, retrain the model on train + the imported labels, store its "
+        "predictions as model version v2 and print `compare --base v1 --new v2 --split val`",
+    )
     _add_serve_options(p)
     p.set_defaults(handler=cmd_demo)
 
@@ -319,7 +420,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = _settings(args)
-        return int(args.handler(args, settings) or 0)
+        code = int(args.handler(args, settings) or 0)
+        sys.stdout.flush()  # a closed pipe shows up here rather than at exit, where it cannot be caught
+        return code
+    except BrokenPipeError:
+        return _stdout_closed()
     except KeyboardInterrupt:
         print(
             "\nedgeminer: interrupted; every batch written before this is kept, re-run to finish",
@@ -332,10 +437,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report_error(exc)
 
 
+def _stdout_closed() -> int:
+    """The reader of our output went away (``edgeminer ... --json | head``): stop quietly, as a tool killed
+    by SIGPIPE would. Python's recipe: point stdout at /dev/null so the flush at exit raises nothing."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file descriptor (embedded use): nothing left to flush
+        pass
+    return EXIT_BROKEN_PIPE
+
+
 #: exit codes besides 0 (done) and 130 (interrupted); `edgeminer check` answers 1 / 2 its own way.
 EXIT_ERROR = 1  # the input, a name or a path given is wrong: the message says what to fix
 EXIT_INTERNAL = 2  # a bug (any exception outside the error tree): report it with the traceback
 EXIT_UNREADABLE = 3  # a dataset's data files are missing or damaged: run `edgeminer check`
+EXIT_BROKEN_PIPE = 141  # the output's reader closed the pipe (128 + SIGPIPE, what a shell reports)
 
 
 def exit_codes() -> dict[type[BaseException], int]:
@@ -371,11 +488,19 @@ def _report_error(exc: Exception) -> int:
     table = exit_codes()
     code = next((table[c] for c in type(exc).__mro__ if c in table), None)
     if code is None:
-        print(f"edgeminer: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"edgeminer: internal error: {type(exc).__name__}: {_capped(exc)}", file=sys.stderr)
         print("(set EDGEMINER_DEBUG=1 for the traceback)", file=sys.stderr)
         return EXIT_INTERNAL
-    print(f"edgeminer: error: {exc}", file=sys.stderr)
+    print(f"edgeminer: error: {_capped(exc)}", file=sys.stderr)
     return code
+
+
+MAX_MESSAGE = 2000  # characters of an error printed: a library's message may embed whole arrays
+
+
+def _capped(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) <= MAX_MESSAGE else f"{text[:MAX_MESSAGE]} ... ({len(text)} characters in all)"
 
 
 if __name__ == "__main__":

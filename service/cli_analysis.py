@@ -38,6 +38,7 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
         "backend",
         "min_errors",
         "seed",
+        "clusters",
     )
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
@@ -144,6 +145,12 @@ def register(sub: Any) -> None:
     p.add_argument("--min-samples", type=int, default=None, help="HDBSCAN min_samples (default min(10, size))")
     p.add_argument("--backend", choices=["hdbscan", "sklearn"], default=None, help="HDBSCAN implementation")
     p.add_argument("--min-errors", type=int, default=None, help="errors a failure cluster needs (default 3)")
+    p.add_argument(
+        "--clusters",
+        choices=["failure", "density"],
+        default=None,
+        help="failure: density clusters refined where the model's errors concentrate (default); density: plain HDBSCAN",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable report")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(handler=cmd_analyze)

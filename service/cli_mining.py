@@ -34,7 +34,15 @@ def _where(store: Any, dataset: str, filters: list[Any]) -> str | None:
     from edgeminer.service.filters import build_where
 
     ds = store.dataset(dataset)
-    return build_where(ds.info, ds.schema, filters)
+    return build_where(ds.info, ds.schema, filters, store=store)
+
+
+def _mine_where(store: Any, dataset: str, filters: list[Any], seeds: Any) -> str | None:
+    """The filters' clause, narrowed to a metadata slice's rows for ``--slice N``."""
+    from edgeminer.indexer.where import and_
+    from edgeminer.service.mining.seeds import seed_candidate_where
+
+    return and_(_where(store, dataset, filters), seed_candidate_where(store.dataset(dataset), seeds)) or None
 
 
 def _record(store: Any, dataset: str, result: Any, filters: list[Any], args: argparse.Namespace) -> str | None:
@@ -56,7 +64,8 @@ def _print_rows(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.4f}"
+        # small non-zero values (distances of near-duplicates) keep 3 significant digits, not 0.0000
+        return f"{value:.3g}" if 0 < abs(value) < 1e-3 else f"{value:.4f}"
     if isinstance(value, list):
         text = ",".join(str(v) for v in value[:3])
         return text + (f",+{len(value) - 3}" if len(value) > 3 else "")
@@ -102,6 +111,8 @@ def _seeds(args: argparse.Namespace) -> Any:
         split=args.seed_split,
         text=args.text,
         image=Path(args.image).read_bytes() if args.image else None,
+        slice=args.slice,
+        label_issues=args.label_issues,
     )
 
 
@@ -119,10 +130,12 @@ def cmd_mine(args: argparse.Namespace, settings: Settings) -> int:
         budget=args.budget,
         k=args.k,
         aggregation=args.aggregation,
-        where=_where(store, args.dataset, filters),
+        where=_mine_where(store, args.dataset, filters, seeds),
         include_labeled=args.include_labeled,
         include_exported=args.include_exported,
         dedup_distance=args.dedup,
+        diversity=None if args.diversity == "off" else args.diversity,
+        pool_factor=args.pool_factor,
         columns=["uri", "pred_label", "confidence"],
         device="cpu" if (args.device or settings.device) == "auto" else (args.device or settings.device),
     )
@@ -221,9 +234,29 @@ def register(sub: Any) -> None:
     g.add_argument("--seed-split", default=None, help="only seed rows of this split (e.g. val)")
     g.add_argument("--text", default=None, help="a text query (open_clip datasets)")
     g.add_argument("--image", default=None, help="an image file to search around")
+    g.add_argument(
+        "--slice",
+        type=int,
+        default=None,
+        metavar="N",
+        help="metadata slice N of `edgeminer slices`: its failures are the seeds, its unlabeled rows the candidates",
+    )
+    g.add_argument(
+        "--label-issues", action="store_true", help="the likely label mistakes of `edgeminer label-issues` are seeds"
+    )
     p.add_argument("--aggregation", choices=AGGREGATIONS, default=DEFAULT_AGGREGATION)
     p.add_argument("--k", type=int, default=None, help="neighbours per seed that count as found by it")
     p.add_argument("--dedup", type=float, default=None, metavar="DIST", help="near-duplicate cosine distance")
+    p.add_argument(
+        "--diversity",
+        choices=("off", "kcenter", "typical", "uncertain", "badge"),
+        default="off",
+        help="spread each failure mode's share over its --pool-factor x share nearest rows with at most "
+        "share / (predicted classes there) rows per predicted class, instead of the nearest rows only: kcenter "
+        "(k-center greedy from the seeds), typical (k-means, the most typical row per cluster), uncertain "
+        "(least certain by margin), badge (BADGE in the pool); off: the nearest rows (default)",
+    )
+    p.add_argument("--pool-factor", type=int, default=4, help="with --diversity: pool size as a multiple of the share")
     p.add_argument("--device", default=None, help="embedder device for text/image seeds")
     p.set_defaults(handler=cmd_mine)
 

@@ -8,6 +8,7 @@ its parent's status unless it has a row of its own). The statuses, by the same t
     EdgeminerError [500]              an error of ours without a better class: its detail is shown
     ├── InputError [422]              what the caller sent cannot be used as given
     │   ├── ValidationFailed          (and FastAPI's request validation, pydantic's ValidationError)
+    │   │   └── SimulationError       service/simulate.py
     │   ├── InvalidFilter
     │   ├── UnknownField
     │   ├── BudgetTooLarge
@@ -22,8 +23,9 @@ its parent's status unless it has a row of its own). The statuses, by the same t
     │   │   ├── SelectionError
     │   │   └── StreamError
     │   └── ExportError
-    │       └── LabelImportError
-    │           └── UnknownLabels
+    │       ├── LabelImportError
+    │       │   └── UnknownLabels
+    │       └── LabelStudioError      service/export/labelstudio_live.py (a job's error: the push / pull routes are jobs)
     ├── NotSupported [422]            a valid request this dataset cannot serve (text query, non-CLIP)
     │   └── EmbeddingUnavailable
     ├── NotFound [404]

@@ -21,6 +21,10 @@ vectors (embedding, probs) is_null
 inclusive and takes ``[low, high]`` with either side null for an open range; ``is_null`` takes
 ``true`` (default) or ``false``. Several filters are ANDed.
 
+One field is not a column: ``label_issue`` (eq / ne, true or false) picks the likely label mistakes of
+indexer/analysis/label_issues.py (computed on demand, cached per table version). It needs the store:
+callers that pass ``store=`` to :func:`build_where` accept it; elsewhere it is refused with a message.
+
 Helpers other modules reuse: :func:`build_where`, :func:`parse_filters` (the JSON query parameter),
 :func:`parse_sort`, :func:`field_types`, :func:`resolve_field`.
 """
@@ -109,13 +113,20 @@ def _get(f: Any, key: str, default: Any = None) -> Any:
 
 
 def build_where(
-    info: DatasetInfo, schema: pa.Schema, filters: Iterable[Any] | None, *, extra: str | None = None
+    info: DatasetInfo,
+    schema: pa.Schema,
+    filters: Iterable[Any] | None,
+    *,
+    extra: str | None = None,
+    store: Any = None,
 ) -> str | None:
     """AND of the compiled filters (dicts or objects with field/op/value), plus an optional ``extra``
-    clause from trusted code. None when there is nothing to filter on."""
+    clause from trusted code. None when there is nothing to filter on. ``store`` (the dataset's Store)
+    enables the ``label_issue`` field."""
     parts = []
     for n, f in enumerate(filters or []):
-        parts.append(compile_filter(f, info, schema, index=n))
+        virtual = _virtual_clause(f, info, schema, store, n)
+        parts.append(virtual if virtual is not None else compile_filter(f, info, schema, index=n))
     if extra:
         parts.append(extra)
     if not parts:
@@ -123,6 +134,34 @@ def build_where(
     if len(parts) == 1:
         return parts[0]
     return " AND ".join(f"({p})" for p in parts)
+
+
+#: fields that are not columns (see the module docstring).
+VIRTUAL_FIELDS = ("label_issue",)
+
+
+def _virtual_clause(f: Any, info: DatasetInfo, schema: pa.Schema, store: Any, index: int) -> str | None:
+    """The clause of a ``label_issue`` filter (ids of the likely label mistakes), None for other fields
+    (and for a real column of that name, which wins)."""
+    if _get(f, "field") not in VIRTUAL_FIELDS or _get(f, "field") in schema.names:
+        return None
+    _check_shape(f, index)
+    ctx = _Ctx(name="label_issue", op=_get(f, "op", "eq") or "eq", ftype="bool", index=index)
+    if ctx.op not in ("eq", "ne"):
+        raise ctx.error("label_issue takes eq or ne, with true or false")
+    value = _get(f, "value", True)
+    want = _literal(True if value is None else value, "bool", ctx) == "true"
+    if ctx.op == "ne":
+        want = not want
+    if store is None:
+        raise ctx.error("label_issue cannot be used here; filter the samples list, mine or export instead")
+    from edgeminer.indexer.analysis.label_issues import issue_ids
+    from edgeminer.indexer.where import ids_in
+
+    ids = issue_ids(store, info.name)
+    if not ids:
+        return "id IS NULL" if want else "id IS NOT NULL"
+    return ids_in(ids) if want else f"NOT ({ids_in(ids)})"
 
 
 def compile_filter(f: Any, info: DatasetInfo, schema: pa.Schema, *, index: int | None = None) -> str:

@@ -18,16 +18,22 @@ import math
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal, get_args
 
 import numpy as np
 
 from edgeminer.indexer.store import Store
+from edgeminer.indexer.where import labeled
 from edgeminer.service.mining import MineResult, MiningError, candidate_where, exported_ids
 
 #: how rows are ranked for labeling (the API's ``strategy`` field).
-Strategy = Literal["least_confidence", "margin", "ratio", "entropy", "mc_variance", "bald", "random"]
+Strategy = Literal[
+    "least_confidence", "margin", "ratio", "entropy", "mc_variance", "bald", "random", "coreset", "typiclust", "badge"
+]
 STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
+#: strategies that pick a batch by covering the embeddings (service/diversity.py), not by one score column.
+DIVERSITY_STRATEGIES = ("coreset", "typiclust", "badge")
 _MC_HINT = "it needs MC-dropout passes at ingest (--mc-passes with a torchscript model that has dropout)"
 SCORE_HINTS = {"mc_variance": _MC_HINT, "bald": _MC_HINT}
 
@@ -152,8 +158,10 @@ def select(
         where, include_labeled=include_labeled, include_exported=include_exported,
         exported_ids=None if include_exported else exported_ids(store, dataset),
     )
-    pool = _candidates(store, dataset, clause, None if strategy == "random" else strategy)
-    picker = _pick(pool, strategy, budget=budget, explore=explore, per_class_cap=per_class_cap, seed=seed)
+    score_col = None if strategy in ("random", *DIVERSITY_STRATEGIES) else strategy
+    pool = _candidates(store, dataset, clause, score_col)
+    pick = partial(_pick_diverse, store, dataset) if strategy in DIVERSITY_STRATEGIES else _pick
+    picker = pick(pool, strategy, budget=budget, explore=explore, per_class_cap=per_class_cap, seed=seed)
     return SelectionResult(
         dataset=dataset, strategy=strategy, budget=budget, explore=float(explore), candidates=len(pool.ids),
         rows=_rows(store, dataset, pool, picker, columns), counts=picker.counts(), skipped_no_score=pool.skipped,
@@ -254,6 +262,93 @@ def _pick(
     if n_explore:
         picker.take(rng.permutation(valid), n_explore, "explore")
     return picker
+
+
+def _pick_diverse(
+    store: Store, dataset: str, pool: _Pool, strategy: str, *, budget: int, explore: float,
+    per_class_cap: int | None, seed: int,
+) -> _Picker:
+    """A diversity strategy's share of the budget (service/diversity.py), then the explore share at
+    random. Candidates without an embedding (or, for badge, probabilities) are skipped and counted."""
+    rng = np.random.default_rng(seed)
+    x, probs, ok = _candidate_arrays(store, dataset, pool, need_probs=strategy == "badge")
+    valid = np.flatnonzero(ok)
+    pool.skipped = int(len(pool.ids) - len(valid))
+    if len(pool.ids) and not len(valid):
+        what = "probabilities and an embedding" if strategy == "badge" else "an embedding"
+        raise SelectionError(f"none of the {len(pool.ids)} candidate rows of dataset {dataset!r} has {what}: "
+                             f"re-ingest them with a model, or choose an uncertainty strategy")
+    picker = _Picker(pool.preds, per_class_cap)
+    target = min(budget, len(valid))
+    n_explore = int(round(target * float(explore)))
+    need = target - n_explore
+    if need:
+        order = valid[_diverse_order(store, dataset, strategy, x[valid], probs, valid, need, pool, per_class_cap,
+                                     seed)]
+        picker.take(order, need, strategy)
+    if n_explore:
+        picker.take(rng.permutation(valid), n_explore, "explore")
+    return picker
+
+
+def _diverse_order(
+    store: Store, dataset: str, strategy: str, x: np.ndarray, probs: np.ndarray | None, valid: np.ndarray,
+    need: int, pool: _Pool, per_class_cap: int | None, seed: int,
+) -> np.ndarray:
+    """Positions (into ``valid``) the strategy picks, in pick order."""
+    from edgeminer.service import diversity
+
+    preds = pool.preds[valid]
+    # with a per-class cap, ask for more than needed so the cap does not leave the budget short
+    ask = need if per_class_cap is None else min(len(valid), 3 * need)
+    if strategy == "badge":
+        assert probs is not None
+        return np.asarray(diversity.badge(probs[valid], x, ask, rng=seed), dtype=np.int64)
+    _, labeled_x = store.vectors(dataset, where=labeled())
+    labeled_x = normalize_rows(labeled_x)
+    if strategy == "coreset":
+        picks = diversity.capped_kcenter(x, need, centers=labeled_x, groups=list(preds), cap=per_class_cap, seed=seed)
+        return np.asarray(picks, dtype=np.int64)
+    both = np.vstack([labeled_x, x]) if len(labeled_x) else x
+    is_lab = np.r_[np.ones(len(labeled_x), bool), np.zeros(len(x), bool)]
+    picks = diversity.typiclust(both, is_lab, ~is_lab, ask, seed=seed)
+    return np.asarray(picks, dtype=np.int64) - len(labeled_x)
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float64; zero rows stay zero): the cosine geometry mining uses."""
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12) if x.size else x
+
+
+def _candidate_arrays(
+    store: Store, dataset: str, pool: _Pool, *, need_probs: bool
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """The candidates' normalised embeddings (zeros where missing), their probabilities padded to the
+    dataset's classes (``need_probs``), and the mask of rows that have what the strategy needs."""
+    ids = [str(i) for i in pool.ids]
+    got_ids, vecs = store.vectors(dataset, ids=ids)
+    at = {i: n for n, i in enumerate(got_ids)}
+    dim = vecs.shape[1] if vecs.ndim == 2 and len(got_ids) else store.get_dataset(dataset).dim
+    x = np.zeros((len(ids), dim))
+    ok = np.zeros(len(ids), bool)
+    for n, i in enumerate(ids):
+        if i in at:
+            x[n] = vecs[at[i]]
+            ok[n] = True
+    x = normalize_rows(x)
+    if not need_probs:
+        return x, None, ok
+    raw = store.get_samples(dataset, ids, columns=["id", "probs"])["probs"].to_pylist()
+    width = max([len(store.get_dataset(dataset).classes), 1, *(len(p) for p in raw if p is not None)])
+    probs = np.zeros((len(ids), width))
+    for n, p in enumerate(raw):
+        if p is None or not len(p) or not np.all(np.isfinite(p)) or sum(p) <= 0:
+            ok[n] = False
+            continue
+        probs[n, : len(p)] = p  # stored probs cover a prefix of the classes (the rest are 0)
+    probs /= np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
+    return x, probs, ok
 
 
 def _rows(

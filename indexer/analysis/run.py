@@ -48,7 +48,13 @@ from typing import Any, cast
 import numpy as np
 import pyarrow as pa
 
-from edgeminer.indexer.analysis.clustering import Clusterer, slice_quality, summarize_clusters
+from edgeminer.indexer.analysis.clustering import (
+    CLUSTER_MODES,
+    Clusterer,
+    failure_scores,
+    slice_quality,
+    summarize_clusters,
+)
 from edgeminer.indexer.analysis.projection import PCA_CHOICES, Projector, load_own_pickle
 from edgeminer.indexer.documents import RUN, AnalysisDoc, AnalysisStateDoc, AnalysisStateRef, new_run_doc, now_iso
 from edgeminer.indexer.errors import ValidationFailed
@@ -69,7 +75,7 @@ ANALYSIS_KIND = "analysis"
 CURRENT_ID = "current"
 STATE_ID = "state"
 DEFAULT_TRUTH_FIELD = "slice"
-STAGES = 6
+STAGES = 5
 
 ProgressFn = Callable[[int, int, str], None]
 
@@ -88,12 +94,15 @@ class AnalyzeParams:
     min_cluster_size: int | None = None  # None: auto_min_cluster_size(rows)
     min_samples: int | None = None
     backend: str = "hdbscan"
+    clusters: str = "failure"  # failure: density clusters refined where errors concentrate; density: plain HDBSCAN
     min_errors: int = 3
     seed: int = 0
 
     def check(self) -> None:
         if self.pca not in PCA_CHOICES:
             raise ValidationFailed(f"pca must be one of {', '.join(PCA_CHOICES)}, not {self.pca!r}")
+        if self.clusters not in CLUSTER_MODES:
+            raise ValidationFailed(f"clusters must be one of {', '.join(CLUSTER_MODES)}, not {self.clusters!r}")
         if self.min_errors < 1:
             raise ValidationFailed(f"min_errors must be at least 1, not {self.min_errors}")
         if self.min_cluster_size is not None and self.min_cluster_size < 2:
@@ -115,6 +124,8 @@ class AnalyzeParams:
             min_cluster_size=self.min_cluster_size,
             min_samples=self.min_samples,
             backend=self.backend,
+            mode=self.clusters,
+            min_errors=self.min_errors,
             seed=self.seed,
         )
 
@@ -124,7 +135,10 @@ class AnalyzeParams:
 
     def clustering_key(self) -> str:
         keys = ("min_cluster_size", "min_samples", "backend", "seed")
-        return _digest({k: getattr(self, k) for k in keys})
+        key = {k: getattr(self, k) for k in keys}
+        if self.clusters != "density":  # density keys stay those of analyses made before the failure mode
+            key.update(clusters=self.clusters, min_errors=self.min_errors)
+        return _digest(key)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> AnalyzeParams:
@@ -562,7 +576,7 @@ def _cluster(
     cur = run.current
     if state is not None and cur is not None and cur.get("clustering_key") == run.clus_key:
         run.report.mode = "transform"
-        run.step(3, "assigning clusters to new rows")
+        run.step(2, "assigning clusters to new rows")
         clusterer = state[1]
         new = rows.new
         labels = rows.clusters.copy()
@@ -571,18 +585,28 @@ def _cluster(
         changed = new
     else:
         run.report.mode = "recluster" if state is not None else "fit"
-        run.step(3, f"clustering {rows.n} points")
-        clusterer = run.params.clusterer().fit(xy)
+        run.step(2, f"clustering {rows.n} points")
+        judged, error = _judged_errors(rows.table)
+        clusterer = run.params.clusterer().fit(xy, error=error, judged=judged)
         labels = clusterer.labels_
         changed = np.ones(rows.n, dtype=bool)
     run.timings["cluster"] = time.perf_counter() - t
     return clusterer, labels, changed
 
 
+def _judged_errors(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """(judged, error) per row: labeled with a prediction; judged and wrong."""
+    labeled = np.asarray([bool(v) for v in table.column("labeled").to_pylist()], dtype=np.bool_)
+    correct = table.column("correct").to_pylist()
+    judged = labeled & np.asarray([c is not None for c in correct], dtype=np.bool_)
+    error = judged & np.asarray([c is False for c in correct], dtype=np.bool_)
+    return judged, error
+
+
 def _summarize(run: _Run, rows: _Rows, xy: np.ndarray, labels: np.ndarray) -> Mapping[str, Any]:
     """Cluster summaries over every row (clustering.summarize_clusters) and the per-slice quality check
     (into the report) when there is a truth field."""
-    run.step(4, "summarising clusters")
+    run.step(3, "summarising clusters")
     t = time.perf_counter()
     table = rows.table
     cols = {c: table.column(c).to_pylist() for c in table.column_names if c not in ("x", "y", "cluster")}
@@ -593,7 +617,16 @@ def _summarize(run: _Run, rows: _Rows, xy: np.ndarray, labels: np.ndarray) -> Ma
     )
     ranks = {c["id"]: c["failure_rank"] for c in summary["clusters"]}
     if run.truth is not None:
-        run.report.slices = slice_quality(labels, cols["meta_" + run.truth], failure_rank=ranks)
+        failing = [cid for cid, r in ranks.items() if r is not None]
+        _, error = _judged_errors(table)
+        conf = np.array([np.nan if v is None else float(v) for v in cols["confidence"]], dtype=np.float64)
+        scores = failure_scores(labels, failing, rows.emb, error, conf)
+        run.report.slices = slice_quality(
+            labels,
+            cols["meta_" + run.truth],
+            failure_rank=ranks,
+            scores={cid: scores[:, j] for j, cid in enumerate(failing)},
+        )
     run.timings["summarise"] = time.perf_counter() - t
     return summary
 
@@ -609,7 +642,7 @@ def _write_map(
     """Write ``x``, ``y``, ``cluster`` of the changed rows, then compact the table (the reuse rule
     compares the version after that), and save the fitted state unless the run kept it. Returns where
     the state is."""
-    run.step(5, "writing coordinates and clusters")
+    run.step(4, "writing coordinates and clusters")
     t = time.perf_counter()
     store, dataset, report = run.store, run.dataset, run.report
     idx = np.flatnonzero(changed)
@@ -813,6 +846,10 @@ def _trait(cluster: Mapping[str, Any]) -> str:
     return best
 
 
+def _num(v: float | None) -> str:
+    return f"{'-':>5}" if v is None else f"{v:>5.2f}"
+
+
 def format_slices(slices: Sequence[Mapping[str, Any]], truth_field: str | None) -> str:
     """The CLI's per-slice quality table.
 
@@ -823,21 +860,24 @@ def format_slices(slices: Sequence[Mapping[str, Any]], truth_field: str | None) 
 
     Returns
     -------
-    str: one line per slice (best cluster, precision, recall, failure rank), "" when there are none.
+    str: one line per slice (best cluster, precision, recall, failure rank, and the precision@10 / @25
+    and AUROC of that cluster's failure score over every row), "" when there are none.
     Raises nothing.
     """
     if not slices:
         return ""
     lines = [
         f"per-slice check ({truth_field}): best cluster per slice",
-        f"{'slice':<12} {'rows':>5} {'cluster':>7} {'precision':>9} {'recall':>6} {'rank':>5}  majority clusters",
+        f"{'slice':<12} {'rows':>5} {'cluster':>7} {'precision':>9} {'recall':>6} {'rank':>5} {'p@10':>5} "
+        f"{'p@25':>5} {'auroc':>5}  majority clusters",
     ]
     for s in slices:
         rank = "-" if s["failure_rank"] is None else str(s["failure_rank"])
         cl = "-" if s["cluster"] is None else str(s["cluster"])
         maj = ",".join(str(c) for c in s["majority_clusters"]) or "-"
+        ranking = " ".join(_num(s.get(k)) for k in ("p_at_10", "p_at_25", "auroc"))
         lines.append(
-            f"{str(s['slice']):<12} {s['rows']:>5} {cl:>7} {s['precision']:>9.2f} {s['recall']:>6.2f} {rank:>5}  "
-            f"{maj} (recall {s['majority_recall']:.2f})"
+            f"{str(s['slice']):<12} {s['rows']:>5} {cl:>7} {s['precision']:>9.2f} {s['recall']:>6.2f} {rank:>5} "
+            f"{ranking}  {maj} (recall {s['majority_recall']:.2f})"
         )
     return "\n".join(lines)

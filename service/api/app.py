@@ -29,7 +29,9 @@ from fastapi.responses import HTMLResponse
 from edgeminer.service.api.deps import api_guard
 from edgeminer.service.api.middleware import BodyLimit, HostGuard, allowed_host_names
 from edgeminer.service.api.routes import analysis, datasets, exports, health, issues, media, mining, samples
+from edgeminer.service.api.routes import compare as compare_routes
 from edgeminer.service.api.routes import jobs as jobs_routes
+from edgeminer.service.api.routes import slices as slices_routes
 from edgeminer.service.errors import install_handlers
 from edgeminer.service.settings import Settings
 
@@ -112,7 +114,18 @@ def _include_routers(app: FastAPI) -> None:
     """Include every area's router under ``/api/v1``: health unguarded, the rest behind the API-key guard."""
     app.include_router(health.router, prefix=API_PREFIX)
     guarded = [Depends(api_guard)]
-    for area in (datasets, samples, media, issues, jobs_routes, analysis, mining, exports):
+    for area in (
+        datasets,
+        samples,
+        media,
+        issues,
+        jobs_routes,
+        analysis,
+        mining,
+        exports,
+        compare_routes,
+        slices_routes,
+    ):
         app.include_router(area.router, prefix=API_PREFIX, dependencies=guarded)
 
 

@@ -92,6 +92,11 @@ class Health(BaseModel):
         description="which, and why; left empty (unreadable_count still set) when the server requires an "
         "API key for reads and the request did not send a valid one",
     )
+    label_studio: bool = Field(
+        False,
+        description="whether this server has a Label Studio configured (EDGEMINER_LABEL_STUDIO_URL and "
+        "EDGEMINER_LABEL_STUDIO_TOKEN): the push / pull routes need it. Never its URL or token",
+    )
 
 
 # -- datasets -------------------------------------------------------------------------------------
@@ -157,7 +162,15 @@ class EmbedderOptions(BaseModel):
         None, description="open_clip: a pretrained tag, or a checkpoint file on the server" + UNDER_INGEST_ROOTS
     )
     model_file: str | None = Field(None, description="torchscript: the model file on the server" + UNDER_INGEST_ROOTS)
-    image_size: int | None = Field(None, gt=0, le=4096)
+    image_size: int | None = Field(
+        None, gt=0, le=4096, description="torchscript: square input size (default: the file's edgeminer.json, else 224)"
+    )
+    mean: list[float] | None = Field(
+        None, min_length=1, max_length=3, description="torchscript: per-channel mean (default: edgeminer.json, 0.5)"
+    )
+    std: list[float] | None = Field(
+        None, min_length=1, max_length=3, description="torchscript: per-channel std (default: edgeminer.json, 0.5)"
+    )
     mc_passes: int | None = Field(None, ge=0, le=100)
     vectors: str | None = Field(
         None, description="precomputed: a .npy on the server, one row per manifest row" + UNDER_INGEST_ROOTS

@@ -13,6 +13,16 @@ Each seed ranks the candidates by cosine distance; the aggregations combine thos
 
 Nothing is post-filtered into a shortfall: :func:`aggregate` searches deeper until the budget is filled
 or the candidates run out.
+
+Diversity (:class:`Spread`, ``diversity=`` on mine): instead of the nearest rows only, each mode's share
+(the whole budget for the other aggregations) is picked from a candidate pool of ``pool_factor x share``
+rows nearest the mode, spread over that pool (``kcenter``: k-center greedy with the mode's seeds as the
+first centers; ``typical``: k-means into ``share`` clusters, the most typical row of each;
+``uncertain``: the pool's least certain rows by margin; ``badge``: BADGE within the pool, which mixes
+uncertainty and spread and is not capped), at most
+``ceil(share / predicted classes in the pool)`` rows per predicted class (``balance``), so a budget of
+200 does not buy 200 near-copies of one class. The cap yields to the budget: what it leaves unfilled is
+taken without it. Near-duplicate removal is not applied in this mode (spreading subsumes it).
 """
 
 from __future__ import annotations
@@ -32,6 +42,8 @@ from edgeminer.service.mining.seeds import ResolvedSeeds
 __all__ = [
     "AGGREGATIONS",
     "DEFAULT_AGGREGATION",
+    "DEFAULT_POOL_FACTOR",
+    "DIVERSITY_MODES",
     "DEFAULT_MODE_WEIGHTING",
     "LOCAL_ERROR_K",
     "MODE_WEIGHTINGS",
@@ -39,7 +51,9 @@ __all__ = [
     "Aggregation",
     "Fill",
     "ModePlan",
+    "Spread",
     "aggregate",
+    "fill_lists",
     "mode_cluster",
     "mode_weights",
     "plan_modes",
@@ -56,6 +70,10 @@ MODE_WEIGHTINGS = ("local_error_rate", "cluster_error_rate", "size")
 DEFAULT_MODE_WEIGHTING = "local_error_rate"
 #: judged (labeled, with a correct flag) neighbours per seed that estimate its local error rate.
 LOCAL_ERROR_K = 20
+#: how a diversity mine spreads a mode's share over its neighbourhood (see the module doc).
+DIVERSITY_MODES = ("kcenter", "typical", "uncertain", "badge")
+#: a diversity mine picks each mode's share among this many times as many nearest rows.
+DEFAULT_POOL_FACTOR = 4
 
 
 # ----------------------------------------------------------------------------------------------
@@ -295,7 +313,9 @@ def plan_modes(
 class _Deduper:
     """Greedy near-duplicate removal: a row closer than ``threshold`` to a kept row is skipped."""
 
-    def __init__(self, engine: NeighbourSearch, threshold: float | None):
+    def __init__(self, engine: NeighbourSearch | None, threshold: float | None):
+        if threshold is not None and engine is None:
+            raise ValueError("near-duplicate removal needs the search engine (for the vectors)")
         self.engine = engine
         self.threshold = threshold
         self.kept = np.zeros((0, 0), np.float32)
@@ -313,6 +333,7 @@ class _Deduper:
             if len(out) >= limit:
                 break
             chunk = fresh[start : start + 256]
+            assert self.engine is not None
             for i, v in zip(chunk, self.engine.vectors_of(chunk), strict=True):
                 if len(out) >= limit:
                     break
@@ -391,6 +412,167 @@ def _fill_modes(
     return Fill(ordered, mode_of, deduper.removed, complete or exhausted)
 
 
+@dataclass(frozen=True)
+class Spread:
+    """How a diversity mine spreads each mode's share (see the module doc).
+
+    Parameters
+    ----------
+    method : str
+        One of DIVERSITY_MODES.
+    vectors_of : callable
+        ids -> their normalised vectors (``NeighbourSearch.vectors_of``, or an in-memory lookup).
+    preds_of : callable
+        ids -> their predicted classes (the current model's).
+    pool_factor : int
+        The pool a share is picked from holds ``pool_factor x share`` nearest rows.
+    balance : bool
+        Cap the rows per predicted class within a mode.
+    seed : int
+        Seeds k-means (``typical``) and the first k-center pick when there are no centers.
+    probs_of : callable, optional
+        ids -> their class probabilities (the current model's); ``uncertain`` and ``badge`` need it.
+    """
+
+    method: str
+    vectors_of: Callable[[list[str]], np.ndarray]
+    preds_of: Callable[[list[str]], list[str]]
+    pool_factor: int = DEFAULT_POOL_FACTOR
+    balance: bool = True
+    seed: int = 0
+    probs_of: Callable[[list[str]], np.ndarray] | None = None
+
+    def pick(self, pool: list[str], share: int, centers: np.ndarray) -> list[str]:
+        """``min(share, len(pool))`` ids of ``pool`` spread over it (see the module doc)."""
+        from edgeminer.service.diversity import capped_kcenter, typical_pick
+
+        if share <= 0 or not pool:
+            return []
+        x = np.asarray(self.vectors_of(pool), dtype=np.float64)
+        preds = list(self.preds_of(pool))
+        cap = math.ceil(share / max(1, len(set(preds)))) if self.balance else None
+        if self.method in ("uncertain", "badge"):
+            picks = self._by_probs(pool, x, share, preds, cap)
+        elif self.method == "typical":
+            picks = typical_pick(x, share, groups=preds, cap=cap, seed=self.seed)
+        else:
+            picks = capped_kcenter(x, share, centers=centers, groups=preds, cap=cap, seed=self.seed)
+            if len(picks) < min(share, len(pool)):  # the cap yields to the budget
+                left = np.ones(len(pool), bool)
+                left[picks] = False
+                more = np.vstack([centers, x[picks]]) if len(centers) else x[picks]
+                picks += capped_kcenter(x, share - len(picks), centers=more, allowed=left, seed=self.seed)
+        return [pool[j] for j in picks]
+
+    def _by_probs(self, pool: list[str], x: np.ndarray, share: int, preds: list[str], cap: int | None) -> list[int]:
+        from edgeminer.service.diversity import badge
+
+        if self.probs_of is None:
+            raise ValueError(f"diversity {self.method!r} needs the rows' probabilities (probs_of)")
+        probs = np.asarray(self.probs_of(pool), dtype=np.float64)
+        if self.method == "badge":
+            return badge(probs, x, share, rng=self.seed)
+        top = -np.sort(-probs, axis=1)
+        margin = top[:, 0] - (top[:, 1] if probs.shape[1] > 1 else 0.0)
+        order = np.argsort(margin, kind="stable").tolist()  # least certain first
+        picks: list[int] = []
+        used: dict[str, int] = {}
+        for limit in (cap, None):  # the second pass fills what the cap left, without it
+            for j in order:
+                if len(picks) >= share:
+                    break
+                if j in picks or (limit is not None and used.get(preds[j], 0) >= limit):
+                    continue
+                picks.append(j)
+                used[preds[j]] = used.get(preds[j], 0) + 1
+        return picks
+
+
+def _order(lists: Ranked, aggregation: str) -> tuple[list[str], float]:
+    """One aggregation's order over the lists, and the distance up to which it is exact (inf: all)."""
+    if aggregation == "round_robin":
+        return _round_robin(lists), math.inf
+    if aggregation == "min_distance":
+        return _min_distance(lists)
+    return _reciprocal_rank(lists), math.inf
+
+
+def _fill_spread(
+    lists: Ranked, groups: list[list[int]], shares: list[int], target: int, aggregation: str, spread: Spread,
+    centers: np.ndarray, exhausted: bool, *, modes: bool,
+) -> Fill:
+    """Each group's share spread over its ``pool_factor x share`` nearest rows (group order:
+    ``aggregation`` over the group's lists); shortfalls from all seeds by distance."""
+    taken: set[str] = set()
+    complete = True
+    per_group: list[list[str]] = []
+    for g, share in zip(groups, shares, strict=True):
+        if not share:
+            per_group.append([])
+            continue
+        order, _ = _order([lists[n] for n in g], aggregation)
+        pool = [i for i in order if i not in taken][: spread.pool_factor * share]
+        complete = complete and len(pool) >= spread.pool_factor * share
+        got = spread.pick(pool, share, centers[g] if len(centers) else centers)
+        taken.update(got)
+        per_group.append(got)
+    mode_of = {i: n for n, part in enumerate(per_group) for i in part} if modes else {}
+    ordered = _interleave(per_group)
+    if len(ordered) < target:
+        best_all = _best_distance(lists)
+        rest = [i for i in sorted(best_all, key=lambda i: (best_all[i], i)) if i not in taken]
+        ordered.extend(rest[: target - len(ordered)])
+    return Fill(ordered, mode_of, 0, (complete and len(ordered) >= target) or exhausted)
+
+
+def _spread_all(
+    lists: Ranked, aggregation: str, plan: ModePlan, target: int, spread: Spread, centers: np.ndarray,
+    exhausted: bool,
+) -> Fill:
+    """The diversity fill: per mode (``modes``) or over all seeds as one group (the other aggregations)."""
+    modes = aggregation == "modes"
+    groups, shares = (plan.groups, plan.shares) if modes else ([list(range(len(lists)))], [target])
+    agg = "min_distance" if aggregation in ("modes", "mean") else aggregation
+    return _fill_spread(lists, groups, shares, target, agg, spread, centers, exhausted, modes=modes)
+
+
+def fill_lists(
+    lists: Ranked, aggregation: str, *, target: int, plan: ModePlan | None = None, spread: Spread | None = None,
+    centers: np.ndarray | None = None,
+) -> Fill:
+    """:func:`aggregate`'s fill on lists that are already complete (every candidate ranked, or as deep
+    as the caller wants): what the active-learning simulator runs in memory.
+
+    Parameters
+    ----------
+    lists : Ranked
+        Per seed, the candidates nearest first (for ``mean``: one list, the centroid's).
+    aggregation : str
+        One of AGGREGATIONS.
+    target : int
+    plan : ModePlan, optional
+        The modes (``modes`` only).
+    spread : Spread, optional
+        Spread each mode's share (diversity mode); None: the nearest rows.
+    centers : array, optional
+        The seeds' vectors (k-center's first centers), one row per list.
+
+    Returns
+    -------
+    Fill
+    """
+    plan = plan or ModePlan()
+    if spread is not None:
+        c = centers if centers is not None else np.zeros((0, 0))
+        return _spread_all(lists, aggregation, plan, target, spread, c, True)
+    deduper = _Deduper(None, None)
+    if aggregation == "modes":
+        return _fill_modes(lists, plan, target, deduper, True)
+    if aggregation == "mean":
+        return _take([lists[0][0]], target, deduper, True)
+    return _fill_simple(lists, aggregation, target, deduper, True)
+
+
 def _deepen(engine: NeighbourSearch, depth: int, attempt: Callable[[int, bool], Fill]) -> Fill:
     """``attempt(depth, exhausted)`` at growing depths (x4) until it is complete or the candidates run out."""
     while True:
@@ -410,6 +592,7 @@ def aggregate(
     k: int,
     dedup_distance: float | None = None,
     plan: ModePlan | None = None,
+    spread: Spread | None = None,
 ) -> tuple[Ranked, Fill]:
     """The seeds' neighbours combined by ``aggregation`` into ``target`` rows (fewer only when the
     candidates run out), searching deeper until the order is complete.
@@ -430,6 +613,8 @@ def aggregate(
         Skip a row closer than this (cosine distance) to a row already kept.
     plan : ModePlan, optional
         The modes and their shares (``modes`` only; see :func:`plan_modes`).
+    spread : Spread, optional
+        Spread each mode's share over its neighbourhood (diversity mode; see the module doc).
 
     Returns
     -------
@@ -439,9 +624,10 @@ def aggregate(
         The picked rows in result order.
     """
     if aggregation == "mean":
-        return _aggregate_mean(engine, resolved, target=target, k=k, dedup_distance=dedup_distance)
+        return _aggregate_mean(engine, resolved, target=target, k=k, dedup_distance=dedup_distance, spread=spread)
     plan = plan or ModePlan()
-    depth = max(k, math.ceil(2 * target / max(1, len(resolved.ids))) + k)
+    factor = spread.pool_factor if spread is not None else 1
+    depth = max(k, math.ceil(2 * factor * target / max(1, len(resolved.ids))) + k)
     if aggregation == "reciprocal_rank" and engine.exact:
         depth = engine.n_candidates  # fuse the full rankings when they are cheap
     lists: Ranked = []
@@ -450,6 +636,8 @@ def aggregate(
         nonlocal lists
         lists = engine.ranked(resolved.vectors, depth)
         deduper = _Deduper(engine, dedup_distance)
+        if spread is not None:
+            return _spread_all(lists, aggregation, plan, target, spread, resolved.vectors, exhausted)
         if aggregation == "modes":
             return _fill_modes(lists, plan, target, deduper, exhausted)
         return _fill_simple(lists, aggregation, target, deduper, exhausted)
@@ -459,13 +647,18 @@ def aggregate(
 
 
 def _aggregate_mean(
-    engine: NeighbourSearch, resolved: ResolvedSeeds, *, target: int, k: int, dedup_distance: float | None
+    engine: NeighbourSearch, resolved: ResolvedSeeds, *, target: int, k: int, dedup_distance: float | None,
+    spread: Spread | None = None,
 ) -> tuple[Ranked, Fill]:
     lists = engine.ranked(resolved.vectors, k)
     centroid = normalize(resolved.vectors.mean(axis=0, keepdims=True))
 
     def attempt(depth: int, exhausted: bool) -> Fill:
-        ((ids, _),) = engine.ranked(centroid, depth)
+        ((ids, dist),) = engine.ranked(centroid, depth)
+        if spread is not None:
+            return _fill_spread([(ids, dist)], [[0]], [target], target, "min_distance", spread, centroid, exhausted,
+                                modes=False)
         return _take([ids], target, _Deduper(engine, dedup_distance), exhausted)
 
-    return lists, _deepen(engine, target + k, attempt)
+    factor = spread.pool_factor if spread is not None else 1
+    return lists, _deepen(engine, factor * target + k, attempt)

@@ -20,9 +20,12 @@ from edgeminer.service.mining.aggregation import (
     AGGREGATIONS,
     DEFAULT_AGGREGATION,
     DEFAULT_MODE_WEIGHTING,
+    DEFAULT_POOL_FACTOR,
+    DIVERSITY_MODES,
     MODE_WEIGHTINGS,
     Fill,
     ModePlan,
+    Spread,
     aggregate,
     mode_cluster,
     plan_modes,
@@ -71,6 +74,13 @@ class MineOptions:
         Device of the dataset's embedder (text / image seeds).
     mode_weighting : str
         One of MODE_WEIGHTINGS.
+    diversity : str or None
+        One of DIVERSITY_MODES: spread each mode's share over its ``pool_factor x share`` nearest rows,
+        balancing the predicted classes (``balance_classes``); None: the nearest rows only.
+    pool_factor : int
+        See ``diversity``.
+    balance_classes : bool
+        See ``diversity``.
     """
 
     budget: int = 100
@@ -85,6 +95,9 @@ class MineOptions:
     seed: int = 0
     device: str = "cpu"
     mode_weighting: str = DEFAULT_MODE_WEIGHTING
+    diversity: str | None = None
+    pool_factor: int = DEFAULT_POOL_FACTOR
+    balance_classes: bool = True
 
     def check(self) -> None:
         """Raise MiningError naming the first option out of range."""
@@ -100,6 +113,12 @@ class MineOptions:
             raise MiningError(
                 f"mode_weighting must be one of {', '.join(MODE_WEIGHTINGS)}, not {self.mode_weighting!r}"
             )
+        if self.diversity is not None and self.diversity not in DIVERSITY_MODES:
+            raise MiningError(
+                f"diversity must be one of {', '.join(DIVERSITY_MODES)} (or none), not {self.diversity!r}"
+            )
+        if not isinstance(self.pool_factor, int) or not (1 <= self.pool_factor <= 100):
+            raise MiningError(f"pool_factor must be an integer in [1, 100], not {self.pool_factor!r}")
 
     @property
     def neighbours(self) -> int:
@@ -119,6 +138,9 @@ class MineOptions:
             "include_exported": self.include_exported,
             "dedup_distance": self.dedup_distance,
             "columns": None if self.columns is None else list(self.columns),
+            "diversity": self.diversity,
+            "pool_factor": self.pool_factor,
+            "balance_classes": self.balance_classes,
         }
 
 
@@ -220,6 +242,9 @@ def mine(
     seed: int = 0,
     device: str = "cpu",
     mode_weighting: str = DEFAULT_MODE_WEIGHTING,
+    diversity: str | None = None,
+    pool_factor: int = DEFAULT_POOL_FACTOR,
+    balance_classes: bool = True,
 ) -> MineResult:
     """Nearest candidates of the seeds, aggregated, de-duplicated: ``min(budget, matching)`` rows.
 
@@ -236,7 +261,7 @@ def mine(
         What to mine around (resolved here when a spec).
     budget, k, aggregation, where, include_labeled, include_exported, dedup_distance, columns
         See :class:`MineOptions`.
-    exact, seed, device, mode_weighting
+    exact, seed, device, mode_weighting, diversity, pool_factor, balance_classes
         See :class:`MineOptions`.
     embedder : Embedder, optional
         Embeds text / image seeds (default the dataset's own).
@@ -254,7 +279,8 @@ def mine(
     options = MineOptions(
         budget=budget, k=k, aggregation=aggregation, where=where, include_labeled=include_labeled,
         include_exported=include_exported, dedup_distance=dedup_distance, columns=columns, exact=exact, seed=seed,
-        device=device, mode_weighting=mode_weighting,
+        device=device, mode_weighting=mode_weighting, diversity=diversity, pool_factor=pool_factor,
+        balance_classes=balance_classes,
     )
     return mine_with(store, dataset, seeds, options, embedder=embedder)
 
@@ -346,9 +372,37 @@ def _fill(
         plan = plan_modes(ds, resolved, target, weighting=options.mode_weighting, seed=options.seed)
     lists, fill = aggregate(
         engine, resolved, options.aggregation, target=target, k=options.neighbours,
-        dedup_distance=options.dedup_distance, plan=plan,
+        dedup_distance=options.dedup_distance, plan=plan, spread=_spread(ds, engine, options),
     )
     return plan, lists, fill
+
+
+def _spread(ds: Dataset, engine: NeighbourSearch, options: MineOptions) -> Spread | None:
+    """The diversity mode's spreading (None when off): vectors from the search, predictions from the store."""
+    if options.diversity is None:
+        return None
+
+    def preds_of(ids: list[str]) -> list[str]:
+        table = ds.get_samples(ids, columns=["id", "pred_label"])
+        got = dict(zip(table["id"].to_pylist(), table["pred_label"].to_pylist(), strict=True))
+        return [str(got.get(i) or "") for i in ids]
+
+    def probs_of(ids: list[str]) -> np.ndarray:
+        rows = ds.get_samples(ids, columns=["id", "probs"])
+        got = dict(zip(rows["id"].to_pylist(), rows["probs"].to_pylist(), strict=True))
+        width = max([len(ds.info.classes), 1, *(len(p) for p in got.values() if p)])
+        out = np.full((len(ids), width), 1.0 / width)  # no probabilities: as uncertain as can be
+        for n, i in enumerate(ids):
+            p = got.get(i)
+            if p and all(np.isfinite(p)) and sum(p) > 0:
+                out[n] = 0.0
+                out[n, : len(p)] = np.asarray(p) / sum(p)
+        return out
+
+    return Spread(
+        options.diversity, engine.vectors_of, preds_of, pool_factor=options.pool_factor,
+        balance=options.balance_classes, seed=options.seed, probs_of=probs_of,
+    )
 
 
 def _candidate_search(ds: Dataset, resolved: ResolvedSeeds, options: MineOptions) -> NeighbourSearch:

@@ -2,7 +2,12 @@
 
 Seeds come from explicit ids, an issue (its ``sample_ids``), rows matching a seed selector (a cluster,
 a confusion cell ``label X predicted Y``, a top-2 pair ``pred_label/pred_label2``, the failures of a
-split), a text query (the dataset's open_clip text tower) or an uploaded image (the dataset's embedder).
+split), a metadata slice (its failures; indexer/analysis/metaslices.py), the likely label mistakes
+(indexer/analysis/label_issues.py), a text query (the dataset's open_clip text tower) or an uploaded
+image (the dataset's embedder).
+
+A metadata slice also narrows the candidates to the slice's rows (:func:`seed_candidate_where`): mining
+``--slice N`` returns the slice's unlabeled rows nearest its failures.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ __all__ = [
     "issue_sample_ids",
     "resolve_seeds",
     "resolve_seeds_in",
+    "seed_candidate_where",
     "seed_selector_where",
 ]
 
@@ -50,6 +56,10 @@ class Seeds:
     split: str | None = None  # only rows of this split
     text: str | None = None
     image: bytes | None = None
+    #: a metadata slice's number (``edgeminer slices``): its failures are seeds, its rows the candidates
+    slice: int | None = None
+    #: the likely label mistakes (``edgeminer label-issues``) are seeds
+    label_issues: bool = False
 
     def has_selector(self) -> bool:
         return self.cluster is not None or self.confusion is not None or self.pair is not None or (
@@ -57,14 +67,16 @@ class Seeds:
         )
 
     def is_empty(self) -> bool:
-        return not (self.ids or self.issue or self.has_selector() or self.text or self.image)
+        return not (
+            self.ids or self.issue or self.has_selector() or self.text or self.image or self.slice is not None
+        ) and not self.label_issues
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary of the spec (id count, not the ids; image size, not the bytes)."""
         out: dict[str, Any] = {}
         if self.ids:
             out["ids"] = len(self.ids)
-        for name in ("issue", "cluster", "split", "text"):
+        for name in ("issue", "cluster", "split", "text", "slice"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
@@ -74,6 +86,8 @@ class Seeds:
             out["pair"] = list(self.pair)
         if self.failures:
             out["failures"] = True
+        if self.label_issues:
+            out["label_issues"] = True
         if self.image:
             out["image"] = f"{len(self.image)} bytes"
         return out
@@ -321,7 +335,7 @@ def resolve_seeds_in(
     if seeds.is_empty():
         raise MiningError(
             "no seeds given: pass ids, an issue, a cluster, a confusion cell, a pair, failures/split, "
-            "a text query or an image"
+            "a metadata slice, label issues, a text query or an image"
         )
     row_ids = _seed_row_ids(ds, seeds, max_seeds)
     ids, parts, clusters = _row_seeds(ds, row_ids, info.dim, max_seeds)
@@ -346,6 +360,10 @@ def _seed_row_ids(ds: Dataset, seeds: Seeds, max_seeds: int) -> list[str]:
     known = set(row_ids)
     if seeds.issue:
         _extend_new(row_ids, known, issue_sample_ids(ds, None, seeds.issue))
+    if seeds.slice is not None:
+        _extend_new(row_ids, known, slice_failure_ids(ds, seeds.slice, max_seeds))
+    if seeds.label_issues:
+        _extend_new(row_ids, known, label_issue_ids(ds, max_seeds))
     if row_ids:
         have = ds.get_samples(row_ids, columns=["id"])["id"].to_pylist()
         missing = sorted(set(row_ids) - set(have))
@@ -355,6 +373,47 @@ def _seed_row_ids(ds: Dataset, seeds: Seeds, max_seeds: int) -> list[str]:
     if where is not None:
         _extend_new(row_ids, known, _selector_ids(ds, seeds, where, max_seeds))
     return row_ids
+
+
+def slice_failure_ids(ds: Dataset, slice_id: int, max_seeds: int = MAX_SEEDS) -> list[str]:
+    """The labeled rows of metadata slice ``slice_id`` the model got wrong (at most ``max_seeds``).
+
+    Raises
+    ------
+    NotFound
+        The dataset has no such slice.
+    MiningError
+        The slice has no failures among its rows.
+    """
+    from edgeminer.indexer.analysis.metaslices import get_slice, slice_where
+    from edgeminer.indexer.where import ok_and
+
+    item = get_slice(ds.store, ds.name, int(slice_id))
+    where = ok_and(slice_where(ds.info, item), "labeled = true", "correct = false")
+    ids = ds.query(where=where, columns=["id"], limit=max_seeds)["id"].to_pylist()
+    if not ids:
+        raise MiningError(f"metadata slice {slice_id} ({item['description']}) has no failures to mine around")
+    return [str(i) for i in ids]
+
+
+def label_issue_ids(ds: Dataset, max_seeds: int = MAX_SEEDS) -> list[str]:
+    """The likely label mistakes, most likely first (at most ``max_seeds``); MiningError when none."""
+    from edgeminer.indexer.analysis.label_issues import issue_ids
+
+    ids = issue_ids(ds.store, ds.name)[:max_seeds]
+    if not ids:
+        raise MiningError(f"dataset {ds.name!r} has no likely label mistakes to mine around")
+    return ids
+
+
+def seed_candidate_where(ds: Dataset, seeds: Seeds) -> str | None:
+    """The where-clause that narrows the candidates for this spec: a metadata slice's rows (``slice``),
+    else None. Callers AND it with their own filter before mining."""
+    if seeds.slice is None:
+        return None
+    from edgeminer.indexer.analysis.metaslices import get_slice, slice_where
+
+    return slice_where(ds.info, get_slice(ds.store, ds.name, int(seeds.slice)))
 
 
 def _extend_new(row_ids: list[str], known: set[str], more: list[str]) -> None:
@@ -367,8 +426,9 @@ def _extend_new(row_ids: list[str], known: set[str], more: list[str]) -> None:
 def _selector_ids(ds: Dataset, seeds: Seeds, where: str, max_seeds: int) -> list[str]:
     n = ds.count(where)
     if n == 0:
+        why = _unknown_selector_values(ds, seeds)
         raise MiningError(
-            f"no rows match the seed selector {json.dumps(seeds.describe())}: nothing to mine around"
+            why or f"no rows match the seed selector {json.dumps(seeds.describe())}: nothing to mine around"
         )
     if n > max_seeds:
         raise MiningError(
@@ -376,6 +436,28 @@ def _selector_ids(ds: Dataset, seeds: Seeds, where: str, max_seeds: int) -> list
             "narrow it (add a split, a cluster or a confusion cell)"
         )
     return ds.query(where=where, columns=["id"])["id"].to_pylist()
+
+
+def _unknown_selector_values(ds: Dataset, seeds: Seeds) -> str | None:
+    """Why a selector matched nothing when it names a class or a cluster the dataset does not have (the
+    message lists the valid ones), else None (the values exist, they just do not occur together)."""
+    names = [n for pair in (seeds.confusion, seeds.pair) if pair for n in pair]
+    classes = list(ds.info.classes)
+    unknown = list(dict.fromkeys(n for n in names if n not in classes))
+    if unknown:
+        shown = ", ".join(classes[:50]) + (f" ... ({len(classes)} in all)" if len(classes) > 50 else "")
+        names_shown = ", ".join(repr(n[:80]) for n in unknown)
+        return f"unknown class {names_shown}: the dataset's classes are {shown or '(none)'}"
+    if seeds.cluster is not None and "cluster" in ds.schema.names:
+        have = ds.query(where="cluster IS NOT NULL", columns=["cluster"])["cluster"].to_pylist()
+        ids = sorted({int(c) for c in have})
+        if int(seeds.cluster) not in ids:
+            if not ids:
+                return f"no cluster {int(seeds.cluster)}: the dataset has no clusters yet (run edgeminer analyze)"
+            shown = ", ".join(str(c) for c in ids[:100]) + (" ..." if len(ids) > 100 else "")
+            noise = " (-1 = noise)" if -1 in ids else ""
+            return f"no cluster {int(seeds.cluster)}: the valid cluster ids are {shown}{noise}"
+    return None
 
 
 def _row_seeds(

@@ -128,8 +128,10 @@ def _tree() -> list[type[domain.EdgeminerError]]:
     import edgeminer.indexer.pipeline
     import edgeminer.indexer.sources
     import edgeminer.service.export.labels
+    import edgeminer.service.export.labelstudio_live
     import edgeminer.service.mining
     import edgeminer.service.selection
+    import edgeminer.service.simulate
     import edgeminer.service.stream  # noqa: F401
 
     found: list[type[domain.EdgeminerError]] = []

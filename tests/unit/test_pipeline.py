@@ -86,7 +86,9 @@ def test_ingest_embeds_scores_and_stores_every_row(tmp_path: Path, store: Store,
     assert (report.total, report.ok_rows, report.error_rows) == (40, 40, 0)
     info = store.get_dataset("ds")
     assert info.dim == 12 and info.classes == CLASSES and info.embedder["kind"] == "torchscript"
-    assert info.metadata_fields == {"weather": "string"}
+    own = {k: v for k, v in info.metadata_fields.items() if not k.startswith("img_")}
+    assert own == {"weather": "string"}  # plus the image properties computed at ingest
+    assert info.metadata_fields["img_brightness"] == "float" and info.metadata_fields["img_width"] == "int"
     assert str(tmp_path / "img") in info.media_roots
     rows = store.query("ds").to_pylist()
     assert len(rows) == 40

@@ -208,7 +208,9 @@ def test_path_like_ids_uris_and_class_names_stay_inside_the_export(store: Store,
     ids = _weird_dataset(store, tmp_path / "media")
     data_dir = str(tmp_path / "db")
     before = {p for p in tmp_path.rglob("*") if "db" not in p.relative_to(tmp_path).parts}
-    for media in ("copy", "relative", "url"):
+    # a YOLO classification export holds images in class folders, so it only exists with copied media
+    medias = ("copy",) if target == "yolo" else ("copy", "relative", "url")
+    for media in medias:
         kw: dict[str, Any] = {"media_base_url": "https://cdn.example/{dataset}/{id}/{name}"} if media == "url" else {}
         req = ExportRequest(target=target, ids=ids, media=media, **kw)
         doc, _ = plan_export(store, "weird", req, data_dir=data_dir)

@@ -7,7 +7,7 @@ import pytest
 from factories import make_synthetic
 
 from edgeminer.indexer.store import Store
-from edgeminer.service.selection import STRATEGIES, SelectionError, select
+from edgeminer.service.selection import DIVERSITY_STRATEGIES, STRATEGIES, SelectionError, select
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def _unlabeled(store: Store, cols: list[str]) -> dict[str, dict]:
     return {r["id"]: r for r in rows}
 
 
-@pytest.mark.parametrize("strategy", [s for s in STRATEGIES if s != "random"])
+@pytest.mark.parametrize("strategy", [s for s in STRATEGIES if s not in ("random", *DIVERSITY_STRATEGIES)])
 def test_exploit_takes_the_most_uncertain(synth: Store, strategy: str) -> None:
     res = select(synth, "syn", strategy=strategy, budget=15)
     pool = _unlabeled(synth, [strategy])

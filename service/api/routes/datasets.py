@@ -220,6 +220,11 @@ def _ingest_embedder(store: Store, dataset: str, source: Any, body: IngestReques
         "image_size": emb.image_size,
         "mc_passes": emb.mc_passes,
         "device": emb.device or device,
+        # torchscript: the names of the model's outputs, in order (unless the source brings its own predictions)
+        "classes": None if getattr(source, "has_probs", False) or getattr(source, "has_predictions", False)
+        else body.classes,
+        "mean": emb.mean,
+        "std": emb.std,
     }
     if store.has_dataset(dataset):
         return embedder_from_options(store.get_dataset(dataset).embedder, **options)

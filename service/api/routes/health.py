@@ -1,5 +1,6 @@
-"""GET /api/v1/health: liveness plus what a client needs to know first (auth mode, dataset count) and
-whether every dataset can still be read (``status: degraded`` and ``unreadable`` when not).
+"""GET /api/v1/health: liveness plus what a client needs to know first (auth mode, dataset count, whether
+a Label Studio is configured: ``label_studio``, never its URL or token) and whether every dataset can
+still be read (``status: degraded`` and ``unreadable`` when not).
 
 The probe is cheap (``Store.unreadable_reason``: tables open, rows counted from the manifests, data
 files stat'ed against the sizes the tables recorded, the file list cached per table version); the full
@@ -49,4 +50,5 @@ def health(request: Request, store: StoreDep, settings: SettingsDep) -> Health:
         auth=auth,
         unreadable_count=len(unreadable),
         unreadable=unreadable if show else [],
+        label_studio=bool(settings.label_studio_url and settings.label_studio_token),
     )

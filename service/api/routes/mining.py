@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgeminer.indexer.documents import DecisionDoc
 from edgeminer.indexer.store import Dataset, DocNotFound
+from edgeminer.indexer.where import and_
 from edgeminer.service.api.deps import SettingsDep, StoreDep
 from edgeminer.service.api.models import Filter, Page, problems
 from edgeminer.service.errors import (
@@ -44,6 +45,7 @@ from edgeminer.service.mining import (
     SeedsNotFound,
     mine,
 )
+from edgeminer.service.mining.seeds import seed_candidate_where
 from edgeminer.service.selection import Strategy, record_selection, select
 from edgeminer.service.settings import Settings
 from edgeminer.service.stream import (
@@ -89,6 +91,10 @@ class SeedSpec(BaseModel):
     split: str | None = Field(None, max_length=200, description="only rows of this split")
     text: str | None = Field(None, min_length=1, max_length=2000, description="open_clip datasets only")
     image_base64: str | None = Field(None, max_length=MAX_IMAGE_BYTES * 4 // 3 + 4)
+    slice: int | None = Field(
+        None, ge=1, le=100, description="a metadata slice (GET /slices): its failures seed, its rows are the candidates"
+    )
+    label_issues: bool = Field(False, description="the likely label mistakes (GET /label-issues) are seeds")
 
 
 class MineRequest(BaseModel):
@@ -103,6 +109,13 @@ class MineRequest(BaseModel):
     dedup_distance: float | None = Field(None, ge=0.0, lt=2.0, description="near-duplicate cosine distance")
     columns: list[Annotated[str, Field(max_length=200)]] | None = Field(None, max_length=200)
     record: bool = Field(True, description="save the result as a selection document")
+    diversity: Literal["kcenter", "typical", "uncertain", "badge"] | None = Field(
+        None,
+        description="spread each failure mode's share over its pool_factor x share nearest rows, balancing the "
+        "predicted classes (None: the nearest rows only)",
+    )
+    pool_factor: int = Field(4, ge=1, le=100, description="with diversity: the pool is this many times the share")
+    balance_classes: bool = Field(True, description="with diversity: cap the rows per predicted class in a mode")
 
 
 class ModeInfo(BaseModel):
@@ -229,7 +242,7 @@ def _check_budget(budget: int, settings: Settings) -> None:
 
 
 def _where(ds: Dataset, filters: list[Filter]) -> str | None:
-    return build_where(ds.info, ds.schema, filters)
+    return build_where(ds.info, ds.schema, filters, store=ds.store)
 
 
 def _columns(ds: Dataset, columns: list[str] | None) -> list[str] | None:
@@ -303,8 +316,10 @@ def mine_route(dataset: str, body: MineRequest, store: StoreDep, settings: Setti
         split=s.split,
         text=s.text,
         image=_decode_image(s.image_base64, "seeds.image_base64") if s.image_base64 else None,
+        slice=s.slice,
+        label_issues=s.label_issues,
     )
-    where = _where(ds, body.filters)
+    where = and_(_where(ds, body.filters), seed_candidate_where(ds, seeds)) or None
     columns = _columns(ds, body.columns)
     device = "cpu" if settings.device == "auto" else settings.device
     result = _domain(
@@ -322,6 +337,9 @@ def mine_route(dataset: str, body: MineRequest, store: StoreDep, settings: Setti
             dedup_distance=body.dedup_distance,
             columns=columns,
             device=device,
+            diversity=body.diversity,
+            pool_factor=body.pool_factor,
+            balance_classes=body.balance_classes,
         ),
     )
     selection_id = record_selection(store, dataset, result, filters=body.filters) if body.record else None

@@ -123,7 +123,7 @@ def query_page(
     """One page of rows matching ``filters`` in a total order; reused by other routes."""
     info = store.get_dataset(dataset)
     schema = store.schema(dataset)
-    where = build_where(info, schema, filters)
+    where = build_where(info, schema, filters, store=store)
     keys = parse_sort(sort, info, schema)
     cols = select_columns(store, dataset, columns, include_embedding=include_embedding)
     index = store.query(dataset, where=where, columns=list(dict.fromkeys(["id", *(k for k, _ in keys)])))

@@ -1,0 +1,161 @@
+"""Active-learning benchmark (issue 14): the simulator on the demo and on the planted-slice generators.
+
+For each dataset (the demo, then every generator of indexer/slicegen.py) it builds the dataset if the
+data dir does not have it yet (images, CNN, ingest, analysis: a few minutes each on a laptop CPU), then
+runs ``service/simulate.py`` with the pool's truth (``pool_truth.csv``) so the unlabeled split joins the
+labeled rows the protocol shares out, and prints per dataset:
+
+- overall and planted-slice test accuracy per strategy: start, after the last round, and the area under
+  the budget curve (mean ± std over repeats), with what the picks were;
+- the pairwise win matrix of the AUBC (paired t-test over repeats, p < 0.05);
+- the goal check of issue 14: edgeminer's default pick from failures (``DEFAULT_STRATEGY``) against
+  random and against the best uncertainty score, on planted-slice accuracy (AUBC and final, paired
+  t-test) and on overall accuracy (not significantly worse).
+
+Usage::
+
+    nice -n 10 .venv/bin/python bench/al.py --repeats 5            # probe retraining, every dataset
+    nice -n 10 .venv/bin/python bench/al.py --retrain cnn --strategies random,entropy,mine-modes+typical \\
+        --rounds 3 --budget 30                                        # the demo CNN retrained each round
+
+``--plots DIR`` writes one PNG of the curves per dataset; ``--json FILE`` everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeminer.indexer.store import Store
+
+
+def _ensure(store: Store, name: str, work: Path) -> tuple[str, Path]:
+    """Build the demo (``demo``) or a generator's dataset when missing, analyze it; (dataset, truth csv)."""
+    from edgeminer.indexer.analysis.run import analyze, load_analysis
+
+    if name == "demo":
+        from edgeminer.indexer.demo import DATASET, build_demo
+
+        truth = work / "demo" / "pool_truth.csv"
+        if not store.has_dataset(DATASET) or not truth.exists():
+            print(build_demo(work / "demo", store, progress=False).describe(), flush=True)
+        dataset = DATASET
+    else:
+        from edgeminer.indexer.slicegen import build_generator
+
+        dataset = f"slicegen-{name}"
+        truth = work / "slicegen" / name / "pool_truth.csv"
+        if not store.has_dataset(dataset) or not truth.exists():
+            print(build_generator(name, work / "slicegen", store, seed=0).describe(), flush=True)
+    if load_analysis(store, dataset) is None:
+        analyze(store, dataset)
+    return dataset, truth
+
+
+def _truth(path: Path) -> dict[str, str]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return {r["id"]: r["label"] for r in csv.DictReader(f)}
+
+
+def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    from scipy.stats import ttest_rel
+
+    diff = float(np.mean(a - b))
+    if np.std(a - b) == 0:
+        return diff, (0.0 if diff else 1.0)
+    return diff, float(ttest_rel(a, b).pvalue)
+
+
+def goal_check(result: Any, default: str) -> dict[str, Any]:
+    """The default pick vs random and vs the best uncertainty strategy (by planted AUBC)."""
+    from edgeminer.service.simulate import UNCERTAINTY
+
+    planted_au, planted_fin = result.aubc("planted"), result.final("planted")
+    overall_au, overall_fin = result.aubc("overall"), result.final("overall")
+    unc = [s for s in result.strategies if s in UNCERTAINTY]
+    best_unc = max(unc, key=lambda s: float(np.mean(planted_au[s]))) if unc else None
+    out: dict[str, Any] = {"default": default, "best_uncertainty": best_unc, "vs": {}}
+    for other in [s for s in ("random", best_unc) if s and s != default]:
+        row = {}
+        for key, vals in (("planted_aubc", planted_au), ("planted_final", planted_fin),
+                          ("overall_aubc", overall_au), ("overall_final", overall_fin)):
+            diff, p = _paired(vals[default], vals[other])
+            row[key] = {"diff": round(diff, 4), "p": round(p, 4)}
+        wins_planted = all(row[k]["diff"] > 0 and row[k]["p"] < 0.05 for k in ("planted_aubc", "planted_final"))
+        no_loss = all(not (row[k]["diff"] < 0 and row[k]["p"] < 0.05) for k in ("overall_aubc", "overall_final"))
+        row["met"] = bool(wins_planted and no_loss)
+        out["vs"][other] = row
+    out["met"] = bool(out["vs"]) and all(r["met"] for r in out["vs"].values())
+    return out
+
+
+def print_goal(check: dict[str, Any]) -> None:
+    print(f"\n  goal: {check['default']} vs random and vs the best uncertainty ({check['best_uncertainty']}):")
+    for other, row in check["vs"].items():
+        cells = "  ".join(f"{k} {v['diff']:+.3f} (p={v['p']:.3f})" for k, v in row.items() if k != "met")
+        print(f"    vs {other:<18} {cells}  -> {'MET' if row['met'] else 'not met'}")
+    print(f"  goal {'MET' if check['met'] else 'NOT met'} on this dataset")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from edgeminer.indexer.slicegen import GENERATORS
+    from edgeminer.service.cli_simulate import plot_curves, print_tables
+    from edgeminer.service.simulate import (
+        DEFAULT_STRATEGY,
+        load_sim_data,
+        simulate,
+        standard_strategies,
+        strategy_names,
+    )
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", default="./bench-al-data/data", help="the store (datasets are built when missing)")
+    ap.add_argument("--work-dir", default="./bench-al-data", help="demo / generator images and models")
+    ap.add_argument("--datasets", default=",".join(["demo", *GENERATORS]), help="demo and/or generator names")
+    ap.add_argument("--strategies", default="standard", help="comma-separated strategy names, standard or all")
+    ap.add_argument("--budget", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--retrain", choices=("probe", "cnn"), default="probe")
+    ap.add_argument("--default", default=DEFAULT_STRATEGY, help="the strategy the goal check holds up")
+    ap.add_argument("--plots", default=None, metavar="DIR", help="write <dataset>.png curves here")
+    ap.add_argument("--json", default=None, metavar="FILE", help="write every result here")
+    args = ap.parse_args(argv)
+
+    store = Store(args.data_dir)
+    work = Path(args.work_dir)
+    presets = {"all": strategy_names(), "standard": standard_strategies()}
+    names = presets.get(args.strategies) or [s.strip() for s in args.strategies.split(",")]
+    names = list(dict.fromkeys([*names, args.default]))
+    results, met = {}, {}
+    for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
+        dataset, truth = _ensure(store, name, work)
+        data = load_sim_data(store, dataset, truth=_truth(truth))
+        t0 = time.perf_counter()
+        res = simulate(data, names, budget=args.budget, rounds=args.rounds, repeats=args.repeats, retrain=args.retrain)
+        roles = ", ".join(f"{k} {v}" for k, v in res.roles.items())
+        print(f"\n=== {dataset}: {roles}; retrain {args.retrain}; labels {res.labels} "
+              f"({time.perf_counter() - t0:.0f} s under load, indicative only)")
+        print_tables(res)
+        check = goal_check(res, args.default)
+        print_goal(check)
+        met[dataset] = check["met"]
+        results[dataset] = {**res.as_dict(), "goal": check}
+        if args.plots:
+            Path(args.plots).mkdir(parents=True, exist_ok=True)
+            plot_curves(res, Path(args.plots) / f"{dataset}.png")
+    print("\ngoal per dataset: " + ", ".join(f"{d} {'MET' if m else 'not met'}" for d, m in met.items()))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

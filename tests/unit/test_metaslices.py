@@ -1,0 +1,104 @@
+"""Metadata slices (indexer/analysis/metaslices.py) on a planted metadata slice, checked against the
+reference implementation (pip ``sliceline``) on the same binned features and errors."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from metafactory import make_planted_meta
+
+from edgeminer.indexer.analysis import metaslices as ms
+from edgeminer.indexer.errors import NotFound, ValidationFailed
+from edgeminer.indexer.store import Store
+
+
+def _sliceline_top(store: Store, name: str, *, k: int, max_l: int, min_sup: int) -> list[set[tuple[str, str]]]:
+    """sliceline.Slicefinder's top-k slices over our binned features, as sets of (field, bin)."""
+    from sliceline import Slicefinder
+
+    info = store.get_dataset(name)
+    rows = ms._load_rows(store, name, info, include_train=False)
+    features = ms.build_features(rows.table, info)
+    x = np.full((rows.table.num_rows, len(features)), "~none", dtype=object)
+    for j, f in enumerate(features):
+        for b in f.bins:
+            x[b.mask, j] = b.name
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sf = Slicefinder(alpha=0.95, k=k, max_l=max_l, min_sup=min_sup, verbose=False)
+        sf.fit(x[rows.judged], rows.errors[rows.judged].astype(float))
+    return [{(features[j].field, v) for j, v in enumerate(top) if v is not None} for top in sf.top_slices_]
+
+
+def test_planted_slice_is_the_top_slice_and_matches_sliceline(store: Store) -> None:
+    make_planted_meta(store)
+    doc = ms.load_slices(store, "planted", ms.SliceParams(top_k=5))
+    top = doc["slices"][0]
+    assert {(c["field"], c["bin"]) for c in top["conditions"]} == {("camera", "C"), ("img_brightness", "dark")}
+    assert top["error_rate"] > 0.55 and top["lift"] > 4 and top["unlabeled"] > 0
+    assert top["summary"].startswith("camera=C and img_brightness=dark: ")
+    assert "x the base rate" in top["summary"] and "unlabeled" in top["summary"]
+    reference = _sliceline_top(store, "planted", k=5, max_l=2, min_sup=doc["min_sup"])
+    ours = [{(c["field"], c["bin"]) for c in s["conditions"]} for s in doc["slices"]]
+    assert ours == reference  # same slices, same order
+    assert doc["judged_on"] == "labeled rows outside the train split"
+
+
+def test_counts_and_filters_describe_the_slice_rows(store: Store) -> None:
+    planted = make_planted_meta(store)
+    doc = ms.load_slices(store, "planted")
+    top = doc["slices"][0]
+    info = store.get_dataset("planted")
+    rows = store.query("planted", where=ms.slice_where(info, top), columns=["id", "split", "labeled", "correct"])
+    got = rows.to_pylist()
+    assert len(got) == top["rows"]
+    judged = [r for r in got if r["labeled"] and r["split"] != "train"]
+    assert len(judged) == top["judged"] and sum(not r["correct"] for r in judged) == top["errors"]
+    assert sum(not r["labeled"] for r in got) == top["unlabeled"]
+    assert all(planted.in_slice[r["id"]] for r in got)  # the dark bin is <= the 20th percentile: inside
+
+
+def test_cached_per_table_version(store: Store) -> None:
+    make_planted_meta(store)
+    first = ms.load_slices(store, "planted")
+    again = ms.load_slices(store, "planted")
+    assert again["computed_at"] == first["computed_at"] and again["slices"] == first["slices"]
+    store.update_where("planted", "id = 'r00000'", {"meta_camera": "'Z'"})  # the table moves on
+    fresh = ms.load_slices(store, "planted")
+    assert fresh["version"] > first["version"] and fresh["computed_at"] != first["computed_at"]
+    overview = ms.slices_overview(store, "planted")
+    assert overview["stale"] is False and overview["clusters"] == {"analyzed": False, "stale": False, "items": []}
+
+
+def test_level3_and_parameters(store: Store) -> None:
+    make_planted_meta(store)
+    doc = ms.compute_slices(store, "planted", ms.SliceParams(max_l=3, top_k=20))
+    assert any(len(s["conditions"]) == 3 for s in doc["slices"])
+    assert doc["slices"][0]["description"] == "camera=C and img_brightness=dark"
+    with pytest.raises(ValidationFailed, match="max_l"):
+        ms.compute_slices(store, "planted", ms.SliceParams(max_l=5))
+    with pytest.raises(NotFound, match="no metadata slice 99"):
+        ms.get_slice(store, "planted", 99)
+
+
+def test_no_errors_means_no_slices(store: Store) -> None:
+    make_planted_meta(store)
+    store.update_where("planted", "labeled = true", {"correct": "true"})
+    doc = ms.load_slices(store, "planted")
+    assert doc["slices"] == [] and doc["base_error_rate"] == 0.0
+
+
+def test_cached_documents_leave_the_analysis_document_alone(store: Store) -> None:
+    """Doc ids are unique across kinds in the docs table: the caches must not overwrite ``current``."""
+    from edgeminer.indexer.analysis.label_issues import LabelIssueParams, load_label_issues
+
+    make_planted_meta(store)
+    analysis = {"run_id": "r1", "version_written": store.version("planted"), "clusters": []}
+    store.put_doc("planted", "analysis", "current", analysis, name="analysis")
+    ms.load_slices(store, "planted")
+    load_label_issues(store, "planted", LabelIssueParams(train_rows="skip", other_rows="model"))
+    assert store.get_doc("planted", "analysis", "current")["run_id"] == "r1"
+    overview = ms.slices_overview(store, "planted")
+    assert overview["clusters"]["analyzed"] is True and overview["clusters"]["stale"] is False
