@@ -15,6 +15,7 @@ import * as issues from "./panels/issues.js";
 import * as labelnext from "./panels/labelnext.js";
 import * as mappane from "./panels/mappane.js";
 import * as selection from "./panels/selection.js";
+import * as slices from "./panels/slices.js";
 import * as similar from "./panels/similar.js";
 import * as summary from "./panels/summary.js";
 import * as tooltip from "./panels/tooltip.js";
@@ -144,6 +145,7 @@ function initPanels() {
   selection.init(); // before coloring: coloring's "loading…" map status follows the selection's
   coloring.init();
   clusters.init();
+  slices.init();
   issues.init(); // issues → Find similar → Export: the order the issue lists are filled in
   similar.init();
   labelnext.init();

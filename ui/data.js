@@ -1,6 +1,6 @@
 // The open dataset's data, on top of api.js: its points and per-point columns, rows for captions and
-// tooltips (cached), ids matching filters, images, and the issues (read and flagged). Writes into the
-// state only through its setters.
+// tooltips (cached), ids matching filters, images, a cluster's common trait, and the issues (read and
+// flagged). Writes into the state only through its setters.
 
 import { API, getBinary, getJSON, postJSON, request } from "./api.js";
 import { busy, toast } from "./dom.js";
@@ -8,6 +8,13 @@ import { decodePoints } from "./points.js";
 import { idIndex, on, setIssues, setPoints, state } from "./state.js";
 
 export const dsPath = (suffix = "") => `${API}/datasets/${encodeURIComponent(state.ds)}${suffix}`;
+
+/** the open dataset's metadata fields: its own first, then the image properties computed at ingest
+ * (img_brightness, img_sharpness...), so a chart or a menu opens on the dataset's own field */
+export function metadataFields() {
+  const names = Object.keys((state.info && state.info.metadata_fields) || {});
+  return [...names.filter((f) => !f.startsWith("img_")), ...names.filter((f) => f.startsWith("img_"))];
+}
 
 /** the score columns every analyzed row may have (color by, filters, detail) */
 export function scoreFields() {
@@ -169,6 +176,26 @@ function categoryColumn(field, values) {
     }
   });
   return { kind: "category", values: codes, categories: cats, other };
+}
+
+// ---------------------------------------------------------------------------------------------
+// clusters
+// ---------------------------------------------------------------------------------------------
+
+/** The metadata value most over-represented in a cluster, held by at least half of it (the CLI's
+ * "common trait": share over the dataset's share above 1.5); null when none. */
+export function commonTrait(c) {
+  let best = null;
+  let bestLift = 1.5;
+  for (const [field, m] of Object.entries(c.metadata || {})) {
+    if (!m || !("value" in m) || m.share < 0.5) continue;
+    const lift = m.share / Math.max(m.dataset_share, 1e-9);
+    if (lift > bestLift) {
+      best = { field, value: m.value, share: m.share, datasetShare: m.dataset_share };
+      bestLift = lift;
+    }
+  }
+  return best;
 }
 
 // ---------------------------------------------------------------------------------------------

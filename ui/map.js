@@ -44,14 +44,31 @@ function compile(gl, type, src) {
 
 const GRID = 256;
 
+/** a convex polygon (screen px) pushed `pad` px outward from its centre, vertex by vertex */
+function padded(pts, pad) {
+  let cx = 0;
+  let cy = 0;
+  for (const [x, y] of pts) {
+    cx += x / pts.length;
+    cy += y / pts.length;
+  }
+  return pts.map(([x, y]) => {
+    const d = Math.hypot(x - cx, y - cy) || 1;
+    return [x + ((x - cx) / d) * pad, y + ((y - cy) / d) * pad];
+  });
+}
+
 export class PointMap {
   /**
    * @param {HTMLCanvasElement} canvas  the WebGL canvas
    * @param {HTMLCanvasElement} overlay a 2-D canvas on top (lasso / box outline)
+   * @param {HTMLCanvasElement} [shapes] a 2-D canvas between them for outlines (setShapes)
    */
-  constructor(canvas, overlay) {
+  constructor(canvas, overlay, shapes = null) {
     this.canvas = canvas;
     this.overlay = overlay;
+    this.shapesCanvas = shapes;
+    this.shapes = []; // [{poly: [[x, y], ...], label, color, width, fill}] in data coordinates
     const gl = canvas.getContext("webgl2", { antialias: false, premultipliedAlpha: true, alpha: false });
     if (!gl) throw new Error("this browser has no WebGL2; the map needs it (try a current Chrome or Firefox)");
     this.gl = gl;
@@ -287,7 +304,8 @@ export class PointMap {
     const rect = this.canvas.parentElement.getBoundingClientRect();
     this.cssW = Math.max(1, rect.width);
     this.cssH = Math.max(1, rect.height);
-    for (const c of [this.canvas, this.overlay]) {
+    for (const c of [this.canvas, this.overlay, this.shapesCanvas]) {
+      if (!c) continue;
       c.width = Math.round(this.cssW * dpr);
       c.height = Math.round(this.cssH * dpr);
       c.style.width = `${this.cssW}px`;
@@ -426,10 +444,55 @@ export class PointMap {
       }
       gl.bindVertexArray(null);
     }
+    this._drawShapes();
     this.frames++;
     this.lastFrameMs = performance.now() - t0;
     this.canvas.dataset.frames = String(this.frames);
     this.canvas.dataset.points = String(this.n);
+  }
+
+  /** Outlines drawn over the points (data coordinates), each with an optional label; [] clears. */
+  setShapes(shapes) {
+    this.shapes = shapes || [];
+    this.requestDraw();
+  }
+
+  _drawShapes() {
+    const cv = this.shapesCanvas;
+    if (!cv) return;
+    const ctx = cv.getContext("2d");
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.clearRect(0, 0, cv.width, cv.height);
+    if (!this.shapes.length || !this.n) return;
+    ctx.setTransform(this.dpr, 0, 0, this.dpr, 0, 0);
+    ctx.lineJoin = "round";
+    const labels = [];
+    const pad = this.pointSize() * 0.75 + 3; // around the points' discs, not through them
+    for (const s of this.shapes) {
+      const pts = padded(s.poly.map(([x, y]) => this.toScreen(x, y)), pad);
+      ctx.beginPath();
+      pts.forEach(([x, y], k) => (k ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
+      ctx.closePath();
+      if (s.fill) {
+        ctx.fillStyle = s.fill;
+        ctx.fill();
+      }
+      ctx.strokeStyle = s.color || "#1f2937";
+      ctx.lineWidth = s.width || 1.5;
+      ctx.stroke();
+      if (s.label) labels.push([s, pts.reduce((a, b) => (b[1] < a[1] ? b : a))]);
+    }
+    // labels last, above every outline: at the outline's top, white halo for contrast
+    ctx.font = "600 12px system-ui, sans-serif";
+    ctx.textAlign = "center";
+    ctx.textBaseline = "bottom";
+    ctx.lineWidth = 3;
+    ctx.strokeStyle = "rgba(255,255,255,0.92)";
+    for (const [s, [x, y]] of labels) {
+      ctx.strokeText(s.label, x, y - 3);
+      ctx.fillStyle = s.color || "#1f2937";
+      ctx.fillText(s.label, x, y - 3);
+    }
   }
 
   /** Draw now and count pixels that differ from the background (for tests and the bench). */

@@ -2,11 +2,16 @@
 // others react to changes only through the setters below (each emits the event in its comment), and a
 // field only one panel uses (selPage, showAllClusters, colorBy, insightsLoaded) that panel sets itself.
 // Panels never import each other: they listen (`on`) and ask (`emit`). Events are listed in README.md:
-//   state changes  dataset · points · opened · selection · cluster · clusters · issues · mined · mined-drop
+//   state changes  dataset · points · opened · selection · cluster · clusters · analysis · issues · mined
+//                  mined-drop
 //   requests       tab · highlight · focus · colors · hover · map-status · map-message · detail · filter
-//                  mine · export-source · reload
+//                  mine · export-source · reload · analyze
 
 const listeners = new Map(); // event -> [fn]
+
+function emptyResults() {
+  return { rows: [], label: "", selectionId: null, at: 0 };
+}
 
 /** Call `fn(payload)` on every `emit(event)`, in the order the listeners were added. */
 export function on(event, fn) {
@@ -33,11 +38,13 @@ export const state = {
   showAllClusters: false,
   activeCluster: null,
   issues: [],
-  mined: [], // [{id, distance, ...}] results of find-similar / label-next
-  minedLabel: "",
-  minedSelection: null, // id of the server's saved selection of `mined` (null once a row is dropped)
+  // the result lists: "mine" (Find similar) and "next" (Label next), each {rows: [{id, distance, ...}],
+  // label, selectionId (the server's saved selection; null once a row is dropped), at (when set)}
+  results: { mine: emptyResults(), next: emptyResults() },
+  analysis: null, // {freshness, ...} of the open dataset's analysis (null: none)
   insightsLoaded: null, // the dataset whose insights are shown
   readsNeedKey: false,
+  labelStudio: null, // whether the server has a Label Studio configured (GET /health; null: not known yet)
   ready: false,
 };
 
@@ -49,7 +56,8 @@ export const state = {
 export function resetDataset(name) {
   state.ds = name;
   state.selection = { indices: new Uint32Array(0), source: "" };
-  state.mined = [];
+  state.results = { mine: emptyResults(), next: emptyResults() };
+  state.analysis = null;
   state.activeCluster = null;
   state.idIndex = null;
   emit("dataset", name);
@@ -94,19 +102,29 @@ export function setIssues(issues) {
   emit("issues", issues);
 }
 
-/** Results of find-similar or label-next (ids or {id, distance, ...}). → mined */
-export function setMined(rows, label, selectionId = null) {
-  state.mined = rows.map((r) => (typeof r === "string" ? { id: r } : r));
-  state.minedLabel = label;
-  state.minedSelection = selectionId;
-  emit("mined", state.mined);
+/** The result list `kind` ("mine": Find similar, "next": Label next) of ids or {id, distance, ...}. → mined */
+export function setMined(kind, rows, label, selectionId = null) {
+  state.results[kind] = {
+    rows: rows.map((r) => (typeof r === "string" ? { id: r } : r)),
+    label,
+    selectionId,
+    at: performance.now(),
+  };
+  emit("mined", kind);
 }
 
-/** Drop one result; the server's saved selection no longer matches. → mined-drop */
-export function dropMined(id) {
-  state.mined = state.mined.filter((x) => x.id !== id);
-  state.minedSelection = null;
-  emit("mined-drop", id);
+/** Drop one result of list `kind`; the server's saved selection no longer matches. → mined-drop */
+export function dropMined(kind, id) {
+  const list = state.results[kind];
+  list.rows = list.rows.filter((x) => x.id !== id);
+  list.selectionId = null;
+  emit("mined-drop", { kind, id });
+}
+
+/** The analysis of the open dataset (GET /clusters without its cluster list), or null. → analysis */
+export function setAnalysis(analysis) {
+  state.analysis = analysis;
+  emit("analysis", analysis);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -140,8 +158,8 @@ export function selectedIds() {
   return Array.from(state.selection.indices, (i) => ids[i]);
 }
 
-export function minedIds() {
-  return state.mined.map((r) => r.id);
+export function minedIds(kind) {
+  return state.results[kind].rows.map((r) => r.id);
 }
 
 export function outcomeOf(i) {

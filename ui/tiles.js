@@ -1,5 +1,6 @@
-// Thumbnail grids shared by the panels: a tile per row (outcome border, caption, optional ×), a click
-// asks for the detail view (event "detail").
+// Thumbnail grids shared by the panels: a tile per row (outcome border, caption under the image,
+// optional ×), a click asks for the detail view (event "detail"). Captions show class names whole:
+// they wrap (after "_", "-", "." and spaces first) instead of being cut with an ellipsis.
 
 import { ROW_COLUMNS, fetchRows, rowCache, setImage } from "./data.js";
 import { h, num, showError } from "./dom.js";
@@ -17,7 +18,8 @@ function tile(id, { caption, onDrop, index } = {}) {
   const img = h("img", { alt: title, loading: "lazy" });
   setImage(img, id);
   const node = h("div", { class: cls, title, "data-id": id, onclick: () => emit("detail", id) }, img);
-  const cap = h("span", { class: "cap", text: caption || "" });
+  const cap = h("span", { class: "cap" });
+  setCaption(cap, caption || "");
   cap.hidden = !caption;
   node.append(cap);
   node._fixedCaption = !!caption;
@@ -63,10 +65,16 @@ function caption(t, row) {
   t.title = `${t.dataset.id}: ${row.labeled ? `label ${lab}, ` : "unlabeled, "}predicted ${pred} (${num(row.confidence, 2)})`;
   const cap = t.querySelector(".cap");
   if (!t._fixedCaption) {
-    cap.textContent = text;
+    setCaption(cap, text);
     cap.hidden = false;
   } else if (!cap.dataset.filled) {
-    cap.textContent = `${text} · d ${cap.textContent}`;
+    setCaption(cap, `${text} · ${cap.textContent}`);
     cap.dataset.filled = "1";
   }
+}
+
+/** the caption's text with line-break opportunities after _ - . / (class names like flower_lemon_yellow) */
+function setCaption(cap, text) {
+  const parts = String(text).split(/(?<=[_\-./])/);
+  cap.replaceChildren(...parts.flatMap((p, k) => (k ? [h("wbr"), p] : [p])));
 }

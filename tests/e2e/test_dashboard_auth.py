@@ -83,7 +83,7 @@ def test_key_is_asked_once_and_errors_are_shown(
     page.click(".tabs button[data-tab=next]")
     page.fill("#select-form input[name=budget]", "12")
     page.click("#select-form button[type=submit]")
-    page.wait_for_function("document.querySelectorAll('#mine-grid .tile').length === 12", timeout=30_000)
+    page.wait_for_function("document.querySelectorAll('#next-grid .tile').length === 12", timeout=30_000)
     assert page.locator("#key-dialog[open]").count() == 0
 
     # an API error reaches the person in words: the demo's model cannot embed text

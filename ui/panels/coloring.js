@@ -2,7 +2,7 @@
 // a choice needs (data.js), computes one RGBA per point and sends it to the map (event "colors").
 
 import { busy, $, h, num, showError } from "../dom.js";
-import { loadPointColumn, scoreFields } from "../data.js";
+import { loadPointColumn, metadataFields, scoreFields } from "../data.js";
 import { CATEGORICAL, NULL_COLOR, OUTCOME_ALPHA, OUTCOME_COLORS, OUTCOME_NAMES, RAMP, hexRGB, rampRGB } from "../palette.js";
 import { emit, on, state } from "../state.js";
 
@@ -24,7 +24,7 @@ function fillColorOptions() {
     ["pred_label", "predicted class"],
   ];
   for (const s of scoreFields()) opts.push([`score:${s}`, `score: ${s.replace("_", " ")}`]);
-  for (const f of Object.keys(state.info.metadata_fields || {})) opts.push([`meta:${f}`, `metadata: ${f}`]);
+  for (const f of metadataFields()) opts.push([`meta:${f}`, `metadata: ${f}`]);
   sel.replaceChildren(...opts.map(([v, t]) => h("option", { value: v, text: t })));
   if (!opts.some(([v]) => v === state.colorBy)) state.colorBy = "outcome";
   sel.value = state.colorBy;

@@ -3,7 +3,7 @@
 // a bar or a pair selects its rows (request "filter").
 
 import { describeError, getJSON } from "../api.js";
-import { dsPath } from "../data.js";
+import { dsPath, metadataFields } from "../data.js";
 import { $, busy, h, num, option, pct, showError } from "../dom.js";
 import { stackedBars } from "../charts.js";
 import { OUTCOME_COLORS, SPLIT_COLORS } from "../palette.js";
@@ -11,7 +11,7 @@ import { emit, on, state } from "../state.js";
 
 export function init() {
   on("opened", (info) => {
-    $("#meta-field").replaceChildren(...Object.keys(info.metadata_fields || {}).map((m) => option(m)));
+    $("#meta-field").replaceChildren(...metadataFields().map((m) => option(m)));
     state.insightsLoaded = null;
     if (!$("#tab-insights").hidden) ensureInsights();
   });

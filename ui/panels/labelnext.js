@@ -1,12 +1,16 @@
 // "Label next" tab (#tab-next): POST /select (uncertainty strategy, budget, explore share); the chosen
-// rows become the result list (state.mined), reviewed in "Find similar".
+// rows become this tab's own result list (state.results.next, results.js), under a header that says
+// how they were chosen: review, drop, flag, show on the map, export.
 
 import { describeError, postJSON } from "../api.js";
 import { dsPath } from "../data.js";
 import { $, busy, showError } from "../dom.js";
-import { emit, setMined } from "../state.js";
+import { initResultList } from "../results.js";
+import { emit, indicesOf, minedIds, on, setMined } from "../state.js";
 
 export function init() {
+  initResultList("next");
+  on("dataset", () => ($("#select-status").textContent = ""));
   $("#select-form").addEventListener("submit", runSelect);
 }
 
@@ -22,12 +26,13 @@ async function runSelect(e) {
   $("#select-status").textContent = "Choosing rows…";
   try {
     const res = await busy(postJSON(dsPath("/select"), body));
-    setMined(res.items, `chosen by ${body.strategy} (budget ${body.budget}, explore ${body.explore})`, res.selection_id);
+    const how = f.strategy.selectedOptions[0].textContent;
+    setMined("next", res.items, `to label next, chosen by ${how} (explore share ${body.explore})`, res.selection_id);
+    emit("focus", indicesOf(minedIds("next")));
     const parts = Object.entries(res.counts || {}).map(([k, v]) => `${v} by ${k}`).join(", ");
     $("#select-status").textContent =
       `${res.returned} of ${res.candidates.toLocaleString()} candidates chosen (${parts}). ` +
-      `Review them in “Find similar”, drop any, then export.`;
-    emit("tab", "mine");
+      `Drop any you do not want, then export them.`;
   } catch (err) {
     $("#select-status").textContent = describeError(err);
     showError(err, "Choosing rows");

@@ -3,7 +3,7 @@
 // (request "mine"), export it (request "export-source"). Also answers the request "filter".
 
 import { busy, $, showError, toast, option } from "../dom.js";
-import { fetchIds, flagIssue, scoreFields } from "../data.js";
+import { fetchIds, flagIssue, metadataFields, scoreFields } from "../data.js";
 import { emit, indicesOf, on, selectedIds, setSelection, state } from "../state.js";
 import { fillGrid } from "../tiles.js";
 
@@ -137,6 +137,6 @@ function fillFilterOptions() {
   form.elements.label.replaceChildren(option("", "any"), ...classes.map((c) => option(c)));
   form.elements.pred_label.replaceChildren(option("", "any"), ...classes.map((c) => option(c)));
   form.elements.score.replaceChildren(option("", "none"), ...scoreFields().map((s) => option(s, s.replace("_", " "))));
-  const metas = Object.keys(info.metadata_fields || {});
+  const metas = metadataFields();
   form.elements.meta_field.replaceChildren(option("", "none"), ...metas.map((m) => option(m)));
 }

@@ -1,25 +1,18 @@
 // "Find similar" tab (#tab-mine): the mining form (seeds: the selection, an issue, a cluster or a text),
-// POST /mine, and the result list shared with "Label next" (state.mined): tiles with distances, ×
-// to drop one, show on the map, flag as an issue, export (request "export-source"). Answers the
-// request "mine" ({seeds, label}) from the other panels.
+// POST /mine, and its own result list (state.results.mine, results.js): tiles with distances, × to
+// drop one, show on the map, flag as an issue, export (request "export-source"). Answers the request
+// "mine" ({seeds, label}) from the other panels. ("Label next" has its own list in its own tab.)
 
 import { describeError, postJSON } from "../api.js";
-import { dsPath, flagIssue } from "../data.js";
+import { dsPath } from "../data.js";
 import { $, busy, h, num, pct, showError, toast, toggleSourceFields } from "../dom.js";
-import { dropMined, emit, indicesOf, minedIds, on, selectedIds, setMined, state } from "../state.js";
-import { fillGrid } from "../tiles.js";
+import { initResultList } from "../results.js";
+import { emit, indicesOf, minedIds, on, selectedIds, setMined } from "../state.js";
 
 export function init() {
   on("mine", ({ seeds, label }) => runMine(seeds, label));
-  on("mined", () => {
-    renderMined();
-    showMinedOnMap();
-  });
-  on("mined-drop", (id) => {
-    $(`#mine-grid .tile[data-id="${CSS.escape(id)}"]`)?.remove();
-    $("#mine-count").textContent = `${state.mined.length} results ${state.minedLabel}`;
-    showMinedOnMap();
-  });
+  initResultList("mine", { caption: (r) => (r && r.distance !== undefined && r.distance !== null ? `d ${num(r.distance, 2)}` : undefined) });
+  on("dataset", () => ($("#mine-status").textContent = ""));
   on("issues", (issues) =>
     $("#mine-form").elements.issue.replaceChildren(
       ...[...issues].reverse().map((is) => h("option", { value: is.id, text: `${is.name} (${is.count})` }))
@@ -42,20 +35,6 @@ function wireForms() {
     e.preventDefault();
     submitMine(mineForm.elements);
   });
-  $("#mine-show").addEventListener("click", () => {
-    showMinedOnMap();
-    emit("focus", indicesOf(minedIds()));
-  });
-  $("#mine-flag-form").addEventListener("submit", async (e) => {
-    e.preventDefault();
-    const name = e.target.elements.name.value.trim();
-    try {
-      if (await flagIssue(name, minedIds())) e.target.reset();
-    } catch (err) {
-      showError(err, "Flagging");
-    }
-  });
-  $("#mine-export").addEventListener("click", () => emit("export-source", "mined"));
 }
 
 /** the form's seeds, or a toast saying what is missing */
@@ -87,8 +66,8 @@ async function runMine(seeds, label) {
   emit("tab", "mine");
   try {
     const res = await busy(postJSON(dsPath("/mine"), { seeds, budget, include_exported: includeExported }));
-    setMined(res.items, `similar to ${label}`, res.selection_id);
-    emit("focus", indicesOf(minedIds()));
+    setMined("mine", res.items, `similar to ${label}`, res.selection_id);
+    emit("focus", indicesOf(minedIds("mine")));
     if (!res.returned) {
       status.textContent =
         `No unlabeled row left to find near ${label}: every candidate is labeled` +
@@ -102,24 +81,4 @@ async function runMine(seeds, label) {
     status.textContent = describeError(err);
     showError(err, "Finding similar rows");
   }
-}
-
-function renderMined() {
-  $("#mine-results").hidden = !state.mined.length;
-  $("#mine-count").textContent = `${state.mined.length} results ${state.minedLabel}`;
-  const byId = new Map(state.mined.map((r) => [r.id, r]));
-  fillGrid($("#mine-grid"), minedIds(), {
-    tileOptions: (id) => {
-      const r = byId.get(id);
-      return {
-        caption: r && r.distance !== undefined && r.distance !== null ? num(r.distance, 2) : undefined,
-        onDrop: dropMined,
-      };
-    },
-  });
-}
-
-function showMinedOnMap() {
-  const idx = indicesOf(minedIds());
-  emit("highlight", { indices: idx, status: `${idx.length} results highlighted` });
 }

@@ -1,5 +1,6 @@
-// The topbar's #summary (row counts, rows not on the map) and "Analyze now": the analysis job with its
-// progress, then the dataset is reopened (request "reload", answered by app.js).
+// The topbar's #summary (row counts, rows not on the map) and "Analyze now" (also the request
+// "analyze"): the analysis job with its progress, then the dataset is reopened (request "reload",
+// answered by app.js).
 
 import { API, postJSON, waitForJob } from "../api.js";
 import { dsPath } from "../data.js";
@@ -8,6 +9,7 @@ import { emit, on, state } from "../state.js";
 
 export function init() {
   on("opened", describeCounts);
+  on("analyze", runAnalysis);
 }
 
 function mapMessage(text, ...extra) {
