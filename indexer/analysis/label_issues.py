@@ -37,9 +37,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from edgeminer.indexer.analysis.cache import load_or_compute
 from edgeminer.indexer.documents import now_iso
 from edgeminer.indexer.errors import ValidationFailed
-from edgeminer.indexer.store import DocNotFound, Store, embeddings_to_numpy
+from edgeminer.indexer.store import Store, embeddings_to_numpy
 from edgeminer.indexer.where import ok_and
 
 __all__ = [
@@ -281,17 +282,12 @@ def load_label_issues(
     this version with these parameters, else computed now and cached."""
     params = params or LabelIssueParams()
     params.check()
-    version = store.version(dataset)
-    if not refresh:
-        try:
-            doc = store.get_doc(dataset, LABEL_ISSUES_DOC, DOC_ID)
-        except DocNotFound:
-            doc = None
-        if doc is not None and doc.get("version") == version and doc.get("params") == params.as_dict():
-            return {k: v for k, v in doc.items() if not k.startswith("_") and k != "id"}
-    doc = compute_label_issues(store, dataset, params)
-    store.put_doc(dataset, LABEL_ISSUES_DOC, DOC_ID, doc, name=LABEL_ISSUES_DOC)
-    return doc
+    checked = params
+
+    def compute() -> dict[str, Any]:
+        return compute_label_issues(store, dataset, checked)
+
+    return load_or_compute(store, dataset, LABEL_ISSUES_DOC, DOC_ID, params.as_dict(), compute, refresh=refresh)
 
 
 def issue_ids(store: Store, dataset: str) -> list[str]:

@@ -44,9 +44,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy import sparse
 
+from edgeminer.indexer.analysis.cache import load_or_compute
 from edgeminer.indexer.documents import now_iso
 from edgeminer.indexer.errors import ValidationFailed
-from edgeminer.indexer.store import CORE_COLUMNS, META_PREFIX, DatasetInfo, DocNotFound, Store
+from edgeminer.indexer.store import CORE_COLUMNS, META_PREFIX, DatasetInfo, Store
 from edgeminer.indexer.where import and_, ok_and, sql_quote
 
 __all__ = [
@@ -456,17 +457,12 @@ def load_slices(
     computed at this version with these parameters, else computed now and cached."""
     params = params or SliceParams()
     params.check()
-    version = store.version(dataset)
-    if not refresh:
-        try:
-            doc = store.get_doc(dataset, SLICES_DOC, DOC_ID)
-        except DocNotFound:
-            doc = None
-        if doc is not None and doc.get("version") == version and doc.get("params") == params.as_dict():
-            return {k: v for k, v in doc.items() if not k.startswith("_") and k != "id"}
-    doc = compute_slices(store, dataset, params)
-    store.put_doc(dataset, SLICES_DOC, DOC_ID, doc, name=SLICES_DOC)
-    return doc
+    checked = params
+
+    def compute() -> dict[str, Any]:
+        return compute_slices(store, dataset, checked)
+
+    return load_or_compute(store, dataset, SLICES_DOC, DOC_ID, params.as_dict(), compute, refresh=refresh)
 
 
 def get_slice(store: Store, dataset: str, slice_id: int) -> dict[str, Any]:
