@@ -547,7 +547,7 @@ def _cluster_refs(store: Store, dataset: str, current: int) -> dict[str, Any]:
             "error_rate": c.get("error_rate"),
             "lift": c.get("lift"),
             "unlabeled": c.get("unlabeled"),
-            "dominant_label": c.get("dominant_label"),
+            "dominant_label": _label_value(c.get("dominant_label")),
             "top_confusion": (c.get("top_confusions") or [None])[0],
         }
         for c in failures
@@ -562,3 +562,11 @@ def _cluster_refs(store: Store, dataset: str, current: int) -> dict[str, Any]:
         "base_error_rate": doc.get("base_error_rate"),
         "items": items,
     }
+
+
+def _label_value(dominant: Any) -> str | None:
+    """The class of a cluster summary's ``dominant_label`` ({value, count, share}, or None)."""
+    if isinstance(dominant, Mapping):
+        value = dominant.get("value")
+        return None if value is None else str(value)
+    return None if dominant is None else str(dominant)

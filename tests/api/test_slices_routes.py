@@ -159,3 +159,23 @@ def test_cli_round_trip(env: tuple, capsys: pytest.CaptureFixture[str]) -> None:
     assert "likely label mistakes" in capsys.readouterr().out
     assert main(["--data-dir", str(data_dir), "slices", "--dataset", "planted", "--top", "0"]) == 1
     assert "top_k" in capsys.readouterr().err
+
+
+def test_slices_after_an_analysis_list_the_failure_clusters(env: tuple) -> None:
+    """Once the dataset is analyzed, /slices carries its failure clusters beside the metadata slices
+    (their summaries hold the dominant label as {value, count, share}: the response gives the class)."""
+    url, store, _, _ = env
+    from edgeminer.indexer.analysis.run import analyze, load_analysis
+
+    analyze(store, "planted")
+    doc = load_analysis(store, "planted")
+    assert doc is not None
+    failures = sorted((c for c in doc["clusters"] if c.get("failure_rank")), key=lambda c: c["failure_rank"])
+    r = httpx.get(f"{url}/datasets/planted/slices", headers={"X-API-Key": KEY}, timeout=T)
+    assert r.status_code == 200, r.text
+    clusters = r.json()["clusters"]
+    assert clusters["analyzed"] is True and clusters["stale"] is False
+    assert [c["id"] for c in clusters["items"]] == [c["id"] for c in failures] and failures
+    for item, summary in zip(clusters["items"], failures, strict=True):
+        dominant = summary.get("dominant_label")
+        assert item["dominant_label"] == (None if dominant is None else str(dominant["value"]))
