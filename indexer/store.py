@@ -48,6 +48,7 @@ from edgeminer.indexer.errors import (  # noqa: E402
     InvalidDatasetName,
     NotSupported,
     SchemaMismatch,
+    Unavailable,
     ValidationFailed,
 )
 from edgeminer.indexer.where import HAS_EMBEDDING, ids_in, ok_and, sql_quote  # noqa: E402
@@ -354,11 +355,21 @@ class Store:
     """LanceDB-backed storage of datasets. Thread-safe for one process: writes to a dataset's
     tables are serialised by a per-dataset lock (the jobs module keeps one writer per dataset)."""
 
-    def __init__(self, uri: str | os.PathLike[str]):
+    def __init__(self, uri: str | os.PathLike[str], storage_options: Mapping[str, str] | None = None):
+        """Open (or create) the store at ``uri``: a local directory or object storage (``s3://bucket/prefix``,
+        ``gs://``, ``az://``). For object storage, ``storage_options`` (LanceDB's / Lance's keys such as
+        ``aws_endpoint``) go over the options :func:`storage_options_for` reads from the environment; the
+        store is probed once (a listing), and an endpoint that does not answer, a missing bucket or refused
+        credentials raise :class:`Unavailable` with one line saying which."""
         self.uri = str(uri)
         if "://" not in self.uri:
             os.makedirs(self.uri, exist_ok=True)
-        self._db = lancedb.connect(self.uri)
+        remote = is_remote_uri(self.uri)
+        self.storage_options: dict[str, str] = storage_options_for(self.uri, storage_options) if remote else {}
+        if remote:
+            self._db = self._connect_remote()
+        else:
+            self._db = lancedb.connect(self.uri)
         self._locks: dict[str, threading.RLock] = {}
         self._locks_guard = threading.Lock()
         self._tables: dict[str, Any] = {}
@@ -368,6 +379,16 @@ class Store:
         self._files_cache: dict[str, tuple[int, list[tuple[str, str, int]]]] = {}  # unreadable_reason
 
     # -- plumbing -----------------------------------------------------------------------------
+
+    def _connect_remote(self) -> Any:
+        """Connect to object storage and list it once, so a wrong endpoint, bucket or key fails here, as one
+        line (:class:`Unavailable`)."""
+        try:
+            db = lancedb.connect(self.uri, storage_options=self.storage_options or None)
+            db.list_tables(limit=1)
+        except Exception as exc:  # noqa: BLE001 - classified into one line for the user
+            raise Unavailable(remote_failure(self.uri, self.storage_options, exc)) from None
+        return db
 
     def lock(self, dataset: str) -> threading.RLock:
         with self._locks_guard:
@@ -1720,6 +1741,86 @@ class _LanceMissing(NotSupported):
 
     def __init__(self) -> None:
         super().__init__("reading a table fragment by fragment needs the pylance package: pip install pylance")
+
+
+# ----------------------------------------------------------------------------------------------
+# Object storage
+# ----------------------------------------------------------------------------------------------
+
+#: environment variable -> Lance storage option, for s3:// stores (the AWS CLI's own variables; a later
+#: row wins: AWS_ENDPOINT_URL_S3 over AWS_ENDPOINT_URL, AWS_REGION over AWS_DEFAULT_REGION)
+AWS_ENV_OPTIONS = (
+    ("AWS_ENDPOINT_URL", "aws_endpoint"),
+    ("AWS_ENDPOINT_URL_S3", "aws_endpoint"),
+    ("AWS_ACCESS_KEY_ID", "aws_access_key_id"),
+    ("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key"),
+    ("AWS_SESSION_TOKEN", "aws_session_token"),
+    ("AWS_DEFAULT_REGION", "aws_region"),
+    ("AWS_REGION", "aws_region"),
+)
+#: a JSON object of extra storage options (any key Lance accepts), over the AWS variables
+STORAGE_OPTIONS_ENV = "EDGEMINER_STORAGE_OPTIONS"
+
+
+def is_remote_uri(uri: str) -> bool:
+    """Whether ``uri`` names object storage (``s3://``, ``gs://``, ...) rather than a local folder."""
+    return "://" in uri and not uri.startswith("file://")
+
+
+def storage_options_for(
+    uri: str, explicit: Mapping[str, str] | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The storage options for a store at ``uri``: for ``s3://``, the standard AWS variables
+    (``AWS_ENDPOINT_URL`` [``_S3``], ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``,
+    ``AWS_REGION`` over ``AWS_DEFAULT_REGION``; ``allow_http`` when the endpoint is ``http://``); then the
+    JSON object in ``EDGEMINER_STORAGE_OPTIONS``; then ``explicit``. Values are strings (Lance's rule).
+    Raises :class:`ValidationFailed` when ``EDGEMINER_STORAGE_OPTIONS`` is not a JSON object."""
+    env = os.environ if environ is None else environ
+    out: dict[str, str] = {}
+    if uri.startswith(("s3://", "s3a://")):
+        for var, key in AWS_ENV_OPTIONS:
+            if env.get(var):
+                out[key] = env[var]
+    text = env.get(STORAGE_OPTIONS_ENV, "").strip()
+    if text:
+        try:
+            extra = json.loads(text)
+        except ValueError as exc:
+            raise ValidationFailed(f"{STORAGE_OPTIONS_ENV} is not valid JSON: {exc}") from None
+        if not isinstance(extra, dict):
+            raise ValidationFailed(f'{STORAGE_OPTIONS_ENV} must be a JSON object, e.g. {{"aws_region": "eu-west-1"}}')
+        out.update({str(k): _option_text(v) for k, v in extra.items()})
+    out.update({str(k): _option_text(v) for k, v in (explicit or {}).items()})
+    endpoint = out.get("aws_endpoint", out.get("endpoint", ""))
+    if endpoint.startswith("http://") and "allow_http" not in out:
+        out["allow_http"] = "true"
+    return out
+
+
+def _option_text(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def remote_failure(uri: str, options: Mapping[str, str], exc: BaseException) -> str:
+    """One line saying why the object store at ``uri`` did not answer (never the credentials)."""
+    text = str(exc)
+    endpoint = options.get("aws_endpoint") or options.get("endpoint") or "the default endpoint"
+    bucket = uri.split("://", 1)[1].split("/", 1)[0]
+    if "NoSuchBucket" in text or "status: 404" in text:
+        why = f"bucket {bucket!r} does not exist at {endpoint}; create it or fix the data dir"
+    elif any(m in text for m in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "status: 403")):
+        why = (
+            f"{endpoint} refused the credentials for bucket {bucket!r}; check AWS_ACCESS_KEY_ID / "
+            "AWS_SECRET_ACCESS_KEY (or EDGEMINER_STORAGE_OPTIONS)"
+        )
+    elif any(m in text for m in ("kind: Connect", "Connect,", "dns error", "error sending request", "Timeout")):
+        why = f"cannot connect to {endpoint}; check AWS_ENDPOINT_URL (or EDGEMINER_STORAGE_OPTIONS) and the network"
+    else:
+        why = _one_line(exc)
+        for secret in (options.get("aws_secret_access_key"), options.get("aws_session_token")):
+            if secret:
+                why = why.replace(secret, "***")
+    return f"the data store {uri} cannot be reached: {why}"
 
 
 def _lance_dataset(tbl: Any) -> Any:

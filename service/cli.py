@@ -224,7 +224,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from edgeminer.service.api.app import create_app
 
     settings = _serve_settings(args, settings)  # refuses an exposed server without a key, before binding
-    app = create_app(settings)
+    store = open_store(settings)  # an object store that does not answer fails here, as one line
+    app = create_app(settings, store=store)
     print(f"edgeminer: dashboard and API on http://{settings.host}:{settings.port}/ (docs at /docs)")
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
     return 0
@@ -293,7 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--data-dir",
         default=None,
-        help="LanceDB directory or URI (env EDGEMINER_DATA_DIR, default ./edgeminer-data)",
+        help="LanceDB directory or URI, e.g. s3://bucket/prefix (env EDGEMINER_DATA_DIR, default ./edgeminer-data); "
+        "object storage reads AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION and "
+        "EDGEMINER_STORAGE_OPTIONS (JSON)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_ingest_command(sub)

@@ -28,7 +28,9 @@ class CliError(Exception):
 
 
 def open_store(settings: Settings) -> Store:
-    """The store at ``settings.data_dir``."""
+    """The store at ``settings.data_dir``: a local folder, or object storage (``s3://bucket/prefix``) with the
+    storage options of the AWS variables and ``EDGEMINER_STORAGE_OPTIONS`` (see ``Store``). An object store
+    that does not answer raises ``Unavailable`` (one line, exit 1)."""
     from edgeminer.indexer.store import Store
 
     return Store(settings.data_dir)

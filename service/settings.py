@@ -6,6 +6,8 @@ and the CLI's options override them.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +20,11 @@ UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EDGEMINER_", extra="ignore")
 
-    data_dir: str = Field("./edgeminer-data", description="LanceDB URI: a local directory or object storage")
+    data_dir: str = Field(
+        "./edgeminer-data",
+        description="LanceDB URI: a local directory or object storage (s3://bucket/prefix; endpoint and keys from "
+        "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, or EDGEMINER_STORAGE_OPTIONS as JSON)",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str | None = Field(None, description="when set, every write needs header X-API-Key")
@@ -56,7 +62,11 @@ class Settings(BaseSettings):
         None, description="that server's API token (sent as 'Authorization: Token ...'; never logged or stored)"
     )
     ui_dir: str = str(UI_DIR)
-    cache_dir: str | None = Field(None, description="thumbnail cache; default <data_dir>/_cache")
+    cache_dir: str | None = Field(
+        None,
+        description="thumbnail cache (default <data_dir>/_cache); for data on object storage, the local folder of "
+        "thumbnails and exports (default ~/.cache/edgeminer/<hash of data_dir>, or EDGEMINER_CACHE_DIR)",
+    )
     max_budget: int = Field(10_000, description="largest budget a mine or select request may ask for")
     device: str = Field("auto", description="torch device for embedders: auto, cpu, cuda")
     blas_threads: int = Field(
@@ -78,9 +88,37 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def is_remote(self) -> bool:
+        """Whether the data is on object storage (s3://, gs://, az://...), not in a local folder."""
+        return is_object_store(self.data_dir)
+
+    @property
     def thumbnail_cache(self) -> Path:
+        """Thumbnails: ``cache_dir`` or ``<data_dir>/_cache``; for remote data ``<local cache>/thumbnails``."""
+        if self.is_remote:
+            return local_cache_root(self.data_dir, self.cache_dir) / "thumbnails"
         if self.cache_dir:
             return Path(self.cache_dir)
-        if "://" in self.data_dir:
-            return Path.home() / ".cache" / "edgeminer"
         return Path(self.data_dir) / "_cache"
+
+
+#: the environment variable naming the local cache folder of a remote store (the ``cache_dir`` setting)
+CACHE_DIR_ENV = "EDGEMINER_CACHE_DIR"
+
+
+def is_object_store(data_dir: str) -> bool:
+    """Whether ``data_dir`` names object storage rather than a local folder (``file://`` is local)."""
+    return "://" in str(data_dir) and not str(data_dir).startswith("file://")
+
+
+def local_cache_root(data_dir: str, cache_dir: str | None = None) -> Path:
+    """The local folder for files a remote store keeps on this machine (thumbnails, export files and zips):
+    ``cache_dir``, else ``$EDGEMINER_CACHE_DIR``, else ``~/.cache/edgeminer/<first 16 hex of sha256(data_dir)>``,
+    so two buckets (or prefixes) never share a folder."""
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get(CACHE_DIR_ENV, "").strip()
+    if env:
+        return Path(env).expanduser()
+    digest = hashlib.sha256(str(data_dir).rstrip("/").encode()).hexdigest()[:16]
+    return Path.home() / ".cache" / "edgeminer" / digest

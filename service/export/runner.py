@@ -63,6 +63,7 @@ from edgeminer.service.export.common import (
     write_text,
 )
 from edgeminer.service.media import allowed_roots, safe_local_path
+from edgeminer.service.settings import is_object_store, local_cache_root
 
 EXPORT_KIND = "export"  # doc kind
 JOB_KIND = "export"  # run kind
@@ -99,9 +100,12 @@ def target_module(target: str) -> ModuleType:
 
 
 def exports_dir(data_dir: str) -> Path:
-    """Where exports are written: ``<data_dir>/_exports`` for a local store, a local cache otherwise."""
-    if "://" in str(data_dir):
-        return Path.home() / ".cache" / "edgeminer" / "exports"
+    """Where exports are written: ``<data_dir>/_exports`` for a local store; for object storage the local
+    cache of that store, ``<cache>/exports`` (``EDGEMINER_CACHE_DIR`` or ``~/.cache/edgeminer/<hash>``, see
+    ``settings.local_cache_root``). The export document (in the bucket) is what another machine sees; its
+    files are rebuilt there by re-running the export."""
+    if is_object_store(str(data_dir)):
+        return local_cache_root(str(data_dir)) / "exports"
     return Path(data_dir) / "_exports"
 
 
