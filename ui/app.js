@@ -8,6 +8,7 @@ import { $, $$, busy, h, showError, toast } from "./dom.js";
 import { emit, on, resetDataset, setInfo, state } from "./state.js";
 import * as clusters from "./panels/clusters.js";
 import * as coloring from "./panels/coloring.js";
+import * as compare from "./panels/compare.js";
 import * as detail from "./panels/detail.js";
 import * as exporting from "./panels/export.js";
 import * as insights from "./panels/insights.js";
@@ -151,6 +152,7 @@ function initPanels() {
   labelnext.init();
   exporting.init();
   insights.init();
+  compare.init();
   $$(".tabs button").forEach((b) => b.addEventListener("click", () => emit("tab", b.dataset.tab)));
   $("#dataset").addEventListener("change", (e) => busy(openDataset(e.target.value)).catch((err) => showError(err, "Opening the dataset")));
   $("#key-button").addEventListener("click", replaceKey);

@@ -5,7 +5,7 @@
 import { API, getBinary, getJSON, postJSON, request } from "./api.js";
 import { busy, toast } from "./dom.js";
 import { decodePoints } from "./points.js";
-import { idIndex, on, setIssues, setPoints, state } from "./state.js";
+import { idIndex, on, setIssues, setPoints, setVersions, state } from "./state.js";
 
 export const dsPath = (suffix = "") => `${API}/datasets/${encodeURIComponent(state.ds)}${suffix}`;
 
@@ -218,4 +218,36 @@ export async function flagIssue(name, ids) {
   toast(`Flagged ${issue.count.toLocaleString()} rows as “${issue.name}”${unknown ? ` (${unknown} unknown ids left out)` : ""}.`, "ok");
   await loadIssues();
   return issue;
+}
+
+// ---------------------------------------------------------------------------------------------
+// model versions and their comparison (GET /versions, /compare/points)
+// ---------------------------------------------------------------------------------------------
+
+/** The open dataset's model versions into the state (→ versions); a failure counts as no versions. */
+export async function loadVersions() {
+  const ds = state.ds;
+  let versions;
+  try {
+    versions = await getJSON(dsPath("/versions"));
+  } catch (err) {
+    versions = { current: "", versions: [], error: err };
+  }
+  if (state.ds === ds) setVersions(versions);
+  return versions;
+}
+
+/** The compare outcome code of each map point for the pair in `state.compare` (cached there):
+ * {key, outcomes: [names by code], codes: Uint8Array in points order}. */
+export async function loadComparePoints() {
+  const cmp = state.compare;
+  const key = `${state.ds}|${cmp.base}|${cmp.new}`;
+  if (cmp.points && cmp.points.key === key) return cmp.points;
+  const res = await getJSON(dsPath("/compare/points"), { query: { base: cmp.base, new: cmp.new } });
+  if (res.count !== state.pts.n) {
+    throw new Error(`the comparison has ${res.count} points, the map ${state.pts.n}: reload the page`);
+  }
+  const points = { key, outcomes: res.outcomes, codes: Uint8Array.from(res.codes) };
+  if (state.compare === cmp) cmp.points = points;
+  return points;
 }

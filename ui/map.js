@@ -138,6 +138,7 @@ export class PointMap {
 
   /** rgba: Uint8Array, 4 bytes per point */
   setColors(rgba) {
+    this.colors = rgba; // kept for the tests (what each point is painted)
     const gl = this.gl;
     gl.bindBuffer(gl.ARRAY_BUFFER, this.colorBuf);
     gl.bufferData(gl.ARRAY_BUFFER, rgba, gl.DYNAMIC_DRAW);

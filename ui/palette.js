@@ -22,6 +22,24 @@ export const OUTCOME_NAMES = {
   no_prediction: "labeled, not judged",
 };
 export const OUTCOME_ALPHA = { unlabeled: 150, no_prediction: 150 };
+// the map colored by what a new model version changed (GET /compare/points)
+export const COMPARE_COLORS = {
+  fixed: "#12a150",
+  broken: "#e0251b",
+  still_wrong: "#f08c00",
+  still_right: "#98a2b3",
+  unlabeled: "#d0d5dd",
+  no_prediction: "#d0d5dd",
+};
+export const COMPARE_NAMES = {
+  fixed: "fixed (wrong → right)",
+  broken: "broken (right → wrong)",
+  still_wrong: "still wrong",
+  still_right: "still right",
+  unlabeled: "unlabeled",
+  no_prediction: "no prediction",
+};
+export const COMPARE_ALPHA = { fixed: 245, broken: 245, still_wrong: 225, still_right: 150, unlabeled: 70, no_prediction: 70 };
 export const NULL_COLOR = "#d0d5dd";
 export const SPLIT_COLORS = ["#4e79a7", "#f28e2b", "#76b7b2", "#edc948", "#b07aa1", "#9c755f"];
 // viridis, 9 stops

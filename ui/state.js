@@ -3,7 +3,7 @@
 // field only one panel uses (selPage, showAllClusters, colorBy, insightsLoaded) that panel sets itself.
 // Panels never import each other: they listen (`on`) and ask (`emit`). Events are listed in README.md:
 //   state changes  dataset · points · opened · selection · cluster · clusters · analysis · issues · mined
-//                  mined-drop
+//                  mined-drop · versions · compare
 //   requests       tab · highlight · focus · colors · hover · map-status · map-message · detail · filter
 //                  mine · export-source · reload · analyze
 
@@ -44,6 +44,10 @@ export const state = {
   analysis: null, // {freshness, ...} of the open dataset's analysis (null: none)
   insightsLoaded: null, // the dataset whose insights are shown
   readsNeedKey: false,
+  // model versions (GET /versions: {current, versions[]}, null until loaded) and the pair compared
+  // ({base, new, split}); points: the compare outcome code of each map point for that pair (data.js)
+  versions: null,
+  compare: { base: "", new: "", split: "", points: null },
   labelStudio: null, // whether the server has a Label Studio configured (GET /health; null: not known yet)
   ready: false,
 };
@@ -60,6 +64,8 @@ export function resetDataset(name) {
   state.analysis = null;
   state.activeCluster = null;
   state.idIndex = null;
+  state.versions = null;
+  state.compare = { base: "", new: "", split: "", points: null };
   emit("dataset", name);
 }
 
@@ -125,6 +131,20 @@ export function dropMined(kind, id) {
 export function setAnalysis(analysis) {
   state.analysis = analysis;
   emit("analysis", analysis);
+}
+
+/** The open dataset's model versions ({current, versions: [{name, rows...}]}). → versions */
+export function setVersions(versions) {
+  state.versions = versions;
+  emit("versions", versions);
+}
+
+/** The two versions compared and the split (""; every labeled row); the map's codes stay for the same pair. → compare */
+export function setComparePair(base, newer, split) {
+  const old = state.compare;
+  const points = old.base === base && old.new === newer ? old.points : null;
+  state.compare = { base, new: newer, split, points };
+  emit("compare", state.compare);
 }
 
 // ---------------------------------------------------------------------------------------------

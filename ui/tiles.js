@@ -7,14 +7,15 @@ import { h, num, showError } from "./dom.js";
 import { OUTCOME_NAMES } from "./palette.js";
 import { emit, idIndex, outcomeOf } from "./state.js";
 
-function tile(id, { caption, onDrop, index } = {}) {
+function tile(id, { caption, onDrop, index, kind, title: fixedTitle } = {}) {
   const i = index !== undefined ? index : idIndex().get(id);
   const outcome = i !== undefined ? outcomeOf(i) : null;
   let cls = "tile";
-  if (outcome === "correct") cls += " correct";
+  if (kind) cls += ` ${kind}`; // the caller's border (compare: fixed / broken)
+  else if (outcome === "correct") cls += " correct";
   else if (outcome === "unlabeled") cls += " unlabeled";
   else if (outcome && outcome !== "no_prediction") cls += " wrong";
-  const title = outcome ? `${id}: ${OUTCOME_NAMES[outcome] || outcome}` : id;
+  const title = fixedTitle || (outcome ? `${id}: ${OUTCOME_NAMES[outcome] || outcome}` : id);
   const img = h("img", { alt: title, loading: "lazy" });
   setImage(img, id);
   const node = h("div", { class: cls, title, "data-id": id, onclick: () => emit("detail", id) }, img);
@@ -41,10 +42,12 @@ function dropButton(id, onDrop) {
   });
 }
 
-/** Put tiles for `ids` into `container`, then fill captions (label → prediction) from the rows. */
+/** Put tiles for `ids` into `container`, then fill captions (label → prediction) from the rows
+ * (opts.ownCaptions: the captions given by opts.tileOptions are whole, no rows are fetched). */
 export async function fillGrid(container, ids, opts = {}) {
   const tiles = ids.map((id) => tile(id, opts.tileOptions ? opts.tileOptions(id) : {}));
   container.replaceChildren(...tiles);
+  if (opts.ownCaptions) return;
   const missing = ids.filter((id) => !rowCache.has(id));
   try {
     if (missing.length) for (const [id, row] of await fetchRows(missing, ROW_COLUMNS)) rowCache.set(id, row);

@@ -1,9 +1,12 @@
 // Coloring of the map and its legend: the topbar's #color-by and #legend. Loads the per-point column
 // a choice needs (data.js), computes one RGBA per point and sends it to the map (event "colors").
+// "outcome (compare)" (offered with >= 2 model versions) paints what the pair of the Compare tab
+// changed (GET /compare/points): it follows the pair ("compare") and the request "color-by".
 
 import { busy, $, h, num, showError } from "../dom.js";
-import { loadPointColumn, metadataFields, scoreFields } from "../data.js";
-import { CATEGORICAL, NULL_COLOR, OUTCOME_ALPHA, OUTCOME_COLORS, OUTCOME_NAMES, RAMP, hexRGB, rampRGB } from "../palette.js";
+import { loadComparePoints, loadPointColumn, metadataFields, scoreFields } from "../data.js";
+import { CATEGORICAL, COMPARE_ALPHA, COMPARE_COLORS, COMPARE_NAMES, NULL_COLOR } from "../palette.js";
+import { OUTCOME_ALPHA, OUTCOME_COLORS, OUTCOME_NAMES, RAMP, hexRGB, rampRGB } from "../palette.js";
 import { emit, on, state } from "../state.js";
 
 export function init() {
@@ -12,7 +15,26 @@ export function init() {
     recolor();
     if (colorField(state.colorBy)) setColorBy(state.colorBy).catch((err) => showError(err, "Coloring"));
   });
-  $("#color-by").addEventListener("change", (e) => setColorBy(e.target.value).catch((err) => showError(err, "Coloring")));
+  const choose = (value) => setColorBy(value).catch((err) => showError(err, "Coloring"));
+  $("#color-by").addEventListener("change", (e) => choose(e.target.value));
+  on("versions", () => state.pts && fillColorOptions());
+  on("compare", () => {
+    fillColorOptions();
+    if (state.colorBy === "compare") choose("compare");
+  });
+  on("color-by", (value) => {
+    fillColorOptions();
+    $("#color-by").value = value;
+    if ($("#color-by").value === value) choose(value);
+  });
+}
+
+/** the compare option when the dataset has two versions and a pair is chosen */
+function compareOption() {
+  const versions = (state.versions && state.versions.versions) || [];
+  const cmp = state.compare;
+  if (versions.length < 2 || !cmp.base || !cmp.new || cmp.base === cmp.new) return null;
+  return ["compare", `outcome (compare ${cmp.base} → ${cmp.new})`];
 }
 
 function fillColorOptions() {
@@ -25,6 +47,8 @@ function fillColorOptions() {
   ];
   for (const s of scoreFields()) opts.push([`score:${s}`, `score: ${s.replace("_", " ")}`]);
   for (const f of metadataFields()) opts.push([`meta:${f}`, `metadata: ${f}`]);
+  const cmp = compareOption();
+  if (cmp) opts.splice(1, 0, cmp);
   sel.replaceChildren(...opts.map(([v, t]) => h("option", { value: v, text: t })));
   if (!opts.some(([v]) => v === state.colorBy)) state.colorBy = "outcome";
   sel.value = state.colorBy;
@@ -32,6 +56,16 @@ function fillColorOptions() {
 
 async function setColorBy(value) {
   state.colorBy = value;
+  if (value === "compare") {
+    emit("map-status", "loading the comparison's outcome of each point…");
+    try {
+      await busy(loadComparePoints());
+    } finally {
+      emit("map-status", "");
+    }
+    if (state.colorBy === value) recolor();
+    return;
+  }
   const field = colorField(value);
   if (field && !state.pts.columns[field]) {
     emit("map-status", `loading ${field} for ${state.pts.n.toLocaleString()} points…`);
@@ -65,14 +99,16 @@ function recolor() {
   const by = state.colorBy;
   const field = colorField(by);
   const col = field ? pts.columns[field] : null;
+  const cmp = by === "compare" ? state.compare.points : null;
   let legend;
-  if (by === "outcome" || (field && !col)) legend = colorOutcomes(pts, put);
+  if (cmp) legend = colorCompare(pts, cmp, put);
+  else if (by === "outcome" || by === "compare" || (field && !col)) legend = colorOutcomes(pts, put);
   else if (by === "cluster") legend = colorClusters(pts, put);
   else if (col.kind === "number") legend = colorNumbers(pts.n, col, field, put);
   else legend = colorCategories(pts.n, col, field, put);
   emit("colors", rgba);
   renderLegend(legend);
-  $("#legend").dataset.colorBy = col || !field ? by : "outcome";
+  $("#legend").dataset.colorBy = cmp || (by !== "compare" && (col || !field)) ? by : "outcome";
 }
 
 // each colorX(…, put) calls put(i, rgb, alpha) for every point and returns the legend's items
@@ -92,6 +128,28 @@ function colorOutcomes(pts, put) {
     (nm, c) => counts[c] && legend.push({ color: OUTCOME_COLORS[nm] || NULL_COLOR, name: OUTCOME_NAMES[nm] || nm, count: counts[c] })
   );
   return legend;
+}
+
+const COMPARE_ORDER = ["fixed", "broken", "still_wrong", "still_right", "unlabeled", "no_prediction"];
+
+/** compare outcomes (codes of GET /compare/points); the legend in COMPARE_ORDER, each with data-outcome */
+function colorCompare(pts, cmp, put) {
+  const names = cmp.outcomes;
+  const rgbs = names.map((nm) => hexRGB(COMPARE_COLORS[nm] || NULL_COLOR));
+  const alphas = names.map((nm) => COMPARE_ALPHA[nm] || 200);
+  const counts = new Array(names.length).fill(0);
+  for (let i = 0; i < pts.n; i++) {
+    const c = cmp.codes[i];
+    counts[c]++;
+    put(i, rgbs[c], alphas[c]);
+  }
+  const at = (nm) => names.indexOf(nm);
+  return COMPARE_ORDER.filter((nm) => at(nm) >= 0 && counts[at(nm)]).map((nm) => ({
+    color: COMPARE_COLORS[nm],
+    name: COMPARE_NAMES[nm],
+    count: counts[at(nm)],
+    outcome: nm,
+  }));
 }
 
 function colorClusters(pts, put) {
@@ -182,7 +240,7 @@ function legendItem(it) {
   }
   return h(
     "span",
-    { class: "item" },
+    { class: "item", "data-outcome": it.outcome },
     h("span", { class: "sw", style: `background:${it.color}` }),
     h("span", { text: it.name }),
     it.count !== null && it.count !== undefined ? h("span", { class: "muted", text: it.count.toLocaleString() }) : null
