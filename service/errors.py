@@ -25,7 +25,7 @@ its parent's status unless it has a row of its own). The statuses, by the same t
     │   └── ExportError
     │       ├── LabelImportError
     │       │   └── UnknownLabels
-    │       └── LabelStudioError      service/export/labelstudio_live.py (a job's error: the push / pull routes are jobs)
+    │       └── LabelStudioError      service/export/labelstudio_live.py (raised in the push / pull jobs)
     ├── NotSupported [422]            a valid request this dataset cannot serve (text query, non-CLIP)
     │   └── EmbeddingUnavailable
     ├── NotFound [404]
