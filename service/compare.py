@@ -260,14 +260,18 @@ def _value_groups(
 def _metadata_groups(
     store: Store, dataset: str, rows: pa.Table, codes: np.ndarray, judged: np.ndarray, opts: CompareOptions
 ) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
-    """Per categorical metadata field (string, int, bool) with at most :data:`MAX_GROUP_VALUES` values."""
+    """Per categorical metadata field (string, int, bool) with at most :data:`MAX_GROUP_VALUES` values.
+    The image properties computed at ingest (``img_width``, ``img_near_dups``...) are measurements, not
+    categories: they are skipped even when they take few values (metadata slices bin them instead)."""
+    from edgeminer.indexer.properties import PROPERTY_FIELDS
+
     info = store.get_dataset(dataset)
     out: dict[str, list[dict[str, Any]]] = {}
     skipped = []
     for fname, ftype in sorted(info.metadata_fields.items()):
         column = rows[META_PREFIX + fname]
         distinct = len(pc.unique(column.filter(pa.array(judged))))
-        if ftype in ("float", "timestamp") or distinct > MAX_GROUP_VALUES:
+        if ftype in ("float", "timestamp") or distinct > MAX_GROUP_VALUES or fname in PROPERTY_FIELDS:
             skipped.append(fname)
             continue
         out[fname] = _value_groups(fname, column, codes, judged, opts)

@@ -62,6 +62,8 @@ def test_the_small_case_by_hand(two: Store) -> None:
     assert report["rows"]["unlabeled"] == 2 and report["rows"]["no_prediction"] == 0
     by_slice = {g["value"]: g for g in report["slices"]}
     assert by_slice == {g["value"]: g for g in report["metadata"]["slice"]}
+    # image properties (all 8x8 here: one img_width value) are measurements, never groups of the table
+    assert set(report["metadata"]) == {"slice"} and {"img_width", "img_near_dups"} <= set(report["skipped_fields"])
     x, y = by_slice["x"], by_slice["y"]  # x: r0-r3, one broken; y: r4-r7, two fixed, one broken
     assert (x["n"], x["fixed"], x["broken"], x["accuracy_base"]["value"], x["accuracy_new"]["value"]) == (
         4, 0, 1, 1.0, 0.75,
