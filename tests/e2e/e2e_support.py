@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -96,3 +97,21 @@ def stop_server(server: Server) -> None:
         except subprocess.TimeoutExpired:
             server.proc.kill()
             server.proc.wait(timeout=10)
+
+
+def give_images(store: Any, name: str, media: Path) -> None:
+    """Real PNG files for a synthetic dataset's rows (one colour per cluster: ids are c<cluster>-<n>), the
+    rows' uris pointed there."""
+    import pyarrow as pa
+    from PIL import Image
+
+    folder = media / name
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = store.query(name, columns=["id"])["id"].to_pylist()
+    uris = []
+    for sid in ids:
+        shade = 60 + 70 * int(sid[1])
+        path = folder / f"{sid}.png"
+        Image.new("RGB", (32, 32), (shade, 200 - shade // 2, 120)).save(path)
+        uris.append(str(path))
+    store.update_columns(name, pa.table({"id": ids, "uri": uris}))

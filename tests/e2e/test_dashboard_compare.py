@@ -17,11 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pyarrow as pa
 import pytest
-from e2e_support import Server, start_server, stop_server
+from e2e_support import Server, give_images, start_server, stop_server
 from factories import make_synthetic
-from PIL import Image
 from versiondata import write_dataset
 
 from edgeminer.indexer.analysis.run import analyze
@@ -56,19 +54,6 @@ def server(browser_ok: None, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     finally:
         stop_server(srv)
 
-
-def give_images(store: Store, name: str, media: Path) -> None:
-    """A real PNG per row (one shade per cluster), the rows' uris pointed there."""
-    folder = media / name
-    folder.mkdir(parents=True, exist_ok=True)
-    ids = store.query(name, columns=["id"])["id"].to_pylist()
-    uris = []
-    for sid in ids:
-        shade = 40 + 60 * int(sid[1])  # ids are c<cluster>-<n>
-        path = folder / f"{sid}.png"
-        Image.new("RGB", (32, 32), (shade, 220 - shade // 2, 110)).save(path)
-        uris.append(str(path))
-    store.update_columns(name, pa.table({"id": ids, "uri": uris}))
 
 
 def write_v2(store: Store, base: Path) -> Path:

@@ -15,11 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pyarrow as pa
 import pytest
-from e2e_support import Server, start_server, stop_server
+from e2e_support import Server, give_images, start_server, stop_server
 from factories import make_synthetic
-from PIL import Image
 
 from edgeminer.indexer.analysis.run import analyze, load_analysis
 from edgeminer.indexer.store import Store
@@ -51,19 +49,6 @@ def server(browser_ok: None, demo_env: Any, tmp_path_factory: pytest.TempPathFac
     finally:
         stop_server(srv)
 
-
-def give_images(store: Store, name: str, media: Path) -> None:
-    """Real PNG files for a synthetic dataset's rows (one colour per cluster), their uris pointed there."""
-    folder = media / name
-    folder.mkdir(parents=True, exist_ok=True)
-    ids = store.query(name, columns=["id"])["id"].to_pylist()
-    uris = []
-    for sid in ids:
-        shade = 60 + 70 * int(sid[1])  # ids are c<cluster>-<n>
-        path = folder / f"{sid}.png"
-        Image.new("RGB", (32, 32), (shade, 200 - shade // 2, 120)).save(path)
-        uris.append(str(path))
-    store.update_columns(name, pa.table({"id": ids, "uri": uris}))
 
 
 def open_dataset(page: Any, url: str, name: str = "demo") -> None:
