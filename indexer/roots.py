@@ -17,6 +17,13 @@ import os
 from collections.abc import Iterable, Sequence
 
 
+def is_remote_uri(uri: str | os.PathLike[str]) -> bool:
+    """Whether ``uri`` names object storage (``s3://``, ``gs://``, ...) rather than a local folder
+    (``file://`` is local)."""
+    text = str(os.fspath(uri))
+    return "://" in text and not text.startswith("file://")
+
+
 def absolute_path(path: str | os.PathLike[str]) -> str:
     """``path`` made absolute, ``~`` expanded, normalised lexically (symlinks not followed)."""
     return os.path.abspath(os.path.expanduser(os.fspath(path)))

@@ -51,6 +51,7 @@ from edgeminer.indexer.errors import (  # noqa: E402
     Unavailable,
     ValidationFailed,
 )
+from edgeminer.indexer.roots import is_remote_uri  # noqa: E402
 from edgeminer.indexer.where import HAS_EMBEDDING, ids_in, ok_and, sql_quote  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------
@@ -1760,11 +1761,6 @@ AWS_ENV_OPTIONS = (
 )
 #: a JSON object of extra storage options (any key Lance accepts), over the AWS variables
 STORAGE_OPTIONS_ENV = "EDGEMINER_STORAGE_OPTIONS"
-
-
-def is_remote_uri(uri: str) -> bool:
-    """Whether ``uri`` names object storage (``s3://``, ``gs://``, ...) rather than a local folder."""
-    return "://" in uri and not uri.startswith("file://")
 
 
 def storage_options_for(

@@ -14,6 +14,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from edgeminer.indexer.roots import is_remote_uri
+
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 
 
@@ -90,7 +92,7 @@ class Settings(BaseSettings):
     @property
     def is_remote(self) -> bool:
         """Whether the data is on object storage (s3://, gs://, az://...), not in a local folder."""
-        return is_object_store(self.data_dir)
+        return is_remote_uri(self.data_dir)
 
     @property
     def thumbnail_cache(self) -> Path:
@@ -104,11 +106,6 @@ class Settings(BaseSettings):
 
 #: the environment variable naming the local cache folder of a remote store (the ``cache_dir`` setting)
 CACHE_DIR_ENV = "EDGEMINER_CACHE_DIR"
-
-
-def is_object_store(data_dir: str) -> bool:
-    """Whether ``data_dir`` names object storage rather than a local folder (``file://`` is local)."""
-    return "://" in str(data_dir) and not str(data_dir).startswith("file://")
 
 
 def local_cache_root(data_dir: str, cache_dir: str | None = None) -> Path:

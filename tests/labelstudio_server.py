@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = "1.23.2"
@@ -81,16 +81,11 @@ def executable() -> Path:
     return exe
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def start(base: Path) -> LabelStudio:
     """Start Label Studio with its data under ``base`` and wait for ``/health``."""
     exe = executable()
-    port = _free_port()
+    port = free_port()
     data_dir, doc_root, log = base / "ls-data", base / "ls-files", base / "label-studio.log"
     data_dir.mkdir(parents=True, exist_ok=True)
     doc_root.mkdir(parents=True, exist_ok=True)

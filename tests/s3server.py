@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from servers import free_port
 
 #: the credentials moto accepts (any, when IAM is not enforced) and the region the buckets live in
 ACCESS_KEY = "edgeminer-test"
@@ -31,11 +31,6 @@ REGION = "us-east-1"
 BUCKET = "edgeminer-test"
 CLASSES = ["cat", "dog", "bird"]
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -11,6 +11,13 @@ from pathlib import Path
 from typing import Any
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on now (for a server a test starts as a subprocess)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 class LiveServer:
     """uvicorn serving ``app`` from a daemon thread on an already-bound 127.0.0.1 socket."""
 

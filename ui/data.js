@@ -185,17 +185,8 @@ function categoryColumn(field, values) {
 /** The metadata value most over-represented in a cluster, held by at least half of it (the CLI's
  * "common trait": share over the dataset's share above 1.5); null when none. */
 export function commonTrait(c) {
-  let best = null;
-  let bestLift = 1.5;
-  for (const [field, m] of Object.entries(c.metadata || {})) {
-    if (!m || !("value" in m) || m.share < 0.5) continue;
-    const lift = m.share / Math.max(m.dataset_share, 1e-9);
-    if (lift > bestLift) {
-      best = { field, value: m.value, share: m.share, datasetShare: m.dataset_share };
-      bestLift = lift;
-    }
-  }
-  return best;
+  const t = c.common_trait;
+  return t ? { field: t.field, value: t.value, share: t.share, datasetShare: t.dataset_share } : null;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -834,16 +834,25 @@ def format_clusters(doc: Mapping[str, Any], *, top: int = 15, include_all: bool 
     return "\n".join(lines)
 
 
-def _trait(cluster: Mapping[str, Any]) -> str:
-    """The metadata value most over-represented in the cluster (held by at least half of it)."""
-    best, best_lift = "-", 1.5
+def common_trait(cluster: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The metadata value most over-represented in the cluster, held by at least half of it and at more
+    than 1.5x its dataset share: ``{field, value, share, dataset_share}``, or None. The CLI prints it and
+    the API serves it (``common_trait`` of each cluster), so the dashboard shows the same one."""
+    best: dict[str, Any] | None = None
+    best_lift = 1.5
     for name, m in (cluster.get("metadata") or {}).items():
         if not m or "value" not in m or m["share"] < 0.5:
             continue
         lift = m["share"] / max(m["dataset_share"], 1e-9)
         if lift > best_lift:
-            best, best_lift = f"{name}={m['value']} {m['share']:.0%} (dataset {m['dataset_share']:.0%})", lift
+            best = {"field": name, "value": m["value"], "share": m["share"], "dataset_share": m["dataset_share"]}
+            best_lift = lift
     return best
+
+
+def _trait(cluster: Mapping[str, Any]) -> str:
+    t = common_trait(cluster)
+    return "-" if t is None else f"{t['field']}={t['value']} {t['share']:.0%} (dataset {t['dataset_share']:.0%})"
 
 
 def _num(v: float | None) -> str:

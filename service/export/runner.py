@@ -39,6 +39,7 @@ from types import ModuleType
 from typing import Any, cast
 
 from edgeminer.indexer.documents import ExportDoc, RunDoc
+from edgeminer.indexer.roots import is_remote_uri
 from edgeminer.indexer.store import DatasetInfo, DocNotFound, Store, ids_in
 from edgeminer.service.export import coco, cvat, labelbox, labelstudio, sagemaker, yolo
 from edgeminer.service.export import csv as csv_target
@@ -63,7 +64,7 @@ from edgeminer.service.export.common import (
     write_text,
 )
 from edgeminer.service.media import allowed_roots, safe_local_path
-from edgeminer.service.settings import is_object_store, local_cache_root
+from edgeminer.service.settings import local_cache_root
 
 EXPORT_KIND = "export"  # doc kind
 JOB_KIND = "export"  # run kind
@@ -104,7 +105,7 @@ def exports_dir(data_dir: str) -> Path:
     cache of that store, ``<cache>/exports`` (``EDGEMINER_CACHE_DIR`` or ``~/.cache/edgeminer/<hash>``, see
     ``settings.local_cache_root``). The export document (in the bucket) is what another machine sees; its
     files are rebuilt there by re-running the export."""
-    if is_object_store(str(data_dir)):
+    if is_remote_uri(str(data_dir)):
         return local_cache_root(str(data_dir)) / "exports"
     return Path(data_dir) / "_exports"
 

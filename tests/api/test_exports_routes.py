@@ -8,7 +8,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Any
 
 import httpx
 from exportdata import build_classification, build_detection
+from servers import free_port
 
 from edgeminer.indexer.store import Store
 from edgeminer.service.export.common import ExportRequest
@@ -140,11 +140,6 @@ def test_labels_upload_and_api_key(api_settings: Settings, live_server: Callable
 # -- killing a real server mid-export ------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def _serve(data_dir: str, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "EDGEMINER_UI_DIR": str(log.parent / "no-ui")}
@@ -177,7 +172,7 @@ def test_killed_server_resumes_the_export(tmp_path: Path) -> None:
     n = 600  # 300 chunks: far more than the poll below can miss on a fast, quiet machine
     cls = build_classification(store, tmp_path / "media", n=n)
     log = tmp_path / "server.log"
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     body = {"target": "coco", "ids": cls.ids, "media": "copy", "chunk_size": 2}
     proc = _serve(data_dir, port, log)

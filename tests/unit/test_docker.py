@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
@@ -183,11 +183,6 @@ def test_compose_environment_caches_weights_and_requires_a_key() -> None:
 # -- the non-editable install ------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def _context_copy(dest: Path) -> None:
     """The files the Dockerfile copies, as it copies them (links kept), without caches."""
@@ -229,7 +224,7 @@ def test_a_non_editable_install_serves_the_dashboard(tmp_path: Path) -> None:
     assert str(installed).startswith(str(tmp_path / "venv")) and not (installed / "ui").is_symlink()
     assert Path(where[1]) == installed / "ui" and (installed / "ui" / "index.html").is_file()
 
-    port = _free_port()
+    port = free_port()
     exe = python.with_name("edgeminer")
     server = subprocess.Popen(
         [str(exe), "--data-dir", str(tmp_path / "data"), "serve", "--port", str(port)],

@@ -29,8 +29,16 @@ from fastapi import APIRouter, Path, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgeminer.indexer.analysis import stats
+from edgeminer.indexer.analysis.freshness import analysis_freshness
 from edgeminer.indexer.analysis.points import POINT_COLUMNS, encode_points
-from edgeminer.indexer.analysis.run import AnalyzeParams, analyze, get_cluster, load_analysis, report_result
+from edgeminer.indexer.analysis.run import (
+    AnalyzeParams,
+    analyze,
+    common_trait,
+    get_cluster,
+    load_analysis,
+    report_result,
+)
 from edgeminer.indexer.store import Dataset, Store, sql_quote
 from edgeminer.indexer.where import HAS_EMBEDDING, is_null, not_null, ok_and
 from edgeminer.service.api.deps import JobsDep, StoreDep
@@ -180,70 +188,8 @@ def list_clusters(
         "version_written",
     )
     fresh = analysis_freshness(store.dataset(dataset), doc)
+    clusters = [{**c, "common_trait": common_trait(c)} for c in clusters]
     return {**{k: doc.get(k) for k in keys}, "freshness": fresh, "clusters": clusters}
-
-
-#: the columns whose change makes an analysis' error rates and confusions out of date
-JUDGED_COLUMNS = ("id", "labeled", "label", "pred_label", "correct")
-
-#: (store uri, dataset, run id, analyzed version, current version) -> freshness; versions never change
-_FRESHNESS_CACHE: dict[tuple[str, str, Any, int, int], dict[str, Any]] = {}
-
-
-def analysis_freshness(ds: Dataset, doc: dict[str, Any]) -> dict[str, Any]:
-    """How the analysis compares with the data now, so a client can say its figures are out of date.
-
-    ``analyzed_version`` (the table version the analysis left behind) and ``current_version``;
-    ``new_rows``: embedded rows not on the map (ingested since); ``changed_rows``: rows on the map
-    whose label, labeled flag, prediction or correctness differ from the analyzed version (a labels
-    import, a new prediction); ``removed_rows``: rows on the analyzed map no longer there; ``stale``:
-    any of the three; ``checked``: False when the analyzed version could not be read back (only the
-    new rows were counted). A newer version that changed none of these (an export tagging rows) is
-    not stale."""
-    current, analyzed = ds.version, doc.get("version_written")
-    out: dict[str, Any] = {
-        "analyzed_version": analyzed,
-        "current_version": current,
-        "analyzed_at": doc.get("analyzed_at"),
-        "new_rows": 0,
-        "changed_rows": 0,
-        "removed_rows": 0,
-        "checked": True,
-        "stale": False,
-    }
-    if not isinstance(analyzed, int) or analyzed == current:
-        out["checked"] = isinstance(analyzed, int)
-        return out
-    key = (str(ds.store.uri), ds.name, doc.get("run_id"), analyzed, current)
-    if key not in _FRESHNESS_CACHE:
-        if len(_FRESHNESS_CACHE) >= 64:
-            _FRESHNESS_CACHE.clear()
-        _FRESHNESS_CACHE[key] = _compare_versions(ds, analyzed)
-    out.update(_FRESHNESS_CACHE[key])
-    out["stale"] = bool(out["new_rows"] or out["changed_rows"] or out["removed_rows"])
-    return out
-
-
-def _compare_versions(ds: Dataset, analyzed: int) -> dict[str, Any]:
-    """new / changed / removed rows between the analyzed version and the latest (see above)."""
-    on_map = ok_and(not_null("x", "y"))
-    counts: dict[str, Any] = {"new_rows": ds.count(ok_and(HAS_EMBEDDING, is_null("x")))}
-    try:
-        before = ds.query(where=on_map, columns=list(JUDGED_COLUMNS), version=analyzed)
-    except (ValueError, TypeError, OverflowError, OSError, RuntimeError):
-        return {**counts, "checked": False}  # that version was cleaned up
-    now = ds.query(where=on_map, columns=list(JUDGED_COLUMNS))
-    now = now.append_column("present_now", pa.array([True] * now.num_rows, pa.bool_()))
-    joined = before.join(now, keys="id", join_type="left outer", right_suffix="_now")
-    present = pc.fill_null(joined["present_now"], False)
-    changed = pa.array([False] * joined.num_rows, pa.bool_())
-    for col in JUDGED_COLUMNS[1:]:
-        a, b = joined[col], joined[f"{col}_now"]
-        same = pc.or_(pc.and_(pc.is_null(a), pc.is_null(b)), pc.fill_null(pc.equal(a, b), False))
-        changed = pc.or_(changed, pc.invert(same))
-    counts["changed_rows"] = int(pc.sum(pc.and_(changed, present)).as_py() or 0)
-    counts["removed_rows"] = joined.num_rows - int(pc.sum(present).as_py() or 0)
-    return counts
 
 
 @router.get("/datasets/{dataset}/clusters/{cluster_id}", responses=problems(401, 404))
@@ -257,7 +203,7 @@ def get_one_cluster(dataset: str, store: StoreDep, cluster_id: Annotated[int, Pa
             f"cluster {cluster_id} does not exist in the current analysis of {dataset!r} "
             f"(clusters: {', '.join(map(str, known)) or 'none'})"
         )
-    return {**found, "run_id": doc.get("run_id")}
+    return {**found, "common_trait": common_trait(found), "run_id": doc.get("run_id")}
 
 
 # ----------------------------------------------------------------------------------------------
