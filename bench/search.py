@@ -72,7 +72,8 @@ from edgeminer.service.mining import ResolvedSeeds, mine, normalize  # noqa: E40
 
 SELECTIVITY = (1, 10, 50)  # percent of rows the filter keeps
 K = 10
-STEP = 50_000  # rows generated / written at a time
+STEP = 50_000  # rows generated at a time
+WRITE_ROWS = 500_000  # rows written at a time (one fragment each; see _write_batches)
 Chunks = Callable[[], Iterator[tuple[int, np.ndarray]]]
 
 
@@ -157,7 +158,7 @@ def build(
         store.drop_dataset(name)
     store.create_dataset(name, dim=dim, embedder={"kind": "precomputed", "dim": dim}, metadata_fields={"bucket": "int"})
     t0 = time.perf_counter()
-    for start, part in chunks():
+    for start, part in _write_batches(chunks):
         m = len(part)
         ids = [row_id(i) for i in range(start, start + m)]
         table = pa.table(
@@ -172,11 +173,28 @@ def build(
             }
         )
         store.upsert_samples(name, table)
-        if (start // STEP) % 10 == 9 or start + m == n:
+        if (start // WRITE_ROWS) % 2 == 1 or start + m == n:
             print(f"  {name}: {start + m:,}/{n:,} rows ({time.perf_counter() - t0:.0f} s)", flush=True)
     write_s = round(time.perf_counter() - t0, 1)
     sidecar.write_text(json.dumps({"write_s": write_s}))  # an interrupted index build resumes from here
     return _index(store, name, index, sidecar, write_s=write_s)
+
+
+def _write_batches(chunks: Chunks) -> Iterator[tuple[int, np.ndarray]]:
+    """The generator's STEP-row chunks joined into WRITE_ROWS-row writes: each write is one Lance
+    fragment, and fragments under 100k rows are "small" ones that compaction would rewrite (at 10M rows
+    written 50k at a time, compaction rewrote the whole 20 GB table and filled the disk)."""
+    parts: list[np.ndarray] = []
+    first = 0
+    for start, part in chunks():
+        if not parts:
+            first = start
+        parts.append(part)
+        if sum(len(p) for p in parts) >= WRITE_ROWS:
+            yield first, np.concatenate(parts)
+            parts = []
+    if parts:
+        yield first, np.concatenate(parts)
 
 
 def _index(
