@@ -49,6 +49,7 @@ from edgeminer.indexer.errors import (  # noqa: E402
     NotSupported,
     SchemaMismatch,
     Unavailable,
+    UnknownField,
     ValidationFailed,
 )
 from edgeminer.indexer.roots import is_remote_uri  # noqa: E402
@@ -333,12 +334,34 @@ SEARCH_REFINE_FACTOR = 20
 VECTOR_INDEX_TYPE = "IVF_SQ"
 #: re-rank depth (x k) by the index type found on the table (a table indexed before keeps its IVF_PQ).
 REFINE_FACTORS = {"IVF_PQ": SEARCH_REFINE_FACTOR, "IVF_HNSW_PQ": SEARCH_REFINE_FACTOR, "IVF_SQ": 2, "IVF_HNSW_SQ": 2}
-#: unindexed rows (appended since the index was built) that trigger an optimize().
+#: unindexed rows (appended since the index was built) that get folded into it (refresh_indexes).
 REINDEX_UNINDEXED_ROWS = 20_000
 #: small fragments (below LanceDB's target size) that make a samples table worth compacting. Every read
 #: opens every fragment: the demo's table in 17 fragments of ~128 rows (one per ingest batch) answered a
 #: column read in 7.9 ms of CPU and a 50-row page in 13.8 ms; compacted to 2 fragments, 2.9 and 4.1 ms.
 COMPACT_MIN_FRAGMENTS = 8
+#: a fragment under this many rows is "small" (LanceDB's own cut in ``stats()``), and compaction merges small
+#: neighbours into fragments of about this size. Never Lance's default target (1M rows): with it a table
+#: bulk-written in 100k-row fragments counts as all small, and one compaction rewrites every byte of it
+#: (20 GB at 10M x 512 filled the disk, bench/search.py).
+COMPACT_TARGET_ROWS = 100_000
+#: how long old versions stay readable (`labels import` prints the version that holds the previous labels);
+#: a compaction prunes older ones and the files only they use (LanceDB's default too).
+VERSION_RETENTION = dt.timedelta(days=7)
+#: a scalar index is refreshed (the rows it misses folded in) once it misses this many rows or this share of
+#: the table, whichever is more. Filters stay exact on the rows it misses (Lance scans them), only slower.
+SCALAR_REFRESH_MIN_ROWS = 1_000
+SCALAR_REFRESH_SHARE = 0.01
+#: the vector index is retrained (k-means anew, index_partitions(n) partitions) once the table holds more than
+#: this times the vectors it was trained on: optimize only files new rows into the old partitions, which
+#: fill up, so a probe reads ever more rows.
+RETRAIN_GROWTH = 2.0
+#: the Lance table config key recording how many vectors the vector index was trained on
+TRAINED_ROWS_KEY = "edgeminer.vector_index.trained_rows"
+#: how ensure_indexes builds scalar indexes and compacts: in this process, or as Ray tasks (lance-ray)
+INDEX_ENGINES = ("local", "ray")
+#: Ray workers (index segments, compaction tasks) when the caller does not say
+RAY_INDEX_WORKERS = 4
 #: columns that get a scalar index (filters on them are common and slow without one).
 SCALAR_INDEXES = {
     "id": "BTREE",
@@ -698,6 +721,33 @@ class Store:
             table = self.query(dataset, where=clause, columns=["id", "embedding"])
         return table.column("id").to_pylist(), embeddings_to_numpy(table.column("embedding"), info.dim)
 
+    # -- samples: chunked reads (added for issue 11's scaled analysis; additive) ----------------
+
+    def scan_chunks(
+        self,
+        dataset: str,
+        *,
+        columns: Sequence[str],
+        where: str | None = None,
+        chunk_rows: int = 65_536,
+        version: int | None = None,
+    ) -> Any:
+        """Read the rows matching ``where`` in order, as Arrow tables of exactly ``chunk_rows`` rows (the
+        last one may be shorter): memory stays at about one chunk, whatever the table's size.
+
+        ``version`` pins the table version (every scan of one version returns the same rows in the same
+        order, so two passes over a table line up row by row). Returns an iterator of ``pa.Table``.
+        Raises DatasetNotFound for an unknown dataset, ValueError for ``chunk_rows`` < 1."""
+        if int(chunk_rows) < 1:
+            raise ValueError(f"chunk_rows must be at least 1, not {chunk_rows}")
+        lds = self._read_ds(dataset)
+        if version is not None and int(version) != int(lds.version):
+            lds = lds.checkout_version(int(version))
+        return _exact_chunks(
+            lds.to_batches(columns=list(columns), filter=where or None, batch_size=int(chunk_rows), scan_in_order=True),
+            int(chunk_rows),
+        )
+
     # -- samples: writes ----------------------------------------------------------------------
 
     def existing(self, dataset: str, ids: Sequence[str]) -> dict[str, tuple[str | None, str | None]]:
@@ -841,18 +891,73 @@ class Store:
             return int(tbl.version)
 
     def compact(self, dataset: str, *, min_fragments: int = COMPACT_MIN_FRAGMENTS) -> bool:
-        """Merge the samples table's small fragments (and fold new rows into its indexes) once it has
-        ``min_fragments`` of them; cheap to call when nothing is due (one metadata read). Writers call it
-        when a write session ends: ingest, analysis, a label import, an export's tags, every so many
-        stream samples. The rows and their values are unchanged; the table gets a new version, and
-        versions older than 7 days are pruned. Returns whether it compacted."""
+        """End of a write session: merge the samples table's small fragments once it has ``min_fragments``
+        of them, and fold the rows its indexes miss into them where enough are missing (see
+        :meth:`refresh_indexes`). Writers call it when a session ends: ingest, analysis, a label import, an
+        export's tags, every so many stream samples. Cheap when nothing is due (fragment and index metadata
+        of the open reader). Only fragments under COMPACT_TARGET_ROWS rows are rewritten, so a big table is
+        never rewritten whole. The rows and their values are unchanged; after a compaction, versions older
+        than VERSION_RETENTION are pruned. Returns whether it compacted."""
         with self.lock(dataset):
-            tbl = self._samples(dataset)
-            small = int(tbl.stats()["fragment_stats"]["num_small_fragments"])
-            if small < max(2, min_fragments):
-                return False
-            tbl.optimize()
-            return True
+            compacted = self._compact_fragments(dataset, min_fragments)
+            self.refresh_indexes(dataset)
+            if compacted:
+                self._prune_versions(dataset)
+            return compacted
+
+    def _compact_fragments(self, dataset: str, min_fragments: int, engine: str = "local", workers: int = 0) -> bool:
+        """Merge neighbouring fragments under COMPACT_TARGET_ROWS rows into fragments of about that size
+        (and rewrite fragments with many deleted rows), once ``min_fragments`` are small; with ``engine``
+        "ray", the rewrite tasks run as Ray tasks (``lance_ray.compact_files``). Returns whether it did."""
+        lds = self._read_ds(dataset)
+        small = sum(1 for f in lds.get_fragments() if int(f.metadata.physical_rows) < COMPACT_TARGET_ROWS)
+        if small < max(2, min_fragments):
+            return False
+        if engine == "ray":
+            lance_ray = _import_lance_ray()
+            metrics = lance_ray.compact_files(
+                lds.uri,
+                compaction_options={"target_rows_per_fragment": COMPACT_TARGET_ROWS},
+                num_workers=workers or RAY_INDEX_WORKERS,
+                storage_options=self.storage_options or None,
+            )
+        else:
+            metrics = lds.optimize.compact_files(target_rows_per_fragment=COMPACT_TARGET_ROWS)
+        return metrics is not None and int(metrics.fragments_removed) > 0  # no plan: small ones not adjacent
+
+    def _prune_versions(self, dataset: str) -> None:
+        """Delete the versions older than VERSION_RETENTION (and the files only they use); the latest
+        version is always kept."""
+        self._read_ds(dataset).cleanup_old_versions(older_than=VERSION_RETENTION, error_if_tagged_old_versions=False)
+
+    def unindexed_rows(self, dataset: str) -> dict[str, int]:
+        """Index name -> rows of the samples table it does not cover (appended or rewritten since it was
+        built or refreshed). Searches and filters still see those rows: Lance scans them exactly."""
+        lds = self._read_ds(dataset)
+        n = int(lds.count_rows())
+        return {str(ix.name): _rows_outside(ix, n) for ix in lds.describe_indices()}
+
+    def refresh_indexes(self, dataset: str, *, force: bool = False) -> dict[str, int]:
+        """Fold the rows the indexes miss into them (Lance's ``optimize_indices``: the vector index files
+        new rows into its trained partitions, a scalar index merges them in) for each index that misses
+        enough: the vector index REINDEX_UNINDEXED_ROWS rows, a scalar index SCALAR_REFRESH_MIN_ROWS or
+        SCALAR_REFRESH_SHARE of the table (an analysis rewrites ``cluster`` on every row: its index then
+        covers none); with ``force``, any. Returns index name -> rows folded in."""
+        with self.lock(dataset):
+            lds = self._read_ds(dataset)
+            n = int(lds.count_rows())
+            due: dict[str, int] = {}
+            for ix in lds.describe_indices():
+                missing = _rows_outside(ix, n)
+                vector = "embedding" in list(ix.field_names)
+                limit = REINDEX_UNINDEXED_ROWS if vector else max(SCALAR_REFRESH_MIN_ROWS, SCALAR_REFRESH_SHARE * n)
+                if missing and (force or missing >= limit):
+                    due[str(ix.name)] = missing
+            if due:
+                # merge into the existing index (1): with Lance's default (None), and with LanceDB's optimize(),
+                # the IVF index came back retrained with other partitions (234 partitions at 60k rows became 2)
+                lds.optimize.optimize_indices(index_names=sorted(due), num_indices_to_merge=1)
+            return due
 
     # -- search ---------------------------------------------------------------------------------
 
@@ -1106,57 +1211,138 @@ class Store:
         return None
 
     def ensure_indexes(
-        self, dataset: str, *, force: bool = False, vector_index: Mapping[str, Any] | None = None
+        self,
+        dataset: str,
+        *,
+        force: bool = False,
+        vector_index: Mapping[str, Any] | None = None,
+        engine: str = "local",
+        workers: int = 0,
     ) -> dict[str, Any]:
-        """Build the vector index once the table is large enough, fold new rows into it when many
-        arrived since, and keep scalar indexes on the common filter columns. Cheap when nothing is due.
+        """Build the vector index once the table is large enough, retrain it when the table has grown past
+        RETRAIN_GROWTH x the vectors it was trained on, keep scalar indexes on the common filter columns,
+        fold the rows the indexes miss into them (:meth:`refresh_indexes`) and compact small fragments.
+        Cheap when nothing is due. ``force``: build the vector index from 256 rows, the scalar indexes from
+        any size, and fold every missing row in.
 
         The vector index is VECTOR_INDEX_TYPE (IVF_SQ) with ~sqrt(n) partitions. ``vector_index`` overrides
         it: ``{"type": "IVF_PQ" | "IVF_SQ" | "IVF_HNSW_SQ" | ..., **parameters}``, the type IVF_PQ when not
-        named (``{}`` = LanceDB's default IVF_PQ; bench/search.py compares them)."""
+        named (``{}`` = LanceDB's default IVF_PQ; bench/search.py compares them).
+
+        ``engine="ray"`` builds the missing scalar indexes with ``lance_ray.create_scalar_index`` (each
+        index's fragments split into ``workers`` segments built by Ray tasks, then committed as one index)
+        and compacts with ``lance_ray.compact_files``; it runs in the caller's Ray session
+        (indexer/ray_engine.py's ``ray_session``) or, without one, in a local Ray that lance-ray starts.
+        The vector index is trained in this process either way."""
+        if engine not in INDEX_ENGINES:
+            raise ValidationFailed(f"unknown index engine {engine!r}: use one of {', '.join(INDEX_ENGINES)}")
         with self.lock(dataset):
             info = self.get_dataset(dataset)
-            compacted = self.compact(dataset)
+            compacted = self._compact_fragments(dataset, COMPACT_MIN_FRAGMENTS, engine, workers)
             tbl = self._samples(dataset)
-            n = tbl.count_rows()
-            done: dict[str, Any] = {"rows": n, "vector_index": "none", "scalar_indexes": [], "compacted": compacted}
-            indexed_cols = {tuple(getattr(ix, "columns", [])) for ix in tbl.list_indices()}
-            n_vectors = tbl.count_rows("embedding IS NOT NULL")
-            if ("embedding",) not in indexed_cols:
-                if n_vectors >= VECTOR_INDEX_MIN_ROWS or (force and n_vectors >= 256):
-                    kind, params = _vector_index_config(n_vectors, vector_index)
-                    tbl.create_index("embedding", config=_VECTOR_INDEX_CONFIGS[kind](distance_type="cosine", **params))
-                    done["vector_index"] = f"built {kind} ({params or 'LanceDB defaults'})"
-            else:
-                unindexed = self._unindexed_rows(tbl, "embedding")
-                if unindexed >= REINDEX_UNINDEXED_ROWS or (force and unindexed):
-                    tbl.optimize()
-                    done["vector_index"] = f"optimized ({unindexed} new rows folded in)"
-                else:
-                    done["vector_index"] = "up to date"
+            n = int(tbl.count_rows())
+            done: dict[str, Any] = {"rows": n, "scalar_indexes": [], "compacted": compacted, "engine": engine}
+            vector = self._ensure_vector_index(dataset, tbl, force=force, override=vector_index)
             if n >= 1000 or force:
-                from lancedb.index import Bitmap, BTree
-
-                wanted = dict(SCALAR_INDEXES)
-                # metadata columns are what people filter on ("weather = rain", "area between"): a
-                # prefiltered vector search over 1M rows takes ~8 ms with a BTREE on the column, ~18 without
-                for fname, ftype in info.metadata_fields.items():
-                    wanted.setdefault(META_PREFIX + fname, "BITMAP" if ftype == "bool" else "BTREE")
-                for col, kind in wanted.items():
-                    if (col,) not in indexed_cols and col in tbl.schema.names:
-                        tbl.create_index(col, config=BTree() if kind == "BTREE" else Bitmap())
-                        done["scalar_indexes"].append(col)
+                done["scalar_indexes"] = self._add_scalar_indexes(dataset, tbl, info, engine=engine, workers=workers)
+            folded = self.refresh_indexes(dataset, force=force)
+            vname = _vector_index_name(self._read_ds(dataset))
+            if vector is None:
+                vector = "none" if vname is None else "up to date"
+                if vname in folded:
+                    vector = f"optimized ({folded[vname]} new rows folded in)"
+            done["vector_index"] = vector
+            done["refreshed"] = sorted(k for k in folded if k != vname)
+            if compacted:
+                self._prune_versions(dataset)
             return done
 
-    @staticmethod
-    def _unindexed_rows(tbl: Any, column: str) -> int:
-        for ix in tbl.list_indices():
-            if column in list(getattr(ix, "columns", [])):
-                try:
-                    return int(tbl.index_stats(ix.name).num_unindexed_rows)
-                except Exception:  # noqa: BLE001 - stats are advisory
-                    return 0
-        return 0
+    def _ensure_vector_index(
+        self, dataset: str, tbl: Any, *, force: bool, override: Mapping[str, Any] | None
+    ) -> str | None:
+        """Build the vector index when due, or retrain it when the table outgrew it; what was done, None
+        when neither was due."""
+        lds = self._read_ds(dataset)
+        n_vectors = int(lds.count_rows(filter=ok_and()))  # ok rows carry a vector; testing it reads every one
+        kind_now = _vector_index_type(lds)
+        if kind_now is None:
+            if n_vectors >= VECTOR_INDEX_MIN_ROWS or (force and n_vectors >= 256):
+                kind, params = _vector_index_config(n_vectors, override)
+                self._build_vector_index(dataset, tbl, kind, params, n_vectors)
+                return f"built {kind} ({params or 'LanceDB defaults'})"
+            return None
+        trained = _trained_rows(lds)
+        if not trained or n_vectors <= RETRAIN_GROWTH * trained or kind_now not in _VECTOR_INDEX_CONFIGS:
+            return None
+        if override is None:  # the same type, partitions for today's size
+            kind, params = kind_now, {"num_partitions": index_partitions(n_vectors)}
+        else:
+            kind, params = _vector_index_config(n_vectors, override)
+        self._build_vector_index(dataset, tbl, kind, params, n_vectors)
+        return f"retrained {kind} ({params or 'LanceDB defaults'}) on {n_vectors} vectors (trained on {trained})"
+
+    def _build_vector_index(self, dataset: str, tbl: Any, kind: str, params: dict[str, Any], n_vectors: int) -> None:
+        """Train the vector index (replacing one there), then record on the table how many vectors it was
+        trained on (the retrain rule reads it back)."""
+        config = _VECTOR_INDEX_CONFIGS[kind](distance_type="cosine", **params)
+        tbl.create_index("embedding", config=config, replace=True)
+        self._read_ds(dataset).update_config({TRAINED_ROWS_KEY: str(int(n_vectors))})
+
+    def _add_scalar_indexes(self, dataset: str, tbl: Any, info: DatasetInfo, *, engine: str, workers: int) -> list[str]:
+        """Create the scalar indexes the table lacks (SCALAR_INDEXES plus the metadata columns); the
+        columns indexed."""
+        wanted = dict(SCALAR_INDEXES)
+        # metadata columns are what people filter on ("weather = rain", "area between"): a
+        # prefiltered vector search over 1M rows takes ~8 ms with a BTREE on the column, ~18 without
+        for fname, ftype in info.metadata_fields.items():
+            wanted.setdefault(META_PREFIX + fname, "BITMAP" if ftype == "bool" else "BTREE")
+        indexed = {tuple(getattr(ix, "columns", [])) for ix in tbl.list_indices()}
+        missing = {c: k for c, k in wanted.items() if (c,) not in indexed and c in tbl.schema.names}
+        if engine == "ray" and missing:
+            self.build_scalar_indexes_distributed(dataset, missing, workers=workers)
+            return list(missing)
+        from lancedb.index import Bitmap, BTree
+
+        for col, kind in missing.items():
+            tbl.create_index(col, config=BTree() if kind == "BTREE" else Bitmap())
+        return list(missing)
+
+    def build_scalar_indexes_distributed(
+        self, dataset: str, columns: Mapping[str, str], *, workers: int = 0
+    ) -> list[str]:
+        """Build (or rebuild) scalar indexes on the samples table with Ray: for each ``column -> "BTREE" |
+        "BITMAP"``, ``lance_ray.create_scalar_index`` splits the table's fragments into ``workers`` (default
+        RAY_INDEX_WORKERS) segments, Ray tasks build one index segment each, and the driver commits them as
+        the index ``<column>_idx`` (the name LanceDB gives it, so the local path sees the same index).
+        Runs in the current Ray session, or a local Ray lance-ray starts. Returns the index names.
+
+        Raises
+        ------
+        NotSupported
+            lance-ray (and Ray) are not installed.
+        UnknownField
+            A column is not in the samples table.
+        """
+        lance_ray = _import_lance_ray()
+        with self.lock(dataset):
+            lds = self._read_ds(dataset)
+            names = []
+            for col, kind in columns.items():
+                if col not in lds.schema.names:
+                    raise UnknownField(col, list(lds.schema.names), what="column", dataset=dataset)
+                name = f"{col}_idx"
+                lance_ray.create_scalar_index(
+                    lds.uri,
+                    column=col,
+                    index_type=str(kind).upper(),
+                    name=name,
+                    replace=True,
+                    num_workers=workers or RAY_INDEX_WORKERS,
+                    storage_options=self.storage_options or None,
+                )
+                names.append(name)
+            self._samples(dataset)  # LanceDB's handle moves to the version with the indexes
+            return names
 
     # -- integrity ------------------------------------------------------------------------------
 
@@ -1970,6 +2156,38 @@ def _opt_int(value: int | str | None) -> int | None:
     return None if value is None else int(value)
 
 
+def _vector_index_name(lds: Any) -> str | None:
+    """The name of the vector index on ``embedding``, None without one."""
+    for ix in lds.describe_indices():
+        if "embedding" in list(ix.field_names):
+            return str(ix.name)
+    return None
+
+
+def _rows_outside(ix: Any, n_rows: int) -> int:
+    """Rows of the table (``n_rows`` live rows) the index ``ix`` (a describe_indices entry) does not cover."""
+    return max(0, int(n_rows) - int(ix.num_rows_indexed or 0))
+
+
+def _trained_rows(lds: Any) -> int:
+    """Vectors the vector index was trained on, as ensure_indexes recorded it (0: not recorded)."""
+    try:
+        return int(lds.config().get(TRAINED_ROWS_KEY) or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _import_lance_ray() -> Any:
+    """The ``lance_ray`` module, or NotSupported saying how to install it."""
+    try:
+        import lance_ray
+    except ImportError:
+        raise NotSupported(
+            'building indexes with Ray needs lance-ray and Ray: pip install "lance-ray==0.5.0" "ray[data]>=2.60,<3"'
+        ) from None
+    return lance_ray
+
+
 def _vector_index_type(lds: Any) -> str | None:
     """The type of the vector index on ``embedding`` ("IVF_SQ", "IVF_PQ"...), None without one."""
     for ix in lds.describe_indices():
@@ -2160,3 +2378,21 @@ def conform(table: pa.Table, schema: pa.Schema, dim: int) -> pa.Table:
     if extra:
         raise SchemaMismatch(f"unknown columns {', '.join(extra)}: not in the dataset's schema")
     return pa.table(cols, schema=schema)
+
+
+
+def _exact_chunks(batches: Any, rows: int) -> Any:
+    """Re-cut a stream of record batches into tables of exactly ``rows`` rows (the last may be shorter)."""
+    pending: list[pa.RecordBatch] = []
+    have = 0
+    for batch in batches:
+        while batch.num_rows:
+            take = min(rows - have, batch.num_rows)
+            pending.append(batch.slice(0, take))
+            have += take
+            batch = batch.slice(take)
+            if have == rows:
+                yield pa.Table.from_batches(pending).combine_chunks()
+                pending, have = [], 0
+    if have:
+        yield pa.Table.from_batches(pending).combine_chunks()
