@@ -37,6 +37,12 @@ from edgeminer.indexer.where import OK, ok_and
 ProgressFn = Callable[[int, int, str], None]
 
 
+#: rows gathered before one upsert: fewer, larger fragments and table versions than one write per embedding
+#: batch (6,600 rows ingested 64 at a time made the table go from version 1 to 123; in 1,024-row writes, 26).
+#: An interrupted ingest re-embeds the rows it had not written yet.
+WRITE_ROWS = 4096
+
+
 @dataclass
 class IngestReport:
     dataset: str
@@ -271,33 +277,113 @@ def prepare_dataset(store: Store, dataset: str, source: Any, embedder: Embedder)
 _Pending = tuple[list[Any], list[str], list[Future[Any]]]  # records, fingerprints, decode futures
 
 
-@dataclass
-class _IngestContext:
-    """What :func:`_finish` needs to embed and store a chunk."""
+@dataclass(frozen=True)
+class RowSpec:
+    """What turning a decoded, embedded chunk into rows needs besides the records (picklable: the Ray engine
+    sends it to its actors, indexer/ray_engine.py)."""
 
-    store: Store
-    dataset: str
-    embedder: Embedder
+    dim: int
     classes: list[str]
     class_index: dict[str, int]
     src_classes: list[str]
     model_version: str
-    report: IngestReport
     use_model: bool
 
-    def finish(self, pending: _Pending) -> None:
-        _finish(
-            self.store,
-            self.dataset,
-            pending,
-            self.embedder,
-            self.classes,
-            self.class_index,
-            self.src_classes,
-            self.model_version,
-            self.report,
-            self.use_model,
-        )
+
+@dataclass
+class ChunkRows:
+    """One chunk's rows as a table (with their embeddings), its ok count and its error rows (id, uri, error)."""
+
+    table: pa.Table | None
+    ok: int = 0
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class IngestRun:
+    """One ingest between its start and its end: what both engines (this module's and indexer/ray_engine.py)
+    share, from :func:`start_ingest` to :func:`finish_ingest` (or :func:`abort_ingest`)."""
+
+    store: Store
+    dataset: str
+    source: Any
+    report: IngestReport
+    run_doc: RunDoc
+    spec: RowSpec
+    embedder_key: str
+    model_version_name: str | None
+    created: bool
+    started: float
+    since: Any
+    total: int
+
+    def add_chunk(self, rows: ChunkRows) -> None:
+        """Count a chunk's ok and error rows into the report (the first 100 errors are kept)."""
+        self.report.ok_rows += rows.ok
+        self.report.error_rows += len(rows.errors)
+        room = 100 - len(self.report.errors)
+        if room > 0:
+            self.report.errors.extend(rows.errors[:room])
+
+
+def start_ingest(
+    store: Store,
+    dataset: str,
+    source: Any,
+    embedder: Embedder,
+    *,
+    batch_size: int,
+    workers: int,
+    model_version: str | None,
+    run_id: str | None,
+) -> IngestRun:
+    """Create or extend the dataset, work out the fingerprints' embedder key and the row spec, and write the
+    run document (status running)."""
+    _check_ingest_args(batch_size, workers)
+    started = time.perf_counter()
+    created = not store.has_dataset(dataset)
+    info = prepare_dataset(store, dataset, source, embedder)
+    run_id = run_id or uuid.uuid4().hex[:12]
+    report = IngestReport(dataset=dataset, run_id=run_id, version_read=store.version(dataset))
+    emb_cfg = dict(info.embedder)
+    embedder_key = json.dumps({k: emb_cfg.get(k) for k in sorted(emb_cfg) if k != "mc_passes"}, default=str)
+    classes = list(info.classes)
+    spec = RowSpec(
+        dim=info.dim,
+        classes=classes,
+        class_index={c: i for i, c in enumerate(classes)},
+        src_classes=list(source.classes or []),
+        model_version=model_version or _model_version(emb_cfg),
+        use_model=model_predicts(source, embedder),
+    )
+    total = len(source)
+    report.total = total
+    run_doc = _start_ingest_run(store, dataset, source, run_id, report, batch_size, workers, total)
+    # model_version (the name given) is what these predictions are recorded under (issue 14)
+    return IngestRun(
+        store, dataset, source, report, run_doc, spec, embedder_key, model_version, created, started, now_utc(), total
+    )
+
+
+def abort_ingest(run: IngestRun, exc: BaseException) -> None:
+    """A failed ingest: drop a dataset it created that holds no row, else mark the run document failed."""
+    if not (run.created and _drop_if_empty(run.store, run.dataset)):  # a failed first ingest leaves no empty dataset
+        _fail_ingest_run(run.store, run.dataset, run.run_doc, run.report, exc, run.started)
+
+
+def record_ingest(run: IngestRun) -> None:
+    """Record the predictions this ingest wrote as a model version (before :func:`finish_ingest`)."""
+    _record_version(
+        run.store, run.dataset, model_version_name=run.model_version_name, model=run.spec.model_version, since=run.since
+    )
+
+
+def finish_ingest(run: IngestRun, *, build_indexes: bool) -> IngestReport:
+    """Near-duplicates, indexes (if asked), the report's end and the run document marked succeeded."""
+    _close_ingest_run(
+        run.store, run.dataset, run.run_doc, run.report, run.started, run.total, build_indexes=build_indexes
+    )
+    return run.report
 
 
 def ingest(
@@ -313,6 +399,7 @@ def ingest(
     model_version: str | None = None,
     run_id: str | None = None,
     build_indexes: bool = True,
+    write_rows: int = WRITE_ROWS,
 ) -> IngestReport:
     """Decode, embed, score and store every record of ``source`` (unchanged rows are skipped).
 
@@ -324,6 +411,9 @@ def ingest(
         Rows per batch and decoding threads (both >= 1); a progress bar; a ``(done, total, message)`` hook.
     model_version, run_id, build_indexes
         Stored on each row (default: the embedder's); the run document's id; build indexes at the end.
+    write_rows
+        Rows gathered before one write to the table (>= 1); an interruption writes what is gathered, a
+        killed process re-embeds at most this many rows on the next run.
 
     Returns
     -------
@@ -335,36 +425,31 @@ def ingest(
     ValidationFailed
         ``batch_size`` or ``workers`` is below 1 (any other failure marks the run document failed).
     """
-    _check_ingest_args(batch_size, workers)
-    started = time.perf_counter()
-    created = not store.has_dataset(dataset)
-    info = prepare_dataset(store, dataset, source, embedder)
-    run_id = run_id or uuid.uuid4().hex[:12]
-    report = IngestReport(dataset=dataset, run_id=run_id, version_read=store.version(dataset))
-    emb_cfg = dict(info.embedder)
-    embedder_key = json.dumps({k: emb_cfg.get(k) for k in sorted(emb_cfg) if k != "mc_passes"}, default=str)
-    ctx_version_name = model_version  # the model version these predictions are recorded under (issue 14)
-    model_version = model_version or _model_version(emb_cfg)
-    ctx = _ingest_context(store, dataset, source, embedder, list(info.classes), model_version, report)
-    total = len(source)
-    report.total = total
-    run_doc = _start_ingest_run(store, dataset, source, run_id, report, batch_size, workers, total)
-    bar = _progress_bar(dataset, total) if progress else None
+    if write_rows < 1:
+        raise ValidationFailed("write_rows must be >= 1")
+    run = start_ingest(
+        store,
+        dataset,
+        source,
+        embedder,
+        batch_size=batch_size,
+        workers=workers,
+        model_version=model_version,
+        run_id=run_id,
+    )
+    bar = _progress_bar(dataset, run.total) if progress else None
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgeminer-decode")
-    since = now_utc()
     try:
-        _ingest_chunks(ctx, source, batch_size, embedder_key, pool, bar, on_progress, total)
-        _record_version(store, dataset, model_version_name=ctx_version_name, model=model_version, since=since)
+        _ingest_chunks(run, embedder, batch_size, pool, bar, on_progress, RowWriter(run, write_rows))
+        record_ingest(run)
     except BaseException as exc:
-        if not (created and _drop_if_empty(store, dataset)):  # a failed first ingest leaves no empty dataset
-            _fail_ingest_run(store, dataset, run_doc, report, exc, started)
+        abort_ingest(run, exc)
         raise
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         if bar is not None:
             bar.close()
-    _close_ingest_run(store, dataset, run_doc, report, started, total, build_indexes=build_indexes)
-    return report
+    return finish_ingest(run, build_indexes=build_indexes)
 
 
 def _progress_bar(dataset: str, total: int) -> Any:
@@ -425,28 +510,6 @@ def _check_ingest_args(batch_size: int, workers: int) -> None:
         raise ValidationFailed("workers must be >= 1")
 
 
-def _ingest_context(
-    store: Store,
-    dataset: str,
-    source: Any,
-    embedder: Embedder,
-    classes: list[str],
-    model_version: str,
-    report: IngestReport,
-) -> _IngestContext:
-    return _IngestContext(
-        store,
-        dataset,
-        embedder,
-        classes,
-        {c: i for i, c in enumerate(classes)},
-        list(source.classes or []),
-        model_version,
-        report,
-        model_predicts(source, embedder),
-    )
-
-
 def _start_ingest_run(
     store: Store,
     dataset: str,
@@ -471,37 +534,90 @@ def _start_ingest_run(
     return run_doc
 
 
+class RowWriter:
+    """Upserts the rows of an ingest ``rows`` at a time (and the rest on :meth:`flush`), counting the
+    inserted and updated rows into the run's report. Both engines write through it."""
+
+    def __init__(self, run: IngestRun, rows: int = WRITE_ROWS):
+        self.run = run
+        self.rows = max(1, int(rows))
+        self.pending: list[pa.Table] = []
+        self.count = 0
+
+    def add(self, table: pa.Table) -> None:
+        self.pending.append(table)
+        self.count += table.num_rows
+        if self.count >= self.rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        table = self.pending[0] if len(self.pending) == 1 else pa.concat_tables(self.pending, promote_options="default")
+        self.pending, self.count = [], 0
+        result = self.run.store.upsert_samples(self.run.dataset, table)
+        self.run.report.inserted += result.inserted
+        self.run.report.updated += result.updated
+
+
 def _ingest_chunks(
-    ctx: _IngestContext,
-    source: Any,
+    run: IngestRun,
+    embedder: Embedder,
     batch_size: int,
-    embedder_key: str,
     pool: ThreadPoolExecutor,
     bar: Any,
     on_progress: ProgressFn | None,
-    total: int,
+    writer: RowWriter,
 ) -> None:
-    """Decode each chunk in ``pool`` while the previous one is embedded and stored."""
-    report = ctx.report
-    seen: dict[str, int] = {}
+    """Decode each chunk in ``pool`` while the previous one is embedded and stored; an interruption
+    (Ctrl-C, a failure) still writes the rows already embedded, then propagates."""
+    try:
+        _chunk_loop(run, embedder, batch_size, pool, bar, on_progress, writer)
+    except BaseException:
+        try:
+            writer.flush()
+        except Exception:  # noqa: BLE001 - the original failure is the one to report
+            pass
+        raise
+    writer.flush()
+
+
+def _chunk_loop(
+    run: IngestRun,
+    embedder: Embedder,
+    batch_size: int,
+    pool: ThreadPoolExecutor,
+    bar: Any,
+    on_progress: ProgressFn | None,
+    writer: RowWriter,
+) -> None:
+    report = run.report
     done = 0
     pending: _Pending | None = None
-    for chunk in _chunks(_number(source), batch_size):
-        records, fps = _dedupe(chunk, seen, embedder_key)
-        todo, todo_fps = _changed(ctx.store, ctx.dataset, records, fps, report)
-        futures = [pool.submit(_decode, rec, ctx.embedder) for rec in todo]
+    for chunk, todo, todo_fps in changed_chunks(run, batch_size):
+        futures = [pool.submit(decode_record, rec, embedder) for rec in todo]
         # embed the previous chunk while this one decodes
         if pending is not None:
-            ctx.finish(pending)
+            _finish(run, embedder, pending, writer)
         pending = (todo, todo_fps, futures)
         done += len(chunk)
         if bar is not None:
             bar.update(len(chunk))
             bar.set_postfix(ok=report.ok_rows, errors=report.error_rows, skipped=report.skipped)
         if on_progress is not None:
-            on_progress(done, total, f"{report.ok_rows} ok, {report.error_rows} errors")
+            on_progress(done, run.total, f"{report.ok_rows} ok, {report.error_rows} errors")
     if pending is not None:
-        ctx.finish(pending)
+        _finish(run, embedder, pending, writer)
+
+
+def changed_chunks(run: IngestRun, batch_size: int) -> Iterator[tuple[list[Any], list[Any], list[str]]]:
+    """The source in chunks of ``batch_size`` records: each chunk, and its records (a repeated id made an error
+    row) not already stored with the same fingerprint, with their fingerprints (the rest count as skipped)."""
+    seen: dict[str, int] = {}
+    for chunk in _chunks(_number(run.source), batch_size):
+        records, fps = _dedupe(chunk, seen, run.embedder_key)
+        todo, todo_fps = _changed(run.store, run.dataset, records, fps, run.report)
+        yield chunk, todo, todo_fps
 
 
 def _changed(
@@ -580,7 +696,10 @@ def _dedupe(chunk: list[tuple[int, Any]], seen: dict[str, int], embedder_key: st
 
 
 @dataclass
-class _Decoded:
+class Decoded:
+    """A record after decoding: the preprocessed image (None for a vector row or an error), its size, the
+    error that makes it an error row, and its image properties."""
+
     array: np.ndarray | None
     width: int | None
     height: int | None
@@ -588,9 +707,11 @@ class _Decoded:
     props: dict[str, Any] = field(default_factory=dict)  # meta_img_* image properties
 
 
-def _decode(rec: Any, embedder: Embedder) -> _Decoded:
+def decode_record(rec: Any, embedder: Embedder) -> Decoded:
+    """Read one record's image (unless its vector is given), crop its box and preprocess it for the embedder;
+    the error that makes it an error row, if any."""
     if rec.error:
-        return _Decoded(None, rec.width, rec.height, rec.error)
+        return Decoded(None, rec.width, rec.height, rec.error)
     if rec.embedding is not None:
         # precomputed: a cheap header read fills width/height and catches a missing file
         w, h = rec.width, rec.height
@@ -603,80 +724,77 @@ def _decode(rec: Any, embedder: Embedder) -> _Decoded:
                     props = safe_properties(img) if rec.bbox is None else {}
             except Exception:  # noqa: BLE001 - size is optional for precomputed rows
                 props = {}
-            return _Decoded(None, w, h, None, props)
-        return _Decoded(None, w, h, None)
+            return Decoded(None, w, h, None, props)
+        return Decoded(None, w, h, None)
     try:
         img = load_image(rec.uri)
     except ImageLoadError as exc:
-        return _Decoded(None, rec.width, rec.height, str(exc))
+        return Decoded(None, rec.width, rec.height, str(exc))
     width, height = img.size
     if rec.bbox is not None:
         x, y, w, h = (float(v) for v in rec.bbox)
         if w <= 0 or h <= 0:
-            return _Decoded(None, width, height, f"empty box {list(rec.bbox)}")
+            return Decoded(None, width, height, f"empty box {list(rec.bbox)}")
         left, top = max(0, int(np.floor(x))), max(0, int(np.floor(y)))
         right, bottom = min(width, int(np.ceil(x + w))), min(height, int(np.ceil(y + h)))
         if right <= left or bottom <= top:
-            return _Decoded(None, width, height, f"box {list(rec.bbox)} lies outside the {width}x{height} image")
+            return Decoded(None, width, height, f"box {list(rec.bbox)} lies outside the {width}x{height} image")
         img = img.crop((left, top, right, bottom))
     try:
         arr = embedder.preprocess(img)
     except Exception as exc:  # noqa: BLE001 - a per-image failure, recorded on the row
-        return _Decoded(None, width, height, f"preprocessing failed: {exc}")
-    return _Decoded(arr, rec.width or width, rec.height or height, None, safe_properties(img))
+        return Decoded(None, width, height, f"preprocessing failed: {exc}")
+    return Decoded(arr, rec.width or width, rec.height or height, None, safe_properties(img))
 
 
-def _finish(
-    store: Store,
-    dataset: str,
-    pending: _Pending,
-    embedder: Embedder,
-    classes: list[str],
-    class_index: dict[str, int],
-    src_classes: list[str],
-    model_version: str,
-    report: IngestReport,
-    use_model: bool,
-) -> None:
+def _finish(run: IngestRun, embedder: Embedder, pending: _Pending, writer: RowWriter) -> None:
     records, fps, futures = pending
     if not records:
         return
-    decoded: list[_Decoded] = [f.result() for f in futures]
-    info = store.get_dataset(dataset)
-    dim = info.dim
+    rows = build_chunk_rows(records, fps, [f.result() for f in futures], embedder, run.spec)
+    run.add_chunk(rows)
+    assert rows.table is not None  # records is not empty
+    writer.add(rows.table)
+
+
+def build_chunk_rows(
+    records: list[Any], fps: list[str], decoded: list[Decoded], embedder: Embedder, spec: RowSpec
+) -> ChunkRows:
+    """Embed a chunk's decoded images in one batch and build its rows: vectors, scores, predictions, and an
+    error row (status 'error' and the reason) for each record that failed a step."""
+    if not records:
+        return ChunkRows(None)
     out, pos = _embed_decoded(embedder, decoded)
     rows: list[dict[str, Any]] = []
     vectors: list[Any] = []
+    result = ChunkRows(None)
     for i, (rec, fp, dec) in enumerate(zip(records, fps, decoded, strict=True)):
         error = dec.error
         vec: np.ndarray | None = None
         model_probs: np.ndarray | None = None
         mc: np.ndarray | None = None
         if error is None:
-            vec, model_probs, mc, error = _row_vector(rec, out, pos.get(i), dim, use_model)
-        row = _base_row(rec, dec, fp, model_version)
+            vec, model_probs, mc, error = _row_vector(rec, out, pos.get(i), spec.dim, spec.use_model)
+        row = _base_row(rec, dec, fp, spec.model_version)
         if error is None:
             try:
-                row.update(_predictions(rec, model_probs, mc, classes, class_index, src_classes))
+                row.update(_predictions(rec, model_probs, mc, spec.classes, spec.class_index, spec.src_classes))
             except ValueError as exc:
                 error = str(exc)
         if error is not None:
             row.update(status="error", error=error)
-            report.error_rows += 1
-            if len(report.errors) < 100:
-                report.errors.append({"id": rec.id, "uri": rec.uri, "error": error})
+            result.errors.append({"id": rec.id, "uri": rec.uri, "error": error})
             vectors.append(None)
         else:
             row.update(status="ok", error=None)
-            report.ok_rows += 1
+            result.ok += 1
             vectors.append(vec)
         rows.append(row)
-    result = store.upsert_samples(dataset, _rows_table(rows, vectors, dim))
-    report.inserted += result.inserted
-    report.updated += result.updated
+    result.table = _rows_table(rows, vectors, spec.dim)
+    return result
 
 
-def _embed_decoded(embedder: Embedder, decoded: list[_Decoded]) -> tuple[EmbedOutput | None, dict[int, int]]:
+def _embed_decoded(embedder: Embedder, decoded: list[Decoded]) -> tuple[EmbedOutput | None, dict[int, int]]:
     """Embed the rows that decoded, in one batch: the output and each row's position in it (a failed
     batch marks those rows as errors)."""
     idx = [i for i, d in enumerate(decoded) if d.array is not None]
@@ -723,7 +841,7 @@ def _row_vector(
     return vec, model_probs, mc, error
 
 
-def _base_row(rec: Any, dec: _Decoded, fp: str, model_version: str) -> dict[str, Any]:
+def _base_row(rec: Any, dec: Decoded, fp: str, model_version: str) -> dict[str, Any]:
     """A record's row without status, scores and predictions."""
     row: dict[str, Any] = {
         "id": rec.id,

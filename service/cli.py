@@ -119,6 +119,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             return done
     if not args.source:
         raise CliError("ingest needs a SOURCE (manifest, class folders or COCO annotations)")
+    _check_engine(args)
     store = open_store(settings)
     source = open_source(
         args.source,
@@ -148,18 +149,55 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     )
     if existing is None:
         _ingest_notes(embedder, source)
-    report = ingest(
+    if args.engine == "ray":
+        report = _ingest_on_ray(args, settings, store, source, embedder)
+    else:
+        report = ingest(
+            store,
+            args.dataset,
+            source,
+            embedder,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            progress=not args.quiet,
+            model_version=args.model_version,
+            write_rows=args.write_rows,
+        )
+    print(report.summary())
+    # exit 1 only when rows were given and none of them is in the store now (all failed)
+    return 0 if report.ok_rows or report.skipped or not report.total else 1
+
+
+def _check_engine(args: argparse.Namespace) -> None:
+    """``--ray-address`` / ``--ray-actors`` only with ``--engine ray``; with it, Ray must be installed (one line
+    saying how, before anything is read or created)."""
+    if args.engine != "ray":
+        if args.ray_address or args.ray_actors:
+            raise CliError("--ray-address and --ray-actors need --engine ray")
+        return
+    from edgeminer.indexer.ray_engine import import_ray
+
+    import_ray()
+
+
+def _ingest_on_ray(args: argparse.Namespace, settings: Settings, store: Any, source: Any, embedder: Any) -> Any:
+    """``ingest --engine ray``: the same ingest on a Ray cluster (indexer/ray_engine.py)."""
+    from edgeminer.indexer.ray_engine import ingest_ray
+
+    return ingest_ray(
         store,
         args.dataset,
         source,
         embedder,
+        address=args.ray_address,
         batch_size=args.batch_size,
         workers=args.workers,
+        actors=args.ray_actors,
+        device=args.device or settings.device,
         progress=not args.quiet,
         model_version=args.model_version,
+        write_rows=args.write_rows,
     )
-    print(report.summary())
-    return 0 if report.ok_rows or not report.total else 1
 
 
 def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
@@ -343,6 +381,14 @@ def _add_ingest_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2, help="image decoding workers")
+    p.add_argument(
+        "--write-rows",
+        type=int,
+        default=4096,
+        metavar="N",
+        help="rows gathered before one write to the table (default 4096: few, large fragments); a killed ingest "
+        "re-embeds at most this many rows when run again",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
         "--model-version",
@@ -353,8 +399,36 @@ def _add_ingest_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "embeddings and labels untouched)",
     )
     p.add_argument("--make-current", action="store_true", help="with --model-version: make it the current version")
+    _add_engine_options(p)
     _add_embedder_options(p)
     p.set_defaults(handler=cmd_ingest)
+
+
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    """``ingest --engine local|ray [--ray-address ...] [--ray-actors N]``."""
+    g = p.add_argument_group("engine (where the decoding and the model run)")
+    g.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local (default): this process, --workers decoding threads; ray: Ray Data tasks decode, an actor "
+        "pool holds the model, this process reads the source and writes (needs pip install 'edgeminer[ray]')",
+    )
+    g.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDRESS",
+        help="with --engine ray: auto (the cluster RAY_ADDRESS or `ray start` on this machine names), host:port "
+        "(the head's GCS port) or ray://host:10001 (Ray Client); default: start a local Ray for this ingest",
+    )
+    g.add_argument(
+        "--ray-actors",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --engine ray: model actors (default: one per GPU when the model runs on CUDA, else half the "
+        "cluster's CPUs); --workers is then the decode tasks at a time, --batch-size the rows per model batch",
+    )
 
 
 def _add_stats_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
