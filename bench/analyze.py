@@ -1,24 +1,33 @@
 """`analyze` wall time and peak memory against plain umap-learn + hdbscan, same data, same run.
 
     .venv/bin/python bench/analyze.py [--sizes 10000,100000] [--dim 512] [--clusters 100] [--skip-peer]
+        [--sample-rows N] [--workers N] [--engine local|ray]
+
+    .venv/bin/python bench/analyze.py --sizes 1000000 --skip-peer   # the issue-11 target: <= 3 min, <= 4 GiB
 
 For each size: seeded clustered vectors (``--clusters`` Gaussian blobs in ``--dim`` dims, 10 classes, a
 tenth of the blobs mispredicted) are written once to a LanceDB store and to a .npy file. Then, each in
 a fresh child process so that peak memory (``ru_maxrss``) is its own:
 
-* ``edgeminer``: ``indexer.analysis.run.analyze`` with default parameters: read the rows from LanceDB,
-  PCA to 50 dims (from 20k rows on), UMAP to 2-D (seeded, so umap-learn runs single-threaded),
-  HDBSCAN (``hdbscan`` package) on the map, cluster summaries, write x / y / cluster back, save state.
+* ``edgeminer``: ``indexer.analysis.run.analyze`` with default parameters: read the rows from LanceDB
+  chunk by chunk, PCA to 50 dims (from 20k rows on), UMAP to 2-D (seeded, so umap-learn's optimisation
+  runs single-threaded; its neighbour graph comes from faiss on every core) and HDBSCAN (``hdbscan``
+  package) on a seeded sample of ``--sample-rows`` rows (default: the ``analysis_sample_rows`` default,
+  50,000), every other row placed from its nearest sampled rows by ``--workers`` processes (default: the
+  cores) while UMAP runs, cluster summaries over every row, write x / y / cluster back, save state.
 * ``peer``: ``np.load`` the vectors, ``umap.UMAP().fit_transform`` (all defaults: 512 dims, euclidean,
   unseeded so numba may use every core) and ``hdbscan.HDBSCAN().fit`` (defaults) on the map. No
   summaries, no store.
 
 Both children first run a tiny UMAP to load numba's compiled functions, not timed. Peak memory includes
-the interpreter, the imports and the loaded data. Ratios are edgeminer / peer (time < 1 = faster,
+the interpreter, the imports and the loaded data, and is the larger of the child's own ``ru_maxrss`` and
+the peak sum of the proportional set sizes (PSS) of the child and every process below it (the placement
+workers, a local Ray), sampled every 0.25 s. Ratios are edgeminer / peer (time < 1 = faster,
 memory < 1 = leaner). 1M rows (``--sizes 1000000``) needs about 2 GiB of vectors per copy plus a long
 UMAP run; it is not in the default set on a 2-core machine.
 
-Measured on this machine (2 cores shared with other jobs, load 5-7; 100 true blobs)::
+Measured on this machine before the sampled fit (issue 11 part 3; every row fitted, 2 cores shared with
+other jobs, load 5-7; 100 true blobs); re-measure with the current code::
 
          rows        who   seconds  peak MiB clusters
         10000  edgeminer      30.9      1002      100
@@ -47,6 +56,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -119,19 +129,86 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
+def _tree_mib(root: int) -> float:
+    """Memory of ``root`` and every process below it (placement workers, a local Ray): the sum of their
+    proportional set sizes (shared pages split between the processes sharing them), in MiB. Linux /proc."""
+    parent: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parent[int(stat.parent.name)] = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    tree, todo = {root}, [root]
+    while todo:
+        pid = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == pid and c not in tree]
+        tree.update(kids)
+        todo.extend(kids)
+    kib = 0
+    for pid in tree:
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        kib += next((int(line.split()[1]) for line in text.splitlines() if line.startswith("Pss:")), 0)
+    return kib / 1024.0
+
+
+class _TreePeak:
+    """Samples :func:`_tree_mib` of this process every 0.25 s in a thread; ``peak`` is the largest seen.
+    ``ru_maxrss`` alone would miss the worker processes the analysis starts."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _tree_mib(os.getpid()))
+            self._stop.wait(0.25)
+
+    def __enter__(self) -> _TreePeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def child(which: str, root: Path) -> dict[str, float]:
     import warnings
 
     warnings.filterwarnings("ignore")
     _warm_up()
+    with _TreePeak() as tree:
+        out = _timed(which, root)
+    out["peak_mib"] = max(out["peak_mib"], tree.peak)
+    return out
+
+
+def _timed(which: str, root: Path) -> dict[str, float]:
     start = time.perf_counter()
     extra: dict[str, float] = {}
     if which == "edgeminer":
         from edgeminer.indexer.analysis.run import analyze
         from edgeminer.indexer.store import Store
 
-        report = analyze(Store(root / "db"), "bench")
-        extra = {"clusters": report.n_clusters, "failure_clusters": report.n_failure_clusters}
+        opts = json.loads(os.environ.get("EDGEMINER_BENCH_ANALYZE", "{}"))
+        params = {"sample_rows": opts["sample_rows"]} if opts.get("sample_rows") else None
+        report = analyze(
+            Store(root / "db"), "bench", params, workers=opts.get("workers"), engine=opts.get("engine") or "local"
+        )
+        extra = {
+            "clusters": report.n_clusters,
+            "failure_clusters": report.n_failure_clusters,
+            "fitted": report.fitted,
+            "placed": report.placed,
+        }
         extra.update({f"t_{k}": v for k, v in report.timings.items()})
     else:
         import hdbscan
@@ -166,13 +243,13 @@ def pca_sweep(sizes: list[int], dim: int, n_clusters: int) -> None:
         print(f"{n:>9} {took['off']:>10.1f} {took['on']:>9.1f} {took['on'] / took['off']:>7.2f}", flush=True)
 
 
-def run_child(which: str, root: Path) -> dict[str, float]:
+def run_child(which: str, root: Path, opts: dict[str, Any] | None = None) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, __file__, "--child", which, "--root", str(root)],
         capture_output=True,
         text=True,
         check=False,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "EDGEMINER_BENCH_ANALYZE": json.dumps(opts or {})},
     )
     if out.returncode != 0:
         raise SystemExit(f"{which} child failed:\n{out.stderr[-3000:]}")
@@ -185,6 +262,9 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--clusters", type=int, default=100)
     ap.add_argument("--skip-peer", action="store_true", help="only edgeminer (e.g. for 1M rows)")
+    ap.add_argument("--sample-rows", type=int, default=None, help="edgeminer's sample size (default: its default)")
+    ap.add_argument("--workers", type=int, default=None, help="edgeminer's placement processes (default: cores)")
+    ap.add_argument("--engine", choices=["local", "ray"], default="local", help="edgeminer's placement engine")
     ap.add_argument("--pca-sweep", default=None, help="sizes at which to time the projection with and without PCA")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--root", default=None, help=argparse.SUPPRESS)
@@ -206,8 +286,10 @@ def main() -> None:
             np.save(root / "vectors.npy", data["vectors"])
             write_store(root, data)
             del data
-            ours = run_child("edgeminer", root)
+            opts = {"sample_rows": args.sample_rows, "workers": args.workers, "engine": args.engine}
+            ours = run_child("edgeminer", root, opts)
             details = " ".join(f"{k[2:]}={v:.1f}s" for k, v in ours.items() if k.startswith("t_"))
+            details += f", fitted={int(ours['fitted'])} placed={int(ours['placed'])}"
             print(
                 f"{n:>9} {'edgeminer':>10} {ours['seconds']:>9.1f} {ours['peak_mib']:>9.0f} "
                 f"{int(ours['clusters']):>8}  {details}, failure clusters={int(ours['failure_clusters'])}",

@@ -39,6 +39,7 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
         "min_errors",
         "seed",
         "clusters",
+        "sample_rows",
     )
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
@@ -47,13 +48,22 @@ def cmd_analyze(args: argparse.Namespace, settings: Settings) -> int:
     from edgeminer.indexer.analysis.run import analyze, format_slices
 
     store = open_store(settings)
+    params = _params(args)
+    params.setdefault("sample_rows", settings.analysis_sample_rows)
+    if args.workers is not None and args.workers < 1:
+        raise CliError(f"--workers must be at least 1, not {args.workers}")
+    if args.ray_address and args.engine != "ray":
+        raise CliError("--ray-address needs --engine ray")
     report = analyze(
         store,
         args.dataset,
-        _params(args),
+        params,
         refit=args.refit,
         truth_field=args.truth_field,
         progress=_progress(args.quiet or args.json),
+        engine=args.engine,
+        ray_address=args.ray_address,
+        workers=args.workers,
     )
     if args.json:
         print_json(report.to_dict())
@@ -114,6 +124,31 @@ def _slices_for(store: Any, dataset: str, info: Any, field: str, doc: dict, slic
     )
 
 
+def _add_scale_options(p: argparse.ArgumentParser) -> None:
+    """analyze's options for big tables: the sample size and where rows are placed."""
+    p.add_argument(
+        "--sample-rows",
+        type=int,
+        default=None,
+        help="fit the map and the clusters on a seeded sample of this many rows, then place every other row from "
+        "its nearest sampled rows (default: the analysis_sample_rows setting, 50,000; smaller tables are fitted "
+        "whole)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="where rows are placed: local worker processes (default) or Ray tasks (needs ray installed); "
+        "the result is the same",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="with --engine ray: the cluster to join (auto, or ray://host:10001); default: start a local Ray",
+    )
+    p.add_argument("--workers", type=int, default=None, help="local worker processes (default: the CPU cores)")
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "analyze",
@@ -124,7 +159,7 @@ def register(sub: Any) -> None:
         "unless --refit.",
     )
     p.add_argument("--dataset", required=True)
-    p.add_argument("--refit", action="store_true", help="fit the map again on every row")
+    p.add_argument("--refit", action="store_true", help="fit the map again (on the sample, see --sample-rows)")
     p.add_argument(
         "--truth-field",
         default=None,
@@ -151,6 +186,7 @@ def register(sub: Any) -> None:
         default=None,
         help="failure: density clusters refined where the model's errors concentrate (default); density: plain HDBSCAN",
     )
+    _add_scale_options(p)
     p.add_argument("--json", action="store_true", help="machine-readable report")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(handler=cmd_analyze)
@@ -169,7 +205,7 @@ def demo_step(args: argparse.Namespace, settings: Settings, store: Any) -> None:
     from edgeminer.indexer.analysis.run import analyze, format_clusters, format_slices, load_analysis
 
     print("analyzing the demo (UMAP + HDBSCAN)...", flush=True)
-    report = analyze(store, "demo", progress=_progress(False))
+    report = analyze(store, "demo", {"sample_rows": settings.analysis_sample_rows}, progress=_progress(False))
     print(report.describe())
     doc = load_analysis(store, "demo") or {}
     print(format_clusters(doc, top=10))

@@ -76,6 +76,12 @@ class Settings(BaseSettings):
         ge=0,
         description="BLAS threads in the server (requests run in parallel already; 0 = BLAS's own default)",
     )
+    analysis_sample_rows: int = Field(
+        50_000,
+        ge=16,
+        description="analyze fits the map (UMAP) and the clusters (HDBSCAN) on a seeded sample of this many rows "
+        "and places every other row from its nearest sampled rows; tables up to this size are fitted whole",
+    )
 
     @field_validator("cors_origins", "media_roots", "allowed_hosts", "ingest_roots", mode="before")
     @classmethod

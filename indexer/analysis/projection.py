@@ -52,6 +52,8 @@ PCA_CHOICES = ("auto", "on", "off")
 #: PCA is fitted on at most this many rows (a seeded sample), then applied to all in chunks.
 PCA_FIT_ROWS = 100_000
 PCA_CHUNK_ROWS = 50_000
+#: umap-learn computes exact neighbours itself below this many rows; from it on, placement.knn_graph does
+UMAP_SMALL_ROWS = 4096
 METRICS = ("cosine", "euclidean")
 
 Progress = Callable[[str], None]
@@ -79,8 +81,11 @@ class Projector:
     Parameters are stored as given (scikit-learn convention); learned state ends in ``_``:
     ``pca_`` (fitted sklearn PCA or None), ``method_`` (``"umap"`` or ``"pca"``), ``embedding_`` (the
     fitted rows' coordinates, float32 ``(n, 2)``), ``train_`` (the fitted rows' features as UMAP saw them),
-    ``n_features_in_``, ``n_fit_``, ``fit_seconds_``.
+    ``n_features_in_``, ``n_fit_``, ``fit_seconds_``; the analysis (run.py) adds ``train_ids_``, the ids of the
+    fitted rows (a sampled fit's sample).
     """
+
+    train_ids_: list[str]
 
     def __init__(
         self,
@@ -145,9 +150,16 @@ class Projector:
             raise SchemaMismatch(f"embedding row {bad} holds NaN or infinite values: re-ingest that row")
         return normalize_rows(x) if self.metric == "cosine" else x
 
-    def fit(self, x: np.ndarray, *, progress: Progress | None = None) -> Projector:
+    def fit(self, x: np.ndarray, *, progress: Progress | None = None, n_total: int | None = None) -> Projector:
+        """Fit the map on ``x`` (every row, or a sample of ``n_total`` rows: PCA is then decided by the
+        table's size, so a sampled fit reduces rows as a fit on all of them would)."""
+        return self.fit_map(self.fit_reduce(x, progress=progress, n_total=n_total), progress=progress)
+
+    def fit_reduce(self, x: np.ndarray, *, progress: Progress | None = None, n_total: int | None = None) -> np.ndarray:
+        """First half of :meth:`fit`: prepare the rows and fit the PCA (when it applies). Returns the rows
+        as UMAP will see them (``fit_map``'s input)."""
         self._check_params()
-        start = time.perf_counter()
+        self._fit_started = time.perf_counter()
         x = self._prepare(x)
         n, d = x.shape
         if n == 0:
@@ -155,7 +167,7 @@ class Projector:
         self.n_features_in_ = d
         self.n_fit_ = n
         self.pca_ = None
-        if self.uses_pca(n, d):
+        if self.uses_pca(max(n, int(n_total or 0)), d):
             from sklearn.decomposition import PCA
 
             if progress:
@@ -170,6 +182,16 @@ class Projector:
             for start in range(0, n, PCA_CHUNK_ROWS):
                 reduced[start : start + PCA_CHUNK_ROWS] = self.pca_.transform(x[start : start + PCA_CHUNK_ROWS])
             x = reduced
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def fit_map(
+        self, x: np.ndarray, *, progress: Progress | None = None, knn: tuple[Any, Any] | None = None
+    ) -> Projector:
+        """Second half of :meth:`fit`: the 2-D map of ``fit_reduce``'s rows. ``knn``: their neighbour graph
+        (indices, distances; the row itself first) when the caller has it (else computed here)."""
+        if not hasattr(self, "_fit_started"):
+            raise RuntimeError("call fit_reduce() before fit_map()")
+        n = x.shape[0]
         if n < MIN_UMAP_ROWS:
             self.method_ = "pca"
             self._fit_small(x)
@@ -178,9 +200,12 @@ class Projector:
             umap = _import_umap()
             if progress:
                 progress(f"UMAP on {n} rows x {x.shape[1]} dims")
+            k = min(int(self.n_neighbors), n - 1)
+            graph = (knn[0][:, :k], knn[1][:, :k]) if knn is not None and n >= UMAP_SMALL_ROWS else None
             model = umap.UMAP(
                 n_components=2,
-                n_neighbors=min(int(self.n_neighbors), n - 1),
+                n_neighbors=k,
+                precomputed_knn=graph or self._knn_graph(x, k, progress),
                 min_dist=float(self.min_dist),
                 metric="euclidean",
                 n_epochs=None if self.n_epochs is None else int(self.n_epochs),
@@ -193,9 +218,22 @@ class Projector:
                 warnings.filterwarnings("ignore", message=".*n_jobs value.*")
                 warnings.filterwarnings("ignore", message=".*random_state.*")
                 self.embedding_ = np.asarray(model.fit_transform(x), dtype=np.float32)
-            self.train_ = np.ascontiguousarray(x, dtype=np.float32)
-        self.fit_seconds_ = time.perf_counter() - start
+        self.train_ = np.ascontiguousarray(x, dtype=np.float32)
+        self.fit_seconds_ = time.perf_counter() - self.__dict__.pop("_fit_started")
         return self
+
+    @staticmethod
+    def _knn_graph(x: np.ndarray, k: int, progress: Progress | None) -> tuple[Any, ...]:
+        """UMAP's neighbour graph from placement.knn_graph (faiss, every core, the same graph whatever the
+        thread count) from ``UMAP_SMALL_ROWS`` rows on; below, UMAP computes exact distances itself."""
+        if x.shape[0] < UMAP_SMALL_ROWS:
+            return (None, None, None)
+        from edgeminer.indexer.analysis.placement import knn_graph
+
+        if progress:
+            progress(f"neighbour graph of {x.shape[0]} rows (faiss)")
+        idx, dist, _ = knn_graph(x, k)
+        return (idx, dist)
 
     def _fit_small(self, x: np.ndarray) -> None:
         # Centre and take the two leading directions (padded with zeros if fewer exist).

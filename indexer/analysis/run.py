@@ -16,18 +16,26 @@ What an analysis writes
 The ``analysis`` documents are typed in indexer/documents.py (``AnalysisDoc``, ``AnalysisStateDoc``).
 
 Steps of :func:`analyze`: ``_begin`` (parameters, previous analysis), ``_reusable`` / ``_reuse``,
-``_load_rows``, ``_saved_state`` (transform or fit), ``_project``, ``_cluster``, ``_summarize``,
-``_write_map`` (map columns, compaction, fitted state), ``_record_analysis`` (the ``analysis``
-document) and ``_record_run``.
+``_load_rows`` (every column but the vectors), ``_saved_state`` (keep the map or fit), ``_fit`` or
+``_keep_map``, ``_summarize``, ``_write_map`` (map columns, compaction, fitted state), ``_record_analysis``
+(the ``analysis`` document) and ``_record_run``.
+
+Sampled fit (issue 11)
+    The map (UMAP) and the clusters (HDBSCAN, failure walk with the sample's errors) are fitted on a seeded
+    sample of ``sample_rows`` rows (every row when the table is not larger); every other row is placed:
+    its coordinates and cluster come from its nearest fitted rows (placement.py), computed in parallel
+    chunks by local processes or Ray tasks while UMAP runs; summaries are computed over every row. The
+    vectors are streamed from the store twice (sampling.py), never held all at once.
 
 Modes (chosen in this order)
     ``reuse``      same parameters and the samples table unchanged since the last analysis: nothing
                    is recomputed.
     ``transform``  same projection parameters and a saved state, no ``refit``: rows without
-                   coordinates (ingested since) are placed with the fitted model's ``transform`` and
-                   given the cluster of their nearest dense neighbour; summaries are recomputed over
+                   coordinates (ingested since) are placed from their nearest fitted rows (coordinates
+                   and cluster, as in a sampled fit); summaries are recomputed over
                    all rows (labels that came back count). If only the clustering parameters
-                   changed, the map is kept and re-clustered.
+                   changed, the map is kept, its fitted rows are clustered again and every other row
+                   takes the cluster of its nearest fitted rows.
     ``fit``        otherwise (first run, ``refit=True``, projection parameters or embedder changed).
 """
 
@@ -55,10 +63,19 @@ from edgeminer.indexer.analysis.clustering import (
     slice_quality,
     summarize_clusters,
 )
-from edgeminer.indexer.analysis.projection import PCA_CHOICES, Projector, load_own_pickle
+from edgeminer.indexer.analysis.placement import NeighbourIndex, PlacementState, knn_graph, place_xy, vote_labels
+from edgeminer.indexer.analysis.projection import PCA_CHOICES, UMAP_SMALL_ROWS, Projector, load_own_pickle
+from edgeminer.indexer.analysis.sampling import (
+    Neighbours,
+    Source,
+    chunk_rows_for,
+    read_sample,
+    sample_positions,
+    stream_neighbours,
+)
 from edgeminer.indexer.documents import RUN, AnalysisDoc, AnalysisStateDoc, AnalysisStateRef, new_run_doc, now_iso
 from edgeminer.indexer.errors import ValidationFailed
-from edgeminer.indexer.store import UNCERTAINTY_COLUMNS, DatasetInfo, DocNotFound, Store, embeddings_to_numpy, now_utc
+from edgeminer.indexer.store import UNCERTAINTY_COLUMNS, DatasetInfo, DocNotFound, Store, now_utc
 from edgeminer.indexer.where import HAS_EMBEDDING, ok_and
 
 __all__ = [
@@ -70,6 +87,18 @@ __all__ = [
     "get_cluster",
     "load_analysis",
 ]
+
+#: rows the map (UMAP) and the clusters (HDBSCAN) are fitted on; every other row is placed (README "Beyond
+#: one machine"). Chosen by measurement: the demo (1,797 rows) and any table up to this size is fitted whole,
+#: exactly as before; at 100k rows the fit costs about half of a whole fit; at 1M the placement of the other
+#: rows (faiss HNSW search, parallel) costs about what the fit does.
+DEFAULT_SAMPLE_ROWS = 50_000
+MIN_SAMPLE_ROWS = 16
+#: rows per chunk read from the store and placed by one worker (whole placement.BLOCKs)
+CHUNK_ROWS = 32_768
+#: rows per update_columns call when the map is written back
+WRITE_ROWS = 65_536
+ENGINES = ("local", "ray")
 
 ANALYSIS_KIND = "analysis"
 CURRENT_ID = "current"
@@ -97,6 +126,7 @@ class AnalyzeParams:
     clusters: str = "failure"  # failure: density clusters refined where errors concentrate; density: plain HDBSCAN
     min_errors: int = 3
     seed: int = 0
+    sample_rows: int = DEFAULT_SAMPLE_ROWS  # the map and clusters are fitted on this many rows (seeded sample)
 
     def check(self) -> None:
         if self.pca not in PCA_CHOICES:
@@ -107,6 +137,8 @@ class AnalyzeParams:
             raise ValidationFailed(f"min_errors must be at least 1, not {self.min_errors}")
         if self.min_cluster_size is not None and self.min_cluster_size < 2:
             raise ValidationFailed(f"min_cluster_size must be at least 2, not {self.min_cluster_size}")
+        if int(self.sample_rows) < MIN_SAMPLE_ROWS:
+            raise ValidationFailed(f"sample_rows must be at least {MIN_SAMPLE_ROWS}, not {self.sample_rows}")
 
     def projector(self) -> Projector:
         return Projector(
@@ -129,9 +161,14 @@ class AnalyzeParams:
             seed=self.seed,
         )
 
-    def projection_key(self, dim: int, embedder: Mapping[str, Any]) -> str:
+    def projection_key(self, dim: int, embedder: Mapping[str, Any], rows: int = 0) -> str:
+        """The projection's identity; the sample size counts only when the table is larger than it (a
+        table fitted whole keeps the key it had before sampling existed)."""
         keys = ("n_neighbors", "min_dist", "metric", "pca", "pca_components", "n_epochs", "seed")
-        return _digest({"p": {k: getattr(self, k) for k in keys}, "dim": dim, "embedder": dict(embedder)})
+        p = {k: getattr(self, k) for k in keys}
+        if rows > int(self.sample_rows):
+            p["sample_rows"] = int(self.sample_rows)
+        return _digest({"p": p, "dim": dim, "embedder": dict(embedder)})
 
     def clustering_key(self) -> str:
         keys = ("min_cluster_size", "min_samples", "backend", "seed")
@@ -164,6 +201,7 @@ class AnalysisReport:
     rows: int = 0
     fitted: int = 0
     transformed: int = 0
+    placed: int = 0  # rows placed from their nearest fitted rows (not in the sample / new since the fit)
     n_clusters: int = 0
     n_failure_clusters: int = 0
     base_error_rate: float = 0.0
@@ -181,8 +219,9 @@ class AnalysisReport:
         return asdict(self)
 
     def describe(self) -> str:
+        placed = f" and placed the other {self.placed} from their nearest fitted rows" if self.placed else ""
         what = {
-            "fit": f"fitted the map on {self.fitted} rows",
+            "fit": f"fitted the map on {self.fitted} rows{placed}",
             "transform": f"placed {self.transformed} new rows on the saved map (no refit)"
             if self.transformed
             else "no new rows: kept the map and recomputed the summaries",
@@ -333,6 +372,10 @@ def analyze(
     progress: ProgressFn | None = None,
     record_run: bool = True,
     run_id: str | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
+    workers: int | None = None,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> AnalysisReport:
     """Analyze ``dataset``: project, cluster and summarise it, and remember the result (the module
     docstring says what is written and how the mode is chosen).
@@ -346,6 +389,11 @@ def analyze(
     progress: ``progress(done, total, message)``, over ``STAGES`` steps.
     record_run: write a ``run`` document of kind ``analyze`` (False when a job runner records the run).
     run_id: the run id (default ``analyze-<time>-<hex>``); a job passes its own.
+    engine: where rows are placed on the map: ``local`` (worker processes) or ``ray`` (Ray tasks; a local
+        Ray unless ``ray_address``). The result is the same.
+    workers: local worker processes (default: the machine's cores; 1: in this process).
+    chunk_rows: rows read and placed per chunk (rounded up to whole ``placement.BLOCK`` s); memory holds
+        the sample plus a few chunks, never every vector. The result does not depend on it.
 
     Returns
     -------
@@ -356,14 +404,19 @@ def analyze(
     ValueError: invalid or unknown parameters, an unknown ``truth_field``, or no row with an embedding.
     DatasetNotFound: ``dataset`` does not exist.
     """
+    if engine not in ENGINES:
+        raise ValidationFailed(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     run = _begin(store, dataset, params, refit=refit, truth_field=truth_field, progress=progress, run_id=run_id)
+    run.exec = _Exec(engine, ray_address, max(1, int(workers or os.cpu_count() or 1)), chunk_rows_for(chunk_rows))
     if _reusable(run):
         _reuse(run)
     else:
         rows = _load_rows(run)
         state = _saved_state(run, rows)
-        projector, xy = _project(run, rows, state)
-        clusterer, labels, changed = _cluster(run, rows, xy, state)
+        if state is None:
+            projector, clusterer, xy, labels, changed = _fit(run, rows)
+        else:
+            projector, clusterer, xy, labels, changed = _keep_map(run, rows, state)
         summary = _summarize(run, rows, xy, labels)
         state_ref = _write_map(run, rows, xy, labels, changed, (projector, clusterer))
         _record_analysis(run, summary, state_ref, clusterer)
@@ -389,7 +442,9 @@ class _Run:
     started_at: str  # ISO time at the start
     proj_key: str
     clus_key: str
+    rows_hint: int = 0  # rows with an embedding when the run began
     timings: dict[str, float] = field(default_factory=dict)
+    exec: _Exec = field(default_factory=lambda: _Exec())
 
     def step(self, n: int, message: str) -> None:
         if self.progress:
@@ -397,15 +452,27 @@ class _Run:
 
 
 @dataclass
+class _Exec:
+    """How the placement runs (no effect on the result)."""
+
+    engine: str = "local"
+    ray_address: str | None = None
+    workers: int = 1
+    chunk_rows: int = CHUNK_ROWS
+
+
+@dataclass
 class _Rows:
-    """The rows an analysis works on (ok rows with an embedding), as loaded."""
+    """The rows an analysis works on (ok rows with an embedding), as loaded: every column but the vectors
+    (those are streamed, see sampling.py); ``features`` are filled in by the placement pass."""
 
     table: pa.Table  # every loaded column but the embedding
-    emb: np.ndarray  # (n, dim) float32
+    addresses: np.ndarray  # uint64 row addresses in the version read (Store.set_columns_at)
     ids: list[str]
     xs: np.ndarray  # the previous map's coordinates, NaN where a row has none
     ys: np.ndarray
     clusters: np.ndarray  # the previous clusters, -1 where a row has none
+    features: np.ndarray | None = None  # (n, c) float32: every row as the map sees it (summaries)
 
     @property
     def n(self) -> int:
@@ -437,6 +504,7 @@ def _begin(
     run_id = run_id or f"analyze-{now_utc().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     started_at = now_utc().isoformat()
     version_read = store.version(dataset)
+    rows_hint = store.count(dataset, where=ok_and(HAS_EMBEDDING))
     current = cast("AnalysisDoc | None", load_analysis(store, dataset))
     report = AnalysisReport(
         dataset=dataset, run_id=run_id, mode="fit", version_read=version_read, params=asdict(p), truth_field=truth
@@ -453,8 +521,9 @@ def _begin(
         progress=progress,
         started=started,
         started_at=started_at,
-        proj_key=p.projection_key(info.dim, info.embedder),
+        proj_key=p.projection_key(info.dim, info.embedder, rows_hint),
         clus_key=p.clustering_key(),
+        rows_hint=rows_hint,
     )
 
 
@@ -492,15 +561,15 @@ def _reuse(run: _Run) -> None:
 
 
 def _load_rows(run: _Run) -> _Rows:
-    """Load the ok rows with an embedding: vectors, previous map columns, labels, scores, metadata.
-    Raises ValueError when there is none."""
+    """Load the ok rows with an embedding, without their vectors (streamed later): ids, previous map
+    columns, labels, scores, metadata; read chunk by chunk at the version the run began with. Raises
+    ValueError when there is none."""
     run.step(0, "loading rows")
     t = time.perf_counter()
     meta_cols = ["meta_" + f for f in run.info.metadata_fields]
     schema_names = set(run.store.schema(run.dataset).names)
     columns = [
         "id",
-        "embedding",
         "x",
         "y",
         "cluster",
@@ -512,14 +581,20 @@ def _load_rows(run: _Run) -> _Rows:
         *[c for c in UNCERTAINTY_COLUMNS if c in schema_names],
         *[c for c in meta_cols if c in schema_names],
     ]
-    table = run.store.query(run.dataset, where=ok_and(HAS_EMBEDDING), columns=columns)
-    if table.num_rows == 0:
+    parts = list(
+        run.store.scan_chunks(
+            run.dataset, columns=columns, where=ok_and(HAS_EMBEDDING), chunk_rows=run.exec.chunk_rows,
+            version=run.report.version_read, with_row_address=True,  # small batches: Lance's buffers scale with them
+        )
+    )
+    if not parts:
         raise ValidationFailed(f"dataset {run.dataset!r} has no rows with an embedding: ingest images first")
-    emb = _vectors(table.column("embedding"), run.info.dim)
-    table = table.drop_columns(["embedding"])  # the Arrow copy of the vectors is freed here
+    table = pa.concat_tables(parts)
+    addresses = table.column("_rowaddr").to_numpy()
+    table = table.drop_columns(["_rowaddr"])
     rows = _Rows(
         table=table,
-        emb=emb,
+        addresses=addresses,
         ids=table.column("id").to_pylist(),
         xs=_float_col(table, "x"),
         ys=_float_col(table, "y"),
@@ -530,68 +605,179 @@ def _load_rows(run: _Run) -> _Rows:
     return rows
 
 
+def _source(run: _Run, rows: _Rows) -> Source:
+    return Source(
+        store=run.store,
+        dataset=run.dataset,
+        where=ok_and(HAS_EMBEDDING),
+        version=run.report.version_read,
+        dim=run.info.dim,
+        ids=np.asarray(rows.ids, dtype=object),
+        chunk_rows=run.exec.chunk_rows,
+    )
+
+
 def _saved_state(run: _Run, rows: _Rows) -> tuple[Projector, Clusterer] | None:
-    """Decide transform or fit: the saved (projector, clusterer) when the map can be kept (no refit, the
-    same projection parameters, a readable saved state and some rows already on the map), else None."""
+    """Decide fit or keep the map: the saved (projector, clusterer) when the map can be kept (no refit, the
+    same projection parameters, a readable saved state whose clusters match its fitted rows, some rows
+    already on the map, and for new clustering parameters the fitted rows' ids), else None."""
     cur = run.current
     if run.refit or cur is None or cur.get("projection_key") != run.proj_key:
         return None
     state = _load_state(run.store, run.dataset, cur.get("state"))
     if state is None or rows.new.all():
         return None
+    projector, clusterer = state
+    if len(getattr(clusterer, "labels_", ())) != len(getattr(projector, "train_", ())):
+        return None
+    if cur.get("clustering_key") != run.clus_key and getattr(projector, "train_ids_", None) is None:
+        return None  # re-clustering needs to know which rows the map was fitted on (states before sampling)
     return state
 
 
-def _project(run: _Run, rows: _Rows, state: tuple[Projector, Clusterer] | None) -> tuple[Projector, np.ndarray]:
-    """The (n, 2) map: the saved one with new rows placed by the fitted model's ``transform`` (``state``
-    given), or a newly fitted one. Returns (projector, xy)."""
-    t = time.perf_counter()
-    report = run.report
-    if state is not None:
-        projector = state[0]
-        new = rows.new
-        xy = np.stack([rows.xs, rows.ys], axis=1).astype(np.float32)
-        if new.any():
-            run.step(1, f"placing {int(new.sum())} new rows on the saved map")
-            xy[new] = projector.transform(rows.emb[new])
-        report.transformed = int(new.sum())
-        report.fitted = int(getattr(projector, "n_fit_", 0))
-    else:
-        projector = run.params.projector()
-        xy = projector.fit_transform(rows.emb, progress=lambda msg: run.step(1, msg))
-        report.fitted = rows.n
-    run.timings["project"] = time.perf_counter() - t
-    report.method = getattr(projector, "method_", "")
-    report.pca_used = getattr(projector, "pca_", None) is not None
-    return projector, xy
+Fitted = tuple[Projector, Clusterer, np.ndarray, np.ndarray, np.ndarray]
 
 
-def _cluster(
-    run: _Run, rows: _Rows, xy: np.ndarray, state: tuple[Projector, Clusterer] | None
-) -> tuple[Clusterer, np.ndarray, np.ndarray]:
-    """Cluster labels, and sets the mode: ``transform`` (saved state, same clustering parameters: new
-    rows get the cluster of their nearest dense neighbour), ``recluster`` (saved map, other clustering
-    parameters) or ``fit``. Returns (clusterer, labels, rows whose map columns change)."""
+def _fit(run: _Run, rows: _Rows) -> Fitted:
+    """Mode ``fit``: fit the map and the clusters on the seeded sample, place every other row (its
+    coordinates and cluster from its nearest sampled rows). Returns (projector, clusterer, xy, labels,
+    changed rows)."""
     t = time.perf_counter()
-    cur = run.current
-    if state is not None and cur is not None and cur.get("clustering_key") == run.clus_key:
-        run.report.mode = "transform"
-        run.step(2, "assigning clusters to new rows")
-        clusterer = state[1]
-        new = rows.new
-        labels = rows.clusters.copy()
-        if new.any():
-            labels[new] = clusterer.predict(xy[new])
-        changed = new
+    p, report = run.params, run.report
+    report.mode = "fit"
+    source = _source(run, rows)
+    pos = sample_positions(rows.n, int(p.sample_rows), p.seed)
+    run.step(1, f"reading the {pos.size} sampled rows' vectors" if pos.size < rows.n else "reading vectors")
+    projector = p.projector()
+    reduced = projector.fit_reduce(read_sample(source, pos), n_total=rows.n, progress=lambda m: run.step(1, m))
+    projector.train_ids_ = [rows.ids[i] for i in pos]
+    k = int(p.n_neighbors)
+    graph: tuple[np.ndarray, np.ndarray] | None = None
+    if reduced.shape[0] >= UMAP_SMALL_ROWS:
+        run.step(1, f"neighbour graph of {reduced.shape[0]} rows")
+        gi, gd, index = knn_graph(reduced, k)
+        graph = (gi, gd)
     else:
-        run.report.mode = "recluster" if state is not None else "fit"
-        run.step(2, f"clustering {rows.n} points")
+        index = NeighbourIndex(reduced)
+    place = np.ones(rows.n, dtype=bool)
+    place[pos] = False
+    judged, error = _judged_errors(rows.table)
+
+    def fit_map_and_clusters() -> Clusterer:
+        projector.fit_map(reduced, knn=graph, progress=lambda m: run.step(1, m))
+        run.timings["project"] = time.perf_counter() - t
+        run.step(2, f"clustering {pos.size} points")
+        return p.clusterer().fit(projector.embedding_, error=error[pos], judged=judged[pos])
+
+    if place.any():
+        clusterer, nb = _overlapped(run, rows, source, _state_for(projector, index), place, fit_map_and_clusters)
+    else:
+        clusterer, nb = fit_map_and_clusters(), None
+        rows.features = reduced
+    xy = np.empty((rows.n, 2), dtype=np.float32)
+    labels = np.empty(rows.n, dtype=np.int32)
+    xy[pos], labels[pos] = projector.embedding_, clusterer.labels_
+    if nb is not None:
+        xy[place] = place_xy(projector.embedding_, nb.idx[place], nb.dist[place])
+        labels[place] = vote_labels(clusterer.labels_, nb.idx[place], nb.dist[place])
+    report.fitted, report.placed = int(pos.size), int(place.sum())
+    _method(run, projector)
+    run.timings["fit_and_place"] = time.perf_counter() - t
+    return projector, clusterer, xy, labels, np.ones(rows.n, dtype=bool)
+
+
+def _state_for(projector: Projector, index: NeighbourIndex) -> PlacementState:
+    return PlacementState(
+        normalize=projector.metric == "cosine", pca=projector.pca_, index=index, k=int(projector.n_neighbors)
+    )
+
+
+def _overlapped(
+    run: _Run,
+    rows: _Rows,
+    source: Source,
+    state: PlacementState,
+    place: np.ndarray,
+    fit: Callable[[], Clusterer],
+) -> tuple[Clusterer, Neighbours]:
+    """Run the placement pass (neighbours need only the PCA and the index) in a thread feeding the
+    workers while this thread fits UMAP (single-threaded when seeded) and HDBSCAN: both cores work."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="edgeminer-place") as feeder:
+        future = feeder.submit(_neighbours, run, rows, source, state, place)
+        try:
+            clusterer = fit()
+        finally:
+            nb = future.result()
+    return clusterer, nb
+
+
+def _neighbours(run: _Run, rows: _Rows, source: Source, state: PlacementState, need: np.ndarray) -> Neighbours:
+    """Pass 2 over every row (sampling.stream_neighbours); sets ``rows.features``."""
+    t = time.perf_counter()
+    dims = int(state.pca.n_components_) if state.pca is not None else run.info.dim
+    nb = stream_neighbours(
+        source,
+        state,
+        need,
+        dims=dims,
+        workers=run.exec.workers if rows.n > run.exec.chunk_rows else 1,
+        engine=run.exec.engine,
+        ray_address=run.exec.ray_address,
+        progress=lambda done: run.step(2, f"placed {done}/{rows.n} rows (features and nearest fitted rows)"),
+    )
+    rows.features = nb.features
+    run.timings["place"] = time.perf_counter() - t
+    return nb
+
+
+def _method(run: _Run, projector: Projector) -> None:
+    run.report.method = getattr(projector, "method_", "")
+    run.report.pca_used = getattr(projector, "pca_", None) is not None
+
+
+def _keep_map(run: _Run, rows: _Rows, state: tuple[Projector, Clusterer]) -> Fitted:
+    """Modes ``transform`` (same clustering parameters: new rows get coordinates and a cluster from their
+    nearest fitted rows, the others keep theirs) and ``recluster`` (other clustering parameters: the
+    fitted rows are clustered again, every other row takes the cluster of its nearest fitted rows)."""
+    t = time.perf_counter()
+    projector, clusterer = state
+    cur, report = run.current, run.report
+    recluster = cur is None or cur.get("clustering_key") != run.clus_key
+    report.mode = "recluster" if recluster else "transform"
+    new = rows.new
+    train_pos = _train_positions(rows, projector) if recluster else None
+    if recluster:
+        assert train_pos is not None
+        run.step(2, f"clustering {int((train_pos >= 0).sum())} fitted points")
         judged, error = _judged_errors(rows.table)
-        clusterer = run.params.clusterer().fit(xy, error=error, judged=judged)
-        labels = clusterer.labels_
-        changed = np.ones(rows.n, dtype=bool)
-    run.timings["cluster"] = time.perf_counter() - t
-    return clusterer, labels, changed
+        tj, te = np.zeros(len(projector.train_), bool), np.zeros(len(projector.train_), bool)
+        on = train_pos >= 0
+        tj[train_pos[on]], te[train_pos[on]] = judged[on], error[on]
+        clusterer = run.params.clusterer().fit(projector.embedding_, error=te, judged=tj)
+    need = (train_pos < 0) if train_pos is not None else new
+    if new.any():
+        run.step(1, f"placing {int(new.sum())} new rows on the saved map")
+    nb = _neighbours(run, rows, _source(run, rows), _state_for(projector, NeighbourIndex(projector.train_)), need | new)
+    xy = np.stack([rows.xs, rows.ys], axis=1).astype(np.float32)
+    xy[new] = place_xy(projector.embedding_, nb.idx[new], nb.dist[new])
+    labels = rows.clusters.copy()
+    labels[need] = vote_labels(clusterer.labels_, nb.idx[need], nb.dist[need])
+    if train_pos is not None:
+        labels[train_pos >= 0] = clusterer.labels_[train_pos[train_pos >= 0]]
+    report.transformed = report.placed = int(new.sum())
+    report.fitted = int(getattr(projector, "n_fit_", 0))
+    _method(run, projector)
+    run.timings["place_and_cluster"] = time.perf_counter() - t
+    changed = np.ones(rows.n, dtype=bool) if recluster else new
+    return projector, clusterer, xy, labels, changed
+
+
+def _train_positions(rows: _Rows, projector: Projector) -> np.ndarray:
+    """Each row's position among the map's fitted rows (by id), -1 for the others."""
+    where = {i: j for j, i in enumerate(getattr(projector, "train_ids_", None) or [])}
+    return np.array([where.get(i, -1) for i in rows.ids], dtype=np.int64)
 
 
 def _judged_errors(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
@@ -613,14 +799,19 @@ def _summarize(run: _Run, rows: _Rows, xy: np.ndarray, labels: np.ndarray) -> Ma
     cols["x"] = xy[:, 0].tolist()
     cols["y"] = xy[:, 1].tolist()
     summary = summarize_clusters(
-        labels, cols, embeddings=rows.emb, min_errors=run.params.min_errors, metadata_fields=run.info.metadata_fields
+        labels,
+        cols,
+        embeddings=rows.features,
+        min_errors=run.params.min_errors,
+        metadata_fields=run.info.metadata_fields,
     )
     ranks = {c["id"]: c["failure_rank"] for c in summary["clusters"]}
     if run.truth is not None:
         failing = [cid for cid, r in ranks.items() if r is not None]
         _, error = _judged_errors(table)
         conf = np.array([np.nan if v is None else float(v) for v in cols["confidence"]], dtype=np.float64)
-        scores = failure_scores(labels, failing, rows.emb, error, conf)
+        assert rows.features is not None
+        scores = failure_scores(labels, failing, rows.features, error, conf)
         run.report.slices = slice_quality(
             labels,
             cols["meta_" + run.truth],
@@ -645,18 +836,10 @@ def _write_map(
     run.step(4, "writing coordinates and clusters")
     t = time.perf_counter()
     store, dataset, report = run.store, run.dataset, run.report
-    idx = np.flatnonzero(changed)
+    changed_idx = np.flatnonzero(changed)
     report.version_written = report.version_read
-    if idx.size:
-        update = pa.table(
-            {
-                "id": pa.array([rows.ids[i] for i in idx], pa.string()),
-                "x": pa.array(xy[idx, 0], pa.float32()),
-                "y": pa.array(xy[idx, 1], pa.float32()),
-                "cluster": pa.array(labels[idx].astype(np.int32), pa.int32()),
-            }
-        )
-        store.update_columns(dataset, update)
+    if changed_idx.size:
+        _write_columns(run, rows, changed_idx, xy, labels)
         store.compact(dataset)  # the map's columns were rewritten in pieces: reads stay one-fragment fast
         report.version_written = store.version(dataset)
     old_ref = run.current.get("state") if run.current is not None else None
@@ -667,6 +850,28 @@ def _write_map(
         _drop_old_state(store, dataset, old_ref, state_ref)
     run.timings["write"] = time.perf_counter() - t
     return state_ref
+
+
+def _write_columns(run: _Run, rows: _Rows, idx: np.ndarray, xy: np.ndarray, labels: np.ndarray) -> None:
+    """Write x, y, cluster of the rows ``idx``: only those columns' files, by row address in the version
+    read (Store.set_columns_at); if the table was rewritten since (a compaction elsewhere), by id in
+    bounded merges (Store.update_columns, which reads the whole table)."""
+    cols = {
+        "x": pa.array(xy[idx, 0], pa.float32()),
+        "y": pa.array(xy[idx, 1], pa.float32()),
+        "cluster": pa.array(labels[idx].astype(np.int32), pa.int32()),
+    }
+    try:
+        run.store.set_columns_at(run.dataset, rows.addresses[idx], cols, read_version=run.report.version_read)
+        return
+    except (OSError, RuntimeError, ValueError):  # Lance's commit conflict: the rows moved since the read
+        pass
+    for start in range(0, idx.size, WRITE_ROWS):
+        part = idx[start : start + WRITE_ROWS]
+        update = pa.table({"id": pa.array([rows.ids[i] for i in part], pa.string())})
+        for name, values in cols.items():
+            update = update.append_column(name, values.take(pa.array(np.arange(start, start + part.size))))
+        run.store.update_columns(run.dataset, update)
 
 
 def _record_analysis(run: _Run, summary: Mapping[str, Any], state_ref: AnalysisStateRef, clusterer: Clusterer) -> None:
@@ -711,18 +916,6 @@ def _record_analysis(run: _Run, summary: Mapping[str, Any], state_ref: AnalysisS
     run.step(STAGES, "done")
 
 
-def _vectors(column: pa.ChunkedArray, dim: int) -> np.ndarray:
-    """(n, dim) float32 filled chunk by chunk: no combined Arrow copy of every vector at once."""
-    out = np.empty((len(column), dim), dtype=np.float32)
-    pos = 0
-    for chunk in column.chunks:
-        m = len(chunk)
-        if m:
-            out[pos : pos + m] = embeddings_to_numpy(chunk, dim)
-        pos += m
-    return out
-
-
 def _float_col(table: pa.Table, name: str) -> np.ndarray:
     return np.array([np.nan if v is None else float(v) for v in table.column(name).to_pylist()], dtype=np.float64)
 
@@ -746,6 +939,7 @@ def report_result(report: AnalysisReport) -> dict[str, Any]:
             "rows": report.rows,
             "fitted": report.fitted,
             "transformed": report.transformed,
+            "placed": report.placed,
             "clusters": report.n_clusters,
             "failure_clusters": report.n_failure_clusters,
         },

@@ -140,6 +140,28 @@ def test_analyze_job_on_a_live_server(api_settings: Settings, live_server: Calla
         assert (cols["cluster"] >= -1).all()
 
 
+def test_analyze_job_fits_on_the_requested_sample(api_settings: Settings, live_server: Callable[..., str]) -> None:
+    """``sample_rows`` in the request: the map is fitted on that many rows and every other row is placed."""
+    store = Store(api_settings.data_dir)
+    make_synthetic(store, "synth", n_clusters=3, per_cluster=40, error_clusters=(1,), seed=1)
+    base = live_server(api_settings)
+    with httpx.Client(base_url=base, timeout=30) as http:
+        too_small = http.post(f"{API}/analyze", json={**FAST, "sample_rows": 3})
+        assert too_small.status_code == 422 and "sample_rows" in too_small.text
+        r = http.post(f"{API}/analyze", json={**FAST, "sample_rows": 60})
+        assert r.status_code == 202
+        deadline = time.monotonic() + 120
+        while True:
+            job = http.get(f"/api/v1/jobs/{r.json()['id']}").json()
+            if job["status"] in ("succeeded", "failed") or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert job["status"] == "succeeded", job
+        assert job["counts"]["fitted"] == 60 and job["counts"]["placed"] == 60
+        header, cols = decode_points(http.get(f"{API}/points").content)
+        assert header["count"] == 120 and np.isfinite(cols["x"]).all()
+
+
 def test_outcome_codes_cover_every_combination() -> None:
     """The vectorised codes: a labeled row's stored outcome wins, else correct/wrong from ``correct``,
     else no_prediction; an unlabeled row is 0 whatever else it holds (nulls included)."""

@@ -41,7 +41,7 @@ from edgeminer.indexer.analysis.run import (
 )
 from edgeminer.indexer.store import Dataset, Store, sql_quote
 from edgeminer.indexer.where import HAS_EMBEDDING, is_null, not_null, ok_and
-from edgeminer.service.api.deps import JobsDep, StoreDep
+from edgeminer.service.api.deps import JobsDep, SettingsDep, StoreDep
 from edgeminer.service.api.models import JobPublic, problems
 from edgeminer.service.api.routes.jobs import public_job
 from edgeminer.service.errors import NotFound, UnknownField, ValidationFailed
@@ -301,6 +301,12 @@ class AnalyzeRequest(BaseModel):
         description="failure: density clusters refined where the model's errors concentrate; density: plain HDBSCAN",
     )
     seed: int = 0
+    sample_rows: int | None = Field(
+        None,
+        ge=16,
+        description="fit the map and clusters on a seeded sample of this many rows, place the others (default: "
+        "the server's analysis_sample_rows setting, 50,000); a table no larger is fitted whole",
+    )
 
 
 @router.post(
@@ -309,13 +315,16 @@ class AnalyzeRequest(BaseModel):
     status_code=status.HTTP_202_ACCEPTED,
     responses=problems(401, 404, 422),
 )
-def start_analyze(dataset: str, store: StoreDep, jobs: JobsDep, body: AnalyzeRequest | None = None) -> Any:
+def start_analyze(
+    dataset: str, store: StoreDep, jobs: JobsDep, settings: SettingsDep, body: AnalyzeRequest | None = None
+) -> Any:
     """Project (UMAP), cluster (HDBSCAN) and summarise the dataset as a background job; poll
     ``GET /api/v1/jobs/{id}``. The job's ``result`` has the mode (fit, transform, recluster, reuse),
     counts, versions and the per-slice check."""
     body = body or AnalyzeRequest()
     info = store.get_dataset(dataset)
     values = body.model_dump(exclude={"refit", "truth_field"})
+    values["sample_rows"] = body.sample_rows or settings.analysis_sample_rows
     params = AnalyzeParams.from_dict(values)
     truth = body.truth_field
     if truth is not None:
