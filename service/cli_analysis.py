@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import ExitStack
 from typing import Any
 
 from edgeminer.indexer.where import not_null, ok_and
@@ -54,17 +55,23 @@ def cmd_analyze(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError(f"--workers must be at least 1, not {args.workers}")
     if args.ray_address and args.engine != "ray":
         raise CliError("--ray-address needs --engine ray")
-    report = analyze(
-        store,
-        args.dataset,
-        params,
-        refit=args.refit,
-        truth_field=args.truth_field,
-        progress=_progress(args.quiet or args.json),
-        engine=args.engine,
-        ray_address=args.ray_address,
-        workers=args.workers,
-    )
+    with ExitStack() as stack:
+        if args.engine == "ray":  # the ingest engine's session: a reachability check and one-line errors first,
+            # a private local Ray (127.0.0.1) without an address, shut down at the end
+            from edgeminer.indexer.ray_engine import ray_session
+
+            stack.enter_context(ray_session(args.ray_address))
+        report = analyze(
+            store,
+            args.dataset,
+            params,
+            refit=args.refit,
+            truth_field=args.truth_field,
+            progress=_progress(args.quiet or args.json),
+            engine=args.engine,
+            ray_address=args.ray_address,
+            workers=args.workers,
+        )
     if args.json:
         print_json(report.to_dict())
         return 0

@@ -186,6 +186,12 @@ def s3() -> Iterator[S3Server]:
 
 
 @pytest.mark.slow
+def _map_columns(store: Store) -> dict[str, tuple[float, float, int]]:
+    """id -> (x, y, cluster) of every row the analysis placed."""
+    table = store.query("ds", where="x IS NOT NULL", columns=["id", "x", "y", "cluster"])
+    return {r["id"]: (round(r["x"], 5), round(r["y"], 5), r["cluster"]) for r in table.to_pylist()}
+
+
 def test_ingest_on_two_node_cluster_equals_local_engine(two_nodes: Cluster, s3: S3Server) -> None:
     work = Path(tempfile.mkdtemp(prefix="em-ray2-data-"))
     env = {**s3.env, **DRIVER_ENV, "EDGEMINER_CACHE_DIR": str(work / "s3cache")}
@@ -220,10 +226,19 @@ def test_ingest_on_two_node_cluster_equals_local_engine(two_nodes: Cluster, s3: 
             # a second run on the cluster changes nothing (its exit code is the local engine's for a re-run that
             # found nothing new, whatever that is: cmd_ingest decides it from the same report)
             again = _edgeminer(["--data-dir", ray_uri, *common, *ray_args], env)
+            assert again.returncode == 0, again.stderr[-3000:]
             assert "0 new, 0 updated" in again.stdout and f"version {version} -> {version}" in again.stdout, again
             assert Store(ray_uri).version("ds") == version
 
-        # --- the scaled analysis on the cluster (issue 11, part 3) goes here: run `edgeminer analyze` with the
-        # --- Ray engine against ray_uri (and locally against local_uri), then compare the two.
+            # the scaled analysis on the cluster: fitted on a 20-row sample, the other rows placed by Ray tasks
+            # on the two nodes; then the same analysis with local worker processes must give the same map
+            analyze = ["--data-dir", ray_uri, "analyze", "--dataset", "ds", "--sample-rows", "20", "--quiet"]
+            on_cluster = _edgeminer([*analyze, "--engine", "ray", "--ray-address", two_nodes.address], env)
+            assert on_cluster.returncode == 0, on_cluster.stderr[-3000:]
+            mapped = _map_columns(Store(ray_uri))
+            assert len(mapped) == Store(ray_uri).count("ds", "status = 'ok'")
+            locally = _edgeminer([*analyze, "--engine", "local", "--refit"], env)
+            assert locally.returncode == 0, locally.stderr[-3000:]
+            assert _map_columns(Store(ray_uri)) == mapped
     finally:
         shutil.rmtree(work, ignore_errors=True)
