@@ -58,12 +58,7 @@ LABELED_SHARE = 0.1  # rows labeled "val" (the rest unlabeled): analysis needs j
 WRONG_SHARE = 0.1  # clusters the "model" gets wrong
 
 
-def load_note() -> str:
-    load = os.getloadavg()
-    note = f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min) on {os.cpu_count()} CPUs"
-    if load[0] >= 1:
-        note += "\nWARNING: the machine is busy (1-min load >= 1): timings are indicative only"
-    return note
+from search import load_note  # noqa: E402 - the same load line and warning as the search bench
 
 
 def child(step: str, params: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:

@@ -550,6 +550,20 @@ class RowWriter:
         if self.count >= self.rows:
             self.flush()
 
+    def __enter__(self) -> RowWriter:
+        return self
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        """Write what is gathered, also when the block failed (Ctrl-C, an error): rows already embedded are
+        kept; then the original failure propagates (a failure to write is not allowed to hide it)."""
+        if kind is None:
+            self.flush()
+            return
+        try:
+            self.flush()
+        except Exception:  # noqa: BLE001 - the original failure is the one to report
+            pass
+
     def flush(self) -> None:
         if not self.pending:
             return
@@ -570,44 +584,25 @@ def _ingest_chunks(
     writer: RowWriter,
 ) -> None:
     """Decode each chunk in ``pool`` while the previous one is embedded and stored; an interruption
-    (Ctrl-C, a failure) still writes the rows already embedded, then propagates."""
-    try:
-        _chunk_loop(run, embedder, batch_size, pool, bar, on_progress, writer)
-    except BaseException:
-        try:
-            writer.flush()
-        except Exception:  # noqa: BLE001 - the original failure is the one to report
-            pass
-        raise
-    writer.flush()
-
-
-def _chunk_loop(
-    run: IngestRun,
-    embedder: Embedder,
-    batch_size: int,
-    pool: ThreadPoolExecutor,
-    bar: Any,
-    on_progress: ProgressFn | None,
-    writer: RowWriter,
-) -> None:
-    report = run.report
-    done = 0
-    pending: _Pending | None = None
-    for chunk, todo, todo_fps in changed_chunks(run, batch_size):
-        futures = [pool.submit(decode_record, rec, embedder) for rec in todo]
-        # embed the previous chunk while this one decodes
+    (Ctrl-C, a failure) still writes the rows already embedded (``writer``'s block), then propagates."""
+    with writer:
+        report = run.report
+        done = 0
+        pending: _Pending | None = None
+        for chunk, todo, todo_fps in changed_chunks(run, batch_size):
+            futures = [pool.submit(decode_record, rec, embedder) for rec in todo]
+            # embed the previous chunk while this one decodes
+            if pending is not None:
+                _finish(run, embedder, pending, writer)
+            pending = (todo, todo_fps, futures)
+            done += len(chunk)
+            if bar is not None:
+                bar.update(len(chunk))
+                bar.set_postfix(ok=report.ok_rows, errors=report.error_rows, skipped=report.skipped)
+            if on_progress is not None:
+                on_progress(done, run.total, f"{report.ok_rows} ok, {report.error_rows} errors")
         if pending is not None:
             _finish(run, embedder, pending, writer)
-        pending = (todo, todo_fps, futures)
-        done += len(chunk)
-        if bar is not None:
-            bar.update(len(chunk))
-            bar.set_postfix(ok=report.ok_rows, errors=report.error_rows, skipped=report.skipped)
-        if on_progress is not None:
-            on_progress(done, run.total, f"{report.ok_rows} ok, {report.error_rows} errors")
-    if pending is not None:
-        _finish(run, embedder, pending, writer)
 
 
 def changed_chunks(run: IngestRun, batch_size: int) -> Iterator[tuple[list[Any], list[Any], list[str]]]:

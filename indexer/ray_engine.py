@@ -467,24 +467,23 @@ def _drain(run: IngestRun, ds: Any, bar: Any, on_progress: ProgressFn | None, wr
     assert isinstance(report, RayIngestReport)
     seen: set[int] = set()
     errors = _FirstErrors()
-    writer = RowWriter(run, write_rows)
-    nodes: dict[str, set[str]] = {"decode": set(), "embed": set()}
-    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2):
-        for row in batch.to_pylist():
-            if row["seq"] in seen:  # a retried chunk delivered twice is counted and written once
-                continue
-            seen.add(row["seq"])
-            chunk_errors = pickle.loads(row["errors"])
-            run.add_chunk(ChunkRows(None, row["ok"], chunk_errors))
-            errors.add(row["seq"], chunk_errors)
-            nodes["decode"].add(row["decode_node"])
-            nodes["embed"].add(row["embed_node"])
-            table = _from_ipc(row["rows"])
-            if table is not None:
-                writer.add(table)
-            done += row["n"]
-            _tick(run, bar, on_progress, row["n"], done)
-    writer.flush()
+    with RowWriter(run, write_rows) as writer:  # a failure still writes what came back
+        nodes: dict[str, set[str]] = {"decode": set(), "embed": set()}
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2):
+            for row in batch.to_pylist():
+                if row["seq"] in seen:  # a retried chunk delivered twice is counted and written once
+                    continue
+                seen.add(row["seq"])
+                chunk_errors = pickle.loads(row["errors"])
+                run.add_chunk(ChunkRows(None, row["ok"], chunk_errors))
+                errors.add(row["seq"], chunk_errors)
+                nodes["decode"].add(row["decode_node"])
+                nodes["embed"].add(row["embed_node"])
+                table = _from_ipc(row["rows"])
+                if table is not None:
+                    writer.add(table)
+                done += row["n"]
+                _tick(run, bar, on_progress, row["n"], done)
     report.errors = errors.first(100)  # in source order, as the local engine lists them
     report.nodes = {k: sorted(v) for k, v in nodes.items()}
 
