@@ -140,14 +140,18 @@ def near_duplicate_counts(
     exact_max_rows: int = EXACT_MAX_ROWS,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    unit: bool = False,
 ) -> np.ndarray:
-    """For each row, how many OTHER rows lie within cosine ``distance`` of it.
+    """For each row, how many OTHER rows lie within cosine ``distance`` of it (``unit``: the rows are
+    already L2-normalised float32, used as they are, no copy).
 
     Exact (blockwise ``X @ X.T``) up to ``exact_max_rows`` rows; above, rows are split into about
     ``sqrt(n)`` k-means partitions (fitted on a sample) and each row is compared with the rows of its
     two nearest partitions, so a pair is missed only when neither row has the other's partition among
     its two nearest (rare for pairs this close)."""
-    x = _unit(np.asarray(vectors, dtype=np.float32))
+    x = np.asarray(vectors, dtype=np.float32)
+    if not unit:
+        x = _unit(x)
     n = x.shape[0]
     if n < 2:
         return np.zeros(n, dtype=np.int64)
@@ -247,16 +251,38 @@ def update_near_duplicates(store: Any, dataset: str, *, distance: float = NEAR_D
     if info.metadata_fields.get("img_near_dups") != "int":
         return 0
     column = "meta_img_near_dups"
-    table = store.query(dataset, where=ok_and(HAS_EMBEDDING), columns=["id", "embedding", column])
-    if table.num_rows == 0:
+    ids, x, old = _unit_vectors(store, dataset, info.dim, column)
+    if not ids:
         return 0
-    from edgeminer.indexer.store import embeddings_to_numpy
-
-    counts = near_duplicate_counts(embeddings_to_numpy(table.column("embedding"), info.dim), distance=distance)
-    old = pc.fill_null(table.column(column), -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    counts = near_duplicate_counts(x, distance=distance, unit=True)
+    del x
     changed = np.flatnonzero(old != counts)
     if len(changed) == 0:
         return 0
-    ids = table.column("id").take(pa.array(changed))
-    store.update_columns(dataset, pa.table({"id": ids, column: pa.array(counts[changed], pa.int64())}))
+    picked = pa.array(ids).take(pa.array(changed))
+    store.update_columns(dataset, pa.table({"id": picked, column: pa.array(counts[changed], pa.int64())}))
     return int(len(changed))
+
+
+def _unit_vectors(store: Any, dataset: str, dim: int, column: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """ids, L2-normalised float32 vectors and the stored counts of every ok row with an embedding, read in
+    chunks into one preallocated matrix (one copy of the vectors in memory: at 1M x 512 reading the whole
+    table at once held the Arrow column, its numpy copy and a normalised copy, three times 2 GB)."""
+    from edgeminer.indexer.store import embeddings_to_numpy
+
+    where = ok_and(HAS_EMBEDDING)
+    n = store.count(dataset, where)
+    x = np.empty((n, dim), dtype=np.float32)
+    old = np.empty(n, dtype=np.int64)
+    ids: list[str] = []
+    at = 0
+    for chunk in store.scan_chunks(dataset, columns=["id", "embedding", column], where=where, chunk_rows=65_536):
+        m = chunk.num_rows
+        if at + m > n:  # rows written since the count: the next ingest counts them
+            m = n - at
+            chunk = chunk.slice(0, m)
+        x[at : at + m] = _unit(embeddings_to_numpy(chunk.column("embedding"), dim))
+        old[at : at + m] = pc.fill_null(chunk.column(column), -1).to_numpy(zero_copy_only=False)
+        ids.extend(chunk.column("id").to_pylist())
+        at += m
+    return ids, x[:at], old[:at]
