@@ -259,3 +259,19 @@ def test_local_ray_started_and_stopped_by_the_engine(images: tuple[Path, Path]) 
         assert json.dumps(report.as_dict(), default=str)  # the report serialises (API / --json)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.mark.slow  # trains the demo CNN, then ingests the 1,797 demo digits with each engine (~1 min)
+def test_ray_equals_local_on_the_demo_images(ray_local: None, tmp_path: Path) -> None:
+    """The demo as `edgeminer demo` builds it (local engine), then the same manifest and model on Ray."""
+    from edgeminer.indexer.demo import DATASET, build_demo
+
+    local = Store(tmp_path / "local")
+    build_demo(tmp_path / "demo", local, progress=False, mc_passes=3)
+    source = open_source(tmp_path / "demo" / "manifest.csv", kind="manifest")
+    embedder = TorchScriptEmbedder(tmp_path / "demo" / "digits_cnn.pt", mc_passes=3, device="cpu", seed=0)
+    on_ray = Store(tmp_path / "ray")
+    report = ingest_ray(on_ray, DATASET, source, embedder, batch_size=128, progress=False)
+    assert report.ok_rows == local.count(DATASET, "status = 'ok'") == 1797
+    assert_same_rows(rows_by_id(local, DATASET), rows_by_id(on_ray, DATASET))
+    assert local.get_dataset(DATASET).embedder == on_ray.get_dataset(DATASET).embedder
