@@ -64,6 +64,12 @@ from edgeminer.indexer.pipeline import (
 from edgeminer.indexer.store import Store
 
 INSTALL_HINT = "the Ray engine needs Ray: pip install 'edgeminer[ray]'"
+#: blocks the source's chunks are grouped into: enough to keep every decode task and actor busy with some to
+#: spare, few enough that Ray's per-call cost is small; more on big inputs, where a block holds at most
+#: MAX_BLOCK_CHUNKS chunks (a block's decoded images are in memory at once: 8 x 64 images of 224 x 224 x 3
+#: float32 are ~300 MB)
+BLOCKS = 64
+MAX_BLOCK_CHUNKS = 8
 #: seconds to wait for a TCP connection to a --ray-address before calling it unreachable
 CONNECT_TIMEOUT = 5.0
 
@@ -407,7 +413,9 @@ def _put_chunks(
     """Read the source on the driver (fingerprints, skips) and put the changed chunks into the object store,
     a few chunks per block (so the driver never holds them all); the blocks' references and the records
     skipped."""
-    per_block = max(1, math.ceil(run.total / batch_size / 512))  # at most ~512 blocks
+    # about BLOCKS blocks, each one Ray task and one actor call: one chunk per task made Ray's per-call cost
+    # the bulk of a small model's ingest (313 tasks for 20k images at batch 64)
+    per_block = min(MAX_BLOCK_CHUNKS, max(1, math.ceil(run.total / batch_size / BLOCKS)))
     refs: list[Any] = []
     block: dict[str, list[Any]] = {"seq": [], "n": [], "payload": []}
     done = 0
@@ -445,7 +453,7 @@ def _dataset(
     ds = ds.map_batches(
         decode_chunks,
         fn_kwargs={"pre": pre},
-        batch_size=1,
+        batch_size=None,  # a whole block (its chunks embedded one model batch each)
         batch_format="pyarrow",
         num_cpus=1,
         concurrency=workers,
@@ -453,7 +461,7 @@ def _dataset(
     return ds.map_batches(
         ChunkEmbedder,
         fn_constructor_kwargs={"factory": factory, "spec": spec},
-        batch_size=1,
+        batch_size=None,  # a whole block (its chunks embedded one model batch each)
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=plan.actors),
         num_cpus=1,

@@ -275,3 +275,22 @@ def test_ray_equals_local_on_the_demo_images(ray_local: None, tmp_path: Path) ->
     assert report.ok_rows == local.count(DATASET, "status = 'ok'") == 1797
     assert_same_rows(rows_by_id(local, DATASET), rows_by_id(on_ray, DATASET))
     assert local.get_dataset(DATASET).embedder == on_ray.get_dataset(DATASET).embedder
+
+
+def test_several_chunks_per_block_give_the_same_rows(
+    ray_local: None, images: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks of several chunks (one Ray task and one actor call each): every chunk is still embedded as its own
+    model batch, so the rows equal the local engine's."""
+    import edgeminer.indexer.ray_engine as engine
+
+    monkeypatch.setattr(engine, "BLOCKS", 2)  # 6 chunks of 8 -> blocks of 3 chunks
+    manifest, model = images
+    work = Path(tempfile.mkdtemp(prefix="em-ray-blocks-"))
+    try:
+        local = run_local(work / "local", manifest, model)
+        on_ray = run_ray(work / "ray", manifest, model)
+        assert on_ray.counts() == local.counts() and on_ray.errors == local.errors
+        assert_same_rows(rows_by_id(Store(work / "local")), rows_by_id(Store(work / "ray")))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
