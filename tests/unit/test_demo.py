@@ -36,3 +36,24 @@ def test_demo_slices_are_rare_in_train_and_hold_most_val_errors(demo_env: DemoEn
     for name in SLICES:
         assert by_slice[name]["error_rate"] > 0.25, (name, by_slice[name])
     assert by_slice["none"]["error_rate"] < 0.05
+
+
+def test_demo_is_built_at_a_fixed_thread_count(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """torch's float sums depend on its thread count: a process left at 1 thread by earlier work trained a
+    different demo model (the small slice's recall fell from 0.53 to 0.49). build_demo trains and ingests at
+    DEMO_TORCH_THREADS whatever the caller set, and gives the caller its setting back."""
+    import torch
+
+    from edgeminer.indexer import demo
+    from edgeminer.indexer.store import Store
+
+    seen: list[int] = []
+    monkeypatch.setattr(demo, "_build_demo", lambda *a, **k: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        demo.build_demo(tmp_path / "demo", Store(tmp_path / "db"), progress=False)
+        assert seen == [demo.DEMO_TORCH_THREADS]
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
