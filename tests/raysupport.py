@@ -85,3 +85,18 @@ def comparable_run_doc(store: Store, run_id: str) -> dict[str, Any]:
     # times, ids and the table version written (the Ray engine writes fewer, larger batches) differ
     drop = {"id", "created_at", "started_at", "finished_at", "duration_s", "pid", "host", "version_written"}
     return {k: v for k, v in doc.items() if k not in drop and not k.startswith("_")}
+
+
+def start_local_ray(temp_dir: str) -> None:
+    """``ray.init`` of a local Ray for tests: 2 CPUs, 127.0.0.1, no dashboard, its files in ``temp_dir`` (keep
+    it short: Ray's socket paths must stay under 108 characters)."""
+    import ray
+
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        _temp_dir=temp_dir,
+        log_to_driver=False,
+    )

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from raysupport import start_local_ray
 
 from edgeminer.indexer import store as store_mod
 from edgeminer.indexer.errors import UnknownField
@@ -35,15 +36,8 @@ def ray_local() -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    temp = tempfile.mkdtemp(prefix="em-ray-ix-")  # short: Ray's socket paths must stay under 108 characters
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        _temp_dir=temp,
-        log_to_driver=False,
-    )
+    temp = tempfile.mkdtemp(prefix="em-ray-ix-")
+    start_local_ray(temp)
     try:
         yield
     finally:

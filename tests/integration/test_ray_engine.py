@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import ray  # the dev extra installs it: a missing Ray fails here, it is not skipped
-from raysupport import N_IMAGES, assert_same_rows, comparable_run_doc, make_images, rows_by_id
+from raysupport import N_IMAGES, assert_same_rows, comparable_run_doc, make_images, rows_by_id, start_local_ray
 
 from edgeminer.indexer.embedders import TorchScriptEmbedder
 from edgeminer.indexer.pipeline import IngestReport, ingest
@@ -47,14 +47,7 @@ def ray_local(ray_temp: str) -> None:
     """A local Ray (2 CPUs, 127.0.0.1, no dashboard, logs in the module's temp dir), started once for the
     module unless a test shut it down."""
     if not ray.is_initialized():
-        ray.init(
-            address="local",
-            num_cpus=2,
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            _temp_dir=ray_temp,
-            log_to_driver=False,
-        )
+        start_local_ray(ray_temp)
 
 
 @pytest.fixture(scope="module")
