@@ -52,6 +52,18 @@ class LiveServer:
 CHECKS = "not_a_server_error,content_type_conformance,response_schema_conformance,status_code_conformance"
 
 
+def wait_job(client: Any, job_id: str, timeout: float = 120) -> dict[str, Any]:
+    """Poll ``/api/v1/jobs/{job_id}`` through ``client`` (a TestClient or an httpx.Client on a live server)
+    until the job is no longer queued or running; fails the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        doc: dict[str, Any] = client.get(f"/api/v1/jobs/{job_id}").json()
+        if doc["status"] not in ("queued", "running"):
+            return doc
+        assert time.monotonic() < deadline, doc
+        time.sleep(0.1)
+
+
 def failures(stdout: str) -> str:
     """The FAILURES / ERRORS sections of a schemathesis report (long query strings cut)."""
     start = min((i for i in (stdout.find("= FAILURES ="), stdout.find("= ERRORS =")) if i >= 0), default=0)

@@ -3,16 +3,15 @@ and the analyze job through a live server on 127.0.0.1."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 from factories import make_synthetic
 from fastapi.testclient import TestClient
+from servers import wait_job
 
 from edgeminer.indexer.analysis.points import OUTCOME_CODES, decode_points
 from edgeminer.indexer.analysis.run import analyze
@@ -112,16 +111,6 @@ def test_stats_routes(analyzed: Settings, make_client: Callable[..., TestClient]
     assert client.get("/api/v1/datasets/nope/stats/labels").status_code == 404
 
 
-def _wait_for_job(http: httpx.Client, job_id: str, timeout: float = 120) -> dict[str, Any]:
-    """The job once it succeeded or failed (or as it is after ``timeout`` seconds)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        job: dict[str, Any] = http.get(f"/api/v1/jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed") or time.monotonic() > deadline:
-            return job
-        time.sleep(0.3)
-
-
 def test_analyze_job_on_a_live_server(api_settings: Settings, live_server: Callable[..., str]) -> None:
     store = Store(api_settings.data_dir)
     make_synthetic(store, "synth", n_clusters=3, per_cluster=40, error_clusters=(1,), seed=1)
@@ -136,7 +125,7 @@ def test_analyze_job_on_a_live_server(api_settings: Settings, live_server: Calla
         r = http.post(f"{API}/analyze", json={**FAST, "truth_field": "group"}, headers={"X-API-Key": "s3cret"})
         assert r.status_code == 202
         job_id = r.json()["id"]
-        job = _wait_for_job(http, job_id)
+        job = wait_job(http, job_id)
         assert job["status"] == "succeeded", job
         assert job["kind"] == "analyze" and job["result"]["mode"] == "fit"
         assert job["counts"]["rows"] == 120 and job["version_written"] > job["version_read"]
@@ -156,7 +145,7 @@ def test_analyze_job_fits_on_the_requested_sample(api_settings: Settings, live_s
         assert too_small.status_code == 422 and "sample_rows" in too_small.text
         r = http.post(f"{API}/analyze", json={**FAST, "sample_rows": 60})
         assert r.status_code == 202
-        job = _wait_for_job(http, r.json()["id"])
+        job = wait_job(http, r.json()["id"])
         assert job["status"] == "succeeded", job
         assert job["counts"]["fitted"] == 60 and job["counts"]["placed"] == 60
         header, cols = decode_points(http.get(f"{API}/points").content)

@@ -4,13 +4,12 @@ are 404s naming the known ones, base == new a 422, a path outside the roots a 40
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from servers import wait_job
 from versiondata import V2_PRED, write_dataset, write_v2
 
 from edgeminer.indexer.embedders import PrecomputedEmbedder
@@ -20,16 +19,6 @@ from edgeminer.indexer.store import Store
 from edgeminer.service.settings import Settings
 
 API = "/api/v1/datasets/ds"
-
-
-def wait_job(client: TestClient, job_id: str, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        doc = client.get(f"/api/v1/jobs/{job_id}").json()
-        if doc["status"] not in ("queued", "running"):
-            return doc
-        assert time.monotonic() < deadline, doc
-        time.sleep(0.1)
 
 
 @pytest.fixture

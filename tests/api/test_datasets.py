@@ -7,7 +7,6 @@ on a client whose ingest root is ``tmp_path/src`` (the rules themselves: test_in
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from servers import wait_job
 
 from edgeminer.service.settings import Settings
 
@@ -114,16 +114,6 @@ def ingest_client(make_client: Callable[..., TestClient], api_settings: Settings
     """A client whose ingest root is tmp_path/src, where the tests write their sources."""
     (tmp_path / "src").mkdir(exist_ok=True)
     return make_client(api_settings, ingest_roots=[str(tmp_path / "src")])
-
-
-def wait_job(client: TestClient, job_id: str, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        doc = client.get(f"/api/v1/jobs/{job_id}").json()
-        if doc["status"] not in ("queued", "running"):
-            return doc
-        assert time.monotonic() < deadline, doc
-        time.sleep(0.1)
 
 
 def write_manifest(folder: Path, make_png: Callable[..., Path], n: int = 12) -> Path:

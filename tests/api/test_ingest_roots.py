@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from servers import wait_job
 
 from edgeminer.indexer.sources import SourceError, open_source
 from edgeminer.indexer.store import Store
@@ -44,16 +44,6 @@ def outside(tmp_path: Path) -> Path:
 @pytest.fixture
 def client(make_client: Callable[..., TestClient], api_settings: Settings, roots: Path) -> TestClient:
     return make_client(api_settings, ingest_roots=[str(roots)])
-
-
-def wait_job(client: TestClient, job_id: str, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        doc = client.get(f"/api/v1/jobs/{job_id}").json()
-        if doc["status"] not in ("queued", "running"):
-            return doc
-        assert time.monotonic() < deadline, doc
-        time.sleep(0.1)
 
 
 def vec(i: int) -> list[float]:

@@ -4,16 +4,15 @@ none of the model's classes are refused with what to do."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
 from PIL import Image
+from servers import wait_job
 from torch import nn
 
 from edgeminer.service.settings import Settings
@@ -50,16 +49,6 @@ def client(make_client: Callable[..., TestClient], api_settings: Settings, roots
     return make_client(api_settings, ingest_roots=[str(roots)])
 
 
-def _wait(client: TestClient, job_id: str, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        doc = client.get(f"/api/v1/jobs/{job_id}").json()
-        if doc["status"] not in ("queued", "running"):
-            return doc
-        assert time.monotonic() < deadline, doc
-        time.sleep(0.1)
-
-
 def test_classes_name_a_plain_models_outputs(client: TestClient, roots: Path) -> None:
     embedder = {"kind": "torchscript", "model_file": str(roots / "plain.pt"), "image_size": 16}
     refused = client.post(INGEST, json={"source": str(roots / "imgs"), "embedder": embedder})
@@ -71,7 +60,7 @@ def test_classes_name_a_plain_models_outputs(client: TestClient, roots: Path) ->
     embedder |= {"mean": [0.4, 0.4, 0.4], "std": [0.3, 0.3, 0.3]}
     resp = client.post(INGEST, json={"source": str(roots / "imgs"), "embedder": embedder, "classes": CLASSES})
     assert resp.status_code == 202, resp.text
-    assert _wait(client, resp.json()["id"])["status"] == "succeeded"
+    assert wait_job(client, resp.json()["id"])["status"] == "succeeded"
     detail = client.get("/api/v1/datasets/own").json()
     assert detail["classes"] == CLASSES
     assert detail["embedder"]["mean"] == [0.4] * 3 and detail["embedder"]["std"] == [0.3] * 3

@@ -110,3 +110,16 @@ def give_images(store: Any, name: str, media: Path) -> None:
         Image.new("RGB", (32, 32), (shade, 200 - shade // 2, 120)).save(path)
         uris.append(str(path))
     store.update_columns(name, pa.table({"id": ids, "uri": uris}))
+
+
+def mine_from_cluster(page: Any, cid: int, budget: int = 12) -> list[str]:
+    """In the dashboard's Mine tab: mine ``budget`` rows from cluster ``cid`` (exported rows included); the
+    ids of the tiles shown."""
+    page.click(".tabs button[data-tab=mine]")
+    page.select_option("#mine-form select[name=source]", "cluster")
+    page.select_option("#mine-form select[name=cluster]", str(cid))
+    page.fill("#mine-form input[name=budget]", str(budget))
+    page.check("#mine-form input[name=include_exported]")
+    page.click("#mine-form button[type=submit]")
+    page.wait_for_selector("#mine-grid .tile", timeout=60_000)
+    return page.eval_on_selector_all("#mine-grid .tile", "ts => ts.map(t => t.dataset.id)")  # type: ignore[no-any-return]

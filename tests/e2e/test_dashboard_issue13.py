@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e_support import Server, give_images, start_server, stop_server
+from e2e_support import Server, give_images, mine_from_cluster, start_server, stop_server
 from factories import make_synthetic
 
 from edgeminer.indexer.analysis.run import analyze, load_analysis
@@ -63,17 +63,6 @@ def assert_no_js_errors(page: Any, allow: str = "favicon") -> None:
 
 def top_cluster_id(page: Any) -> int:
     return int(page.locator("#cluster-table tbody tr").first.get_attribute("data-cluster"))
-
-
-def mine_from_cluster(page: Any, cid: int, budget: int = 12) -> list[str]:
-    page.click(".tabs button[data-tab=mine]")
-    page.select_option("#mine-form select[name=source]", "cluster")
-    page.select_option("#mine-form select[name=cluster]", str(cid))
-    page.fill("#mine-form input[name=budget]", str(budget))
-    page.check("#mine-form input[name=include_exported]")
-    page.click("#mine-form button[type=submit]")
-    page.wait_for_selector("#mine-grid .tile", timeout=60_000)
-    return page.eval_on_selector_all("#mine-grid .tile", "ts => ts.map(t => t.dataset.id)")  # type: ignore[no-any-return]
 
 
 def choose_next(page: Any, budget: int = 9) -> list[str]:

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from e2e_support import Server, start_server, stop_server
+from e2e_support import Server, mine_from_cluster, start_server, stop_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -165,14 +165,7 @@ def open_dataset(page: Any, url: str) -> None:
 
 def mine_from_top_cluster(page: Any, budget: int = 8) -> list[str]:
     cid = page.locator("#cluster-table tbody tr").first.get_attribute("data-cluster")
-    page.click(".tabs button[data-tab=mine]")
-    page.select_option("#mine-form select[name=source]", "cluster")
-    page.select_option("#mine-form select[name=cluster]", str(cid))
-    page.fill("#mine-form input[name=budget]", str(budget))
-    page.check("#mine-form input[name=include_exported]")
-    page.click("#mine-form button[type=submit]")
-    page.wait_for_selector("#mine-grid .tile", timeout=60_000)
-    return page.eval_on_selector_all("#mine-grid .tile", "ts => ts.map(t => t.dataset.id)")  # type: ignore[no-any-return]
+    return mine_from_cluster(page, int(cid), budget)
 
 
 def wait_card(page: Any, attr: str, n: int) -> str:
