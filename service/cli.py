@@ -120,6 +120,8 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     if not args.source:
         raise CliError("ingest needs a SOURCE (manifest, class folders or COCO annotations)")
     _check_engine(args)
+    if args.write_rows < 1:
+        raise CliError(f"--write-rows must be at least 1, not {args.write_rows}")
     store = open_store(settings)
     source = open_source(
         args.source,
