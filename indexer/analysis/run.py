@@ -59,6 +59,7 @@ import pyarrow as pa
 from edgeminer.indexer.analysis.clustering import (
     CLUSTER_MODES,
     Clusterer,
+    absorb_stray_errors,
     failure_scores,
     slice_quality,
     summarize_clusters,
@@ -418,6 +419,7 @@ def analyze(
         else:
             projector, clusterer, xy, labels, changed = _keep_map(run, rows, state)
         summary = _summarize(run, rows, xy, labels)
+        labels, summary = _absorb_strays(run, rows, xy, labels, changed, summary)
         state_ref = _write_map(run, rows, xy, labels, changed, (projector, clusterer))
         _record_analysis(run, summary, state_ref, clusterer)
     if record_run:
@@ -820,6 +822,24 @@ def _summarize(run: _Run, rows: _Rows, xy: np.ndarray, labels: np.ndarray) -> Ma
         )
     run.timings["summarise"] = time.perf_counter() - t
     return summary
+
+
+def _absorb_strays(
+    run: _Run, rows: _Rows, xy: np.ndarray, labels: np.ndarray, changed: np.ndarray, summary: Mapping[str, Any]
+) -> tuple[np.ndarray, Mapping[str, Any]]:
+    """Failure clusters (``clusters="failure"``) take in their class's stray labeled errors
+    (clustering.absorb_stray_errors); the moved rows join ``changed`` and the clusters are summarised
+    again. Returns the labels and the summary to write."""
+    failing = [c["id"] for c in summary["clusters"] if c.get("failure_rank") is not None]
+    if run.params.clusters != "failure" or not failing or rows.features is None:
+        return labels, summary
+    _, error = _judged_errors(rows.table)
+    moved_to = absorb_stray_errors(labels, failing, rows.features, error, rows.table.column("label").to_pylist())
+    moved = moved_to != labels
+    if not moved.any():
+        return labels, summary
+    changed |= moved
+    return moved_to, _summarize(run, rows, xy, moved_to)
 
 
 def _write_map(

@@ -148,3 +148,34 @@ def test_failure_scores_rank_members_first_and_auroc_matches_sklearn() -> None:
     assert out[0]["cluster"] == 1 and out[0]["auroc"] == pytest.approx(roc_auc_score(truth, scores[:, 0]))
     assert out[0]["p_at_10"] is not None and out[0]["p_at_25"] is not None
     assert slice_quality(labels, np.where(truth, "s", "none"))[0]["p_at_10"] is None
+
+
+def test_analyze_moves_a_failure_modes_stray_errors_into_its_cluster(store: Store) -> None:
+    """Cluster 1 (true "dog") is a failure mode; five labeled dogs of healthy cluster 4 (also "dog"),
+    next to each other, are made errors too: the failure cluster takes them in (and the map keeps them
+    where they are). With ``clusters=density`` nothing moves."""
+    import pyarrow as pa
+
+    syn = make_synthetic(store, "synth", n_clusters=5, per_cluster=50, error_clusters=(1,), seed=2)
+    four = [i for i in syn.ids if syn.cluster_of[i] == 4 and syn.labeled[i]]
+    vec = {i: syn.vectors[syn.ids.index(i)] for i in four}
+    anchor = vec[four[0]]
+    strays = sorted(four, key=lambda i: -float(vec[i] @ anchor))[:5]  # a tight group of five
+    store.update_columns(
+        "synth",
+        pa.table({"id": strays, "pred_label": ["cat"] * 5, "correct": [False] * 5, "outcome": ["wrong_class"] * 5}),
+    )
+    analyze(store, "synth", FAST)
+    rows = store.query("synth", columns=["id", "cluster"]).to_pylist()
+    cluster = {r["id"]: r["cluster"] for r in rows}
+    doc = load_analysis(store, "synth") or {}
+    mode = max(
+        (c for c in doc["clusters"] if c["is_failure"]),
+        key=lambda c: sum(cluster[i] == c["id"] for i in syn.ids if syn.cluster_of[i] == 1),
+    )
+    assert all(cluster[i] == mode["id"] for i in strays), [cluster[i] for i in strays]
+    assert sum(cluster[i] == mode["id"] for i in four) == 5  # only the errors moved, not their neighbours
+
+    analyze(store, "synth", {**FAST, "clusters": "density"})
+    cluster = {r["id"]: r["cluster"] for r in store.query("synth", columns=["id", "cluster"]).to_pylist()}
+    assert len({cluster[i] for i in strays} | {cluster[four[-1]]}) == 1  # the strays stay with their cluster
