@@ -38,6 +38,9 @@ modes are their stored analysis clusters when the dataset has them, else a clust
 vectors, and each mode's weight is its local error rate among the judged rows (train, seen, revealed)
 under the current model, as ``mode_weighting=local_error_rate`` does on the store. When the current
 model makes no mistake on ``seen`` a mining strategy picks at random for that round (counted).
+``oracle-planted`` is not a strategy but a ceiling: random pool rows of the planted slices, read from the
+slice truth no strategy sees. When it does not beat uncertainty sampling, the retrained model cannot
+learn the slices from that many labels and no way of picking can win there (the demo's probe).
 
 Reported (:class:`SimResult`): per strategy, repeat and round the test accuracy overall, on the planted
 slices (rows whose ``slice_column`` value is not ``background``), per slice value and per analysis
@@ -91,6 +94,8 @@ PROBE_C = 10.0
 #: generators; the report lists every variant and its numbers), not on one of them.
 DEFAULT_STRATEGY = "mine-modes+badge"
 PLANTED = "planted"
+#: the diagnostic ceiling (see :func:`_oracle`): it alone reads the planted-slice truth.
+ORACLE = "oracle-planted"
 OVERALL = "overall"
 
 
@@ -369,6 +374,20 @@ def _badge(view: View, budget: int) -> np.ndarray:
     return cand[badge(view.probs[cand], view.x[cand], budget, rng=view.seed)]
 
 
+def _oracle(planted: np.ndarray) -> Strategy:
+    """``oracle-planted``: random pool rows of the planted slices (then any row when they run out). It
+    reads the slice truth no strategy sees: a diagnostic ceiling (is the retrained model able to learn
+    the slices from this many labels at all?), never a way to pick."""
+
+    def pick(view: View, budget: int) -> np.ndarray:
+        rng = np.random.default_rng(view.seed)
+        inside = rng.permutation(np.flatnonzero(view.candidates & planted))
+        outside = rng.permutation(np.flatnonzero(view.candidates & ~planted))
+        return np.concatenate([inside, outside])[:budget]
+
+    return pick
+
+
 def _local_error_rates(view: View, seeds: np.ndarray, wrong: np.ndarray, k: int) -> np.ndarray:
     """Per seed: the share of wrong predictions among its k nearest judged rows (itself excluded)."""
     judged = np.flatnonzero(view.trained | view.seen)
@@ -440,7 +459,7 @@ def strategy_names() -> list[str]:
     from edgeminer.service.mining.aggregation import AGGREGATIONS, DIVERSITY_MODES
 
     mines = [f"mine-{a}" for a in AGGREGATIONS] + [f"mine-{a}+{d}" for a in AGGREGATIONS for d in DIVERSITY_MODES]
-    return ["random", *UNCERTAINTY, "coreset", "typiclust", "badge", *mines]
+    return ["random", *UNCERTAINTY, "coreset", "typiclust", "badge", *mines, ORACLE]
 
 
 def standard_strategies() -> list[str]:
@@ -453,16 +472,24 @@ def standard_strategies() -> list[str]:
             *(f"mine-modes+{d}" for d in DIVERSITY_MODES)]
 
 
-def make_strategy(name: str) -> Strategy:
-    """The strategy called ``name`` (one of :func:`strategy_names`).
+def make_strategy(name: str, planted: np.ndarray | None = None) -> Strategy:
+    """The strategy called ``name`` (one of :func:`strategy_names`); ``planted`` (the rows of the planted
+    slices) only for :data:`ORACLE`.
 
     Raises
     ------
     SimulationError
-        An unknown name.
+        An unknown name, or ``oracle-planted`` without planted slices.
     """
     if name not in strategy_names():
         raise SimulationError(f"unknown strategy {name!r}: choose from {', '.join(strategy_names())}")
+    if name == ORACLE:
+        if planted is None or not planted.any():
+            raise SimulationError(
+                f"{ORACLE} picks rows of the planted slices, and this dataset has none: it needs a slice column "
+                "(--slice-column) in which those rows have a value other than the background value (--background)"
+            )
+        return _oracle(planted)
     fixed: dict[str, Strategy] = {"random": _random, "coreset": _coreset, "typiclust": _typiclust, "badge": _badge}
     if name in fixed:
         return fixed[name]
@@ -504,7 +531,7 @@ def _run_strategy(
     data: SimData, roles: np.ndarray, name: str, start: Fitted, fit: Callable[[SimData, np.ndarray, int], Fitted],
     *, budget: int, rounds: int, seed: int,
 ) -> _Run:
-    strategy = make_strategy(name)
+    strategy = make_strategy(name, data.planted)
     test = roles == TEST
     revealed = np.zeros(len(roles), bool)
     model = start
@@ -634,7 +661,7 @@ def simulate(
         Options out of range, an unknown strategy or retrainer, a dataset without labels beyond train.
     """
     protocol = protocol or Protocol()
-    names = _check_run(strategies, budget, rounds, repeats, retrain)
+    names = _check_run(data, strategies, budget, rounds, repeats, retrain)
     fit = FITTERS[retrain]
     runs: dict[str, list[_Run]] = {s: [] for s in names}
     roles = np.zeros(0, np.int64)
@@ -651,10 +678,12 @@ def simulate(
     return _result(data, names, runs, roles, budget=budget, rounds=rounds, retrain=retrain, protocol=protocol)
 
 
-def _check_run(strategies: Sequence[str], budget: int, rounds: int, repeats: int, retrain: str) -> list[str]:
+def _check_run(
+    data: SimData, strategies: Sequence[str], budget: int, rounds: int, repeats: int, retrain: str
+) -> list[str]:
     names = list(dict.fromkeys(["random", *strategies]))
     for s in names:
-        make_strategy(s)
+        make_strategy(s, data.planted)
     if retrain not in FITTERS:
         raise SimulationError(f"retrain must be one of {', '.join(FITTERS)}, not {retrain!r}")
     for what, v, low in (("budget", budget, 1), ("rounds", rounds, 1), ("repeats", repeats, 1)):

@@ -60,7 +60,7 @@ def test_hidden_labels_never_reach_a_strategy(name: str) -> None:
     roles = sim.assign_roles(data, sim.Protocol(), seed=0)
     start = sim.fit_probe(data, roles == sim.TRAIN, 0)
     seen_views: list[sim.View] = []
-    real = sim.make_strategy(name)
+    real = sim.make_strategy(name, data.planted)
 
     def spy(view: sim.View, budget: int) -> np.ndarray:
         seen_views.append(view)
@@ -78,7 +78,7 @@ def test_hidden_labels_never_reach_a_strategy(name: str) -> None:
     # the view itself: hidden labels are -1
     orig = sim.make_strategy
     try:
-        sim.make_strategy = lambda n: spy  # type: ignore[assignment]
+        sim.make_strategy = lambda n, planted=None: spy  # type: ignore[assignment]
         sim._run_strategy(data, roles, name, start, sim.fit_probe, budget=8, rounds=2, seed=0)
     finally:
         sim.make_strategy = orig  # type: ignore[assignment]
@@ -105,6 +105,20 @@ def test_held_out_never_picked_and_runs_repeat_exactly() -> None:
             assert len(run.picked) == 18 and len(set(run.picked)) == 18
             assert (roles[run.picked] == sim.POOL).all()
     assert set(a.metrics()) >= {"overall", "planted", "slice:odd", "slice:none", "cluster:0"}
+
+
+def test_oracle_picks_the_planted_pool_rows_first_and_needs_slices() -> None:
+    data = _data(seed=3)
+    roles = sim.assign_roles(data, sim.Protocol(), seed=0)
+    start = sim.fit_probe(data, roles == sim.TRAIN, 0)
+    in_pool = int(((roles == sim.POOL) & data.planted).sum())
+    run = sim._run_strategy(data, roles, sim.ORACLE, start, sim.fit_probe, budget=5, rounds=6, seed=0)
+    picked = np.asarray(run.picked)
+    assert 5 < in_pool < 30 and data.planted[picked[:in_pool]].all() and not data.planted[picked[in_pool:]].any()
+    assert (roles[picked] == sim.POOL).all() and len(set(run.picked)) == 30
+    flat = sim.SimData(**{**data.__dict__, "groups": np.full(len(data.ids), "none", dtype=object)})
+    with pytest.raises(sim.SimulationError, match="slice column"):
+        sim.simulate(flat, [sim.ORACLE], budget=5, rounds=1, repeats=1)
 
 
 def test_aubc_and_win_matrix_tiny_case() -> None:
