@@ -9,19 +9,22 @@ labeled rows the protocol shares out, and prints per dataset:
   the budget curve (mean ± std over repeats), with what the picks were;
 - the pairwise win matrix of the AUBC (paired t-test over repeats, p < 0.05);
 - the goal check of issue 14: edgeminer's default pick from failures (``DEFAULT_STRATEGY``) against
-  random and against the best uncertainty score, on planted-slice accuracy (AUBC and final, paired
-  t-test) and on overall accuracy (not significantly worse);
+  random and against the best uncertainty score (paired t-tests), two ways: *strict*, planted-slice AUBC
+  and final accuracy both significantly better; *curve*, planted AUBC significantly better and final
+  accuracy not significantly worse (after 100 labels the strategies converge as the pool's slice rows
+  run out); both also need overall accuracy (AUBC, final) not significantly worse;
 - the ceiling: ``oracle-planted`` (random rows of the planted slices, read from the slice truth no
   strategy sees) against the best uncertainty score. Where even it does not win, the retrained model
   cannot learn the slices from that many labels, and no way of picking can.
 
-The default strategy was chosen on seeds 0-4 (the default ``--seed 0 --repeats 5``); ``--seed 100
---repeats 10`` runs fresh splits and seeds it was not chosen on (the README's figures).
+The default strategy (mining + margin, half each) was chosen on seeds 0-9 and 100-109 and checked on
+200-209, 300-309 and 400-429; ``--seed 500 --repeats 30`` runs splits and seeds nobody looked at
+before it was chosen (the README's figures).
 
 Usage::
 
     nice -n 10 .venv/bin/python bench/al.py --repeats 5            # probe retraining, every dataset
-    nice -n 10 .venv/bin/python bench/al.py --seed 100 --repeats 10   # held-out seeds
+    nice -n 10 .venv/bin/python bench/al.py --seed 500 --repeats 30   # held-out seeds (README)
     nice -n 10 .venv/bin/python bench/al.py --retrain cnn --strategies random,entropy,mine-modes+typical \\
         --rounds 3 --budget 30                                        # the demo CNN retrained each round
 
@@ -96,11 +99,16 @@ def goal_check(result: Any, default: str) -> dict[str, Any]:
                           ("overall_aubc", overall_au), ("overall_final", overall_fin)):
             diff, p = _paired(vals[default], vals[other])
             row[key] = {"diff": round(diff, 4), "p": round(p, 4)}
-        wins_planted = all(row[k]["diff"] > 0 and row[k]["p"] < 0.05 for k in ("planted_aubc", "planted_final"))
-        no_loss = all(not (row[k]["diff"] < 0 and row[k]["p"] < 0.05) for k in ("overall_aubc", "overall_final"))
-        row["met"] = bool(wins_planted and no_loss)
+        won = {k: row[k]["diff"] > 0 and row[k]["p"] < 0.05 for k in row}
+        lost = {k: row[k]["diff"] < 0 and row[k]["p"] < 0.05 for k in row}
+        no_loss = not (lost["overall_aubc"] or lost["overall_final"])
+        # strict: better on the budget curve and after the last round; curve: better on the budget curve,
+        # not worse after the last round (the strategies converge once the pool's slice rows are labeled)
+        row["met"] = bool(won["planted_aubc"] and won["planted_final"] and no_loss)
+        row["met_curve"] = bool(won["planted_aubc"] and not lost["planted_final"] and no_loss)
         out["vs"][other] = row
     out["met"] = bool(out["vs"]) and all(r["met"] for r in out["vs"].values())
+    out["met_curve"] = bool(out["vs"]) and all(r["met_curve"] for r in out["vs"].values())
     if ORACLE in planted_au and best_unc:
         diff, p = _paired(planted_au[ORACLE], planted_au[best_unc])
         out["ceiling"] = {"diff": round(diff, 4), "p": round(p, 4)}
@@ -110,9 +118,12 @@ def goal_check(result: Any, default: str) -> dict[str, Any]:
 def print_goal(check: dict[str, Any]) -> None:
     print(f"\n  goal: {check['default']} vs random and vs the best uncertainty ({check['best_uncertainty']}):")
     for other, row in check["vs"].items():
-        cells = "  ".join(f"{k} {v['diff']:+.3f} (p={v['p']:.3f})" for k, v in row.items() if k != "met")
-        print(f"    vs {other:<18} {cells}  -> {'MET' if row['met'] else 'not met'}")
-    print(f"  goal {'MET' if check['met'] else 'NOT met'} on this dataset")
+        cells = "  ".join(f"{k} {v['diff']:+.3f} (p={v['p']:.3f})" for k, v in row.items() if k.startswith(("p", "o")))
+        print(f"    vs {other:<18} {cells}  -> strict {'MET' if row['met'] else 'not met'}, "
+              f"curve {'MET' if row['met_curve'] else 'not met'}")
+    print(f"  goal on this dataset: strict (planted AUBC and final both significantly better) "
+          f"{'MET' if check['met'] else 'NOT met'}; curve (planted AUBC significantly better, final not worse) "
+          f"{'MET' if check['met_curve'] else 'NOT met'}; both: overall accuracy not significantly worse")
     if "ceiling" in check:
         c = check["ceiling"]
         print(f"  ceiling: {ORACLE} (random rows of the planted slices, reads the slice truth) vs "
@@ -164,12 +175,13 @@ def main(argv: list[str] | None = None) -> int:
         print_tables(res)
         check = goal_check(res, args.default)
         print_goal(check)
-        met[dataset] = check["met"]
+        met[dataset] = (check["met"], check["met_curve"])
         results[dataset] = {**res.as_dict(), "goal": check}
         if args.plots:
             Path(args.plots).mkdir(parents=True, exist_ok=True)
             plot_curves(res, Path(args.plots) / f"{dataset}.png")
-    print("\ngoal per dataset: " + ", ".join(f"{d} {'MET' if m else 'not met'}" for d, m in met.items()))
+    print("\ngoal per dataset (strict / curve): " + ", ".join(
+        f"{d} {'MET' if m[0] else 'not met'} / {'MET' if m[1] else 'not met'}" for d, m in met.items()))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=str))
     return 0

@@ -121,6 +121,8 @@ def cmd_mine(args: argparse.Namespace, settings: Settings) -> int:
 
     store = open_store(settings)
     _check_budget(args.budget, settings)
+    if not 0.0 <= args.uncertain_share <= 1.0:
+        raise CliError(f"--uncertain-share is a share of the budget between 0 and 1, not {args.uncertain_share:g}")
     seeds = _seeds(args)
     filters = _filters(args)
     result = mine(
@@ -136,6 +138,8 @@ def cmd_mine(args: argparse.Namespace, settings: Settings) -> int:
         dedup_distance=args.dedup,
         diversity=None if args.diversity == "off" else args.diversity,
         pool_factor=args.pool_factor,
+        uncertain_share=args.uncertain_share,
+        uncertainty=args.uncertainty,
         columns=["uri", "pred_label", "confidence"],
         device="cpu" if (args.device or settings.device) == "auto" else (args.device or settings.device),
     )
@@ -154,6 +158,8 @@ def cmd_mine(args: argparse.Namespace, settings: Settings) -> int:
     for m in s["modes"]:
         where = f"cluster {m['cluster']}" if m["cluster"] is not None else "seed vectors"
         print(f"  mode {m['mode']}: {m['size']} seeds ({where}), {m['found']} rows")
+    if s["uncertain"]:
+        print(f"  then {s['uncertain']} rows by {args.uncertainty} (--uncertain-share {args.uncertain_share:g})")
     _print_rows(result.rows, ["rank", "id", "distance", "pred_label", "confidence", "seeds"])
     _print_selection(selection_id)
     return 0
@@ -257,6 +263,16 @@ def register(sub: Any) -> None:
         "(least certain by margin), badge (BADGE in the pool); off: the nearest rows (default)",
     )
     p.add_argument("--pool-factor", type=int, default=4, help="with --diversity: pool size as a multiple of the share")
+    p.add_argument(
+        "--uncertain-share", type=float, default=0.0, metavar="S",
+        help="take this share of the budget (0-1) after the mined rows by --uncertainty instead: the most uncertain "
+        "candidates not mined, ranked last (default 0: mining only). For a labeling batch, --diversity badge "
+        "--uncertain-share 0.5 is what the active-learning benchmark found best (README)",
+    )
+    p.add_argument(
+        "--uncertainty", choices=("margin", "least_confidence", "ratio", "entropy"), default="margin",
+        help="the score --uncertain-share ranks by (default margin)",
+    )
     p.add_argument("--device", default=None, help="embedder device for text/image seeds")
     p.set_defaults(handler=cmd_mine)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -40,8 +40,10 @@ from edgeminer.service.mining.search import (
 )
 from edgeminer.service.mining.seeds import ResolvedSeeds, Seeds, resolve_seeds_in
 
-__all__ = ["DEFAULT_K", "MineOptions", "MineResult", "mine", "mine_in", "mine_record", "mine_with"]
+__all__ = ["DEFAULT_K", "UNCERTAIN_SCORES", "MineOptions", "MineResult", "mine", "mine_in", "mine_record", "mine_with"]
 
+#: the stored uncertainty scores ``uncertain_share`` can rank by (higher = less certain).
+UNCERTAIN_SCORES = ("margin", "least_confidence", "ratio", "entropy")
 #: k when the caller does not give one: neighbours per seed used to attribute results to seeds.
 DEFAULT_K = 10
 
@@ -81,6 +83,12 @@ class MineOptions:
         See ``diversity``.
     balance_classes : bool
         See ``diversity``.
+    uncertain_share : float
+        The share of the budget (in [0, 1]) taken after the mined rows by the ``uncertainty`` score
+        instead: the most uncertain candidates not mined (0: mining only). Mining finds the failure
+        modes early, uncertainty keeps the accuracy a labeled batch buys once they are fixed (bench/al.py).
+    uncertainty : str
+        One of UNCERTAIN_SCORES: the stored score column ``uncertain_share`` ranks by.
     """
 
     budget: int = 100
@@ -98,6 +106,8 @@ class MineOptions:
     diversity: str | None = None
     pool_factor: int = DEFAULT_POOL_FACTOR
     balance_classes: bool = True
+    uncertain_share: float = 0.0
+    uncertainty: str = "margin"
 
     def check(self) -> None:
         """Raise MiningError naming the first option out of range."""
@@ -119,6 +129,10 @@ class MineOptions:
             )
         if not isinstance(self.pool_factor, int) or not (1 <= self.pool_factor <= 100):
             raise MiningError(f"pool_factor must be an integer in [1, 100], not {self.pool_factor!r}")
+        if not isinstance(self.uncertain_share, (int, float)) or not (0.0 <= float(self.uncertain_share) <= 1.0):
+            raise MiningError(f"uncertain_share must be a number in [0, 1], not {self.uncertain_share!r}")
+        if self.uncertainty not in UNCERTAIN_SCORES:
+            raise MiningError(f"uncertainty must be one of {', '.join(UNCERTAIN_SCORES)}, not {self.uncertainty!r}")
 
     @property
     def neighbours(self) -> int:
@@ -141,6 +155,8 @@ class MineOptions:
             "diversity": self.diversity,
             "pool_factor": self.pool_factor,
             "balance_classes": self.balance_classes,
+            "uncertain_share": self.uncertain_share,
+            "uncertainty": self.uncertainty,
         }
 
 
@@ -177,6 +193,7 @@ class MineResult:
             "seeds": len(self.seeds.ids),
             "modes": self.modes,
             "dedup_removed": self.dedup_removed,
+            "uncertain": sum(1 for r in self.rows if "picked_by" in r),
             "version": self.version,
             "took_ms": round(self.took_ms, 1),
         }
@@ -245,6 +262,8 @@ def mine(
     diversity: str | None = None,
     pool_factor: int = DEFAULT_POOL_FACTOR,
     balance_classes: bool = True,
+    uncertain_share: float = 0.0,
+    uncertainty: str = "margin",
 ) -> MineResult:
     """Nearest candidates of the seeds, aggregated, de-duplicated: ``min(budget, matching)`` rows.
 
@@ -261,7 +280,7 @@ def mine(
         What to mine around (resolved here when a spec).
     budget, k, aggregation, where, include_labeled, include_exported, dedup_distance, columns
         See :class:`MineOptions`.
-    exact, seed, device, mode_weighting, diversity, pool_factor, balance_classes
+    exact, seed, device, mode_weighting, diversity, pool_factor, balance_classes, uncertain_share, uncertainty
         See :class:`MineOptions`.
     embedder : Embedder, optional
         Embeds text / image seeds (default the dataset's own).
@@ -280,7 +299,7 @@ def mine(
         budget=budget, k=k, aggregation=aggregation, where=where, include_labeled=include_labeled,
         include_exported=include_exported, dedup_distance=dedup_distance, columns=columns, exact=exact, seed=seed,
         device=device, mode_weighting=mode_weighting, diversity=diversity, pool_factor=pool_factor,
-        balance_classes=balance_classes,
+        balance_classes=balance_classes, uncertain_share=uncertain_share, uncertainty=uncertainty,
     )
     return mine_with(store, dataset, seeds, options, embedder=embedder)
 
@@ -340,7 +359,9 @@ def mine_in(
         resolved = resolve_seeds_in(ds, seeds, embedder=embedder, device=options.device)
     version = ds.version
     engine = _candidate_search(ds, resolved, options)
-    plan, lists, fill = _fill(ds, engine, resolved, options)
+    plan, lists, fill, uncertain = _fill_mixed(ds, engine, resolved, options)
+    rows = _result_rows(ds, engine, resolved, lists, fill, k, options.columns)
+    rows += _uncertain_rows(ds, engine, resolved, uncertain, len(rows), options)
     return MineResult(
         dataset=ds.name,
         aggregation=options.aggregation,
@@ -348,7 +369,7 @@ def mine_in(
         k=k,
         engine=engine.engine,
         candidates=engine.n_candidates,
-        rows=_result_rows(ds, engine, resolved, lists, fill, k, options.columns),
+        rows=rows,
         seeds=resolved,
         modes=_modes_info(resolved, plan, fill),
         dedup_removed=fill.removed,
@@ -375,6 +396,77 @@ def _fill(
         dedup_distance=options.dedup_distance, plan=plan, spread=_spread(ds, engine, options),
     )
     return plan, lists, fill
+
+
+def _fill_mixed(
+    ds: Dataset, engine: NeighbourSearch, resolved: ResolvedSeeds, options: MineOptions
+) -> tuple[ModePlan, Ranked, Fill, list[tuple[str, float]]]:
+    """:func:`_fill` for the mined part of the budget, then the ``uncertain_share`` part: the most
+    uncertain candidates not mined, as (id, score). When too few candidates have the score, mining
+    takes the rest of the budget."""
+    target = min(options.budget, engine.n_candidates)
+    n_unc = int(round(target * float(options.uncertain_share)))
+    if n_unc <= 0:
+        return (*_fill(ds, engine, resolved, options), [])
+    mined = target - n_unc
+    plan, lists, fill = _fill(ds, engine, resolved, replace(options, budget=mined)) if mined else (
+        ModePlan(), [], Fill([], {}, 0))
+    uncertain = _most_uncertain(ds, engine.where, set(fill.order), n_unc, options)
+    if len(uncertain) < n_unc:  # too few scored candidates: mining fills the budget
+        plan, lists, fill = _fill(ds, engine, resolved, replace(options, budget=target - len(uncertain)))
+        uncertain = _most_uncertain(ds, engine.where, set(fill.order), len(uncertain), options)
+    return plan, lists, fill, uncertain
+
+
+def _most_uncertain(
+    ds: Dataset, where: str, exclude: set[str], n: int, options: MineOptions
+) -> list[tuple[str, float]]:
+    """The ``n`` candidates with the highest ``options.uncertainty`` score, not in ``exclude`` (ties in
+    a seeded random order); candidates without the score are skipped."""
+    if n <= 0:
+        return []
+    col = options.uncertainty
+    if col not in ds.schema.names:
+        raise MiningError(
+            f"uncertain_share ranks by the {col!r} score, and dataset {ds.name!r} has none: ingest the rows "
+            f"with the model's probabilities, or set uncertain_share to 0"
+        )
+    table = ds.query(where=where, columns=["id", col])
+    ids = np.asarray(table["id"].to_pylist(), dtype=object)
+    score = np.asarray([np.nan if v is None else v for v in table[col].to_pylist()], dtype=np.float64)
+    keep = ~np.isnan(score) & np.asarray([i not in exclude for i in ids.tolist()], dtype=bool)
+    ids, score = ids[keep], score[keep]
+    base = np.argsort(ids, kind="stable")  # the result depends on the data and the seed only
+    ids, score = ids[base], score[base]
+    tie = np.random.default_rng(options.seed).random(len(ids))
+    order = np.lexsort((tie, -score))[:n]
+    return [(str(ids[j]), float(score[j])) for j in order]
+
+
+def _uncertain_rows(
+    ds: Dataset, engine: NeighbourSearch, resolved: ResolvedSeeds, picks: list[tuple[str, float]], first: int,
+    options: MineOptions,
+) -> list[dict[str, Any]]:
+    """Result rows for the ``uncertain_share`` picks, ranked after the ``first`` mined rows: no seed
+    found them (``seeds`` empty); ``distance`` is to the nearest seed, ``picked_by`` says why."""
+    if not picks:
+        return []
+    ids = [i for i, _ in picks]
+    dist = 1.0 - engine.vectors_of(ids) @ resolved.vectors.T
+    extra = _extra_columns(ds, ids, options.columns)
+    rows = []
+    for n, ((i, score), d) in enumerate(zip(picks, dist, strict=True)):
+        row: dict[str, Any] = {
+            "id": i,
+            "rank": first + n + 1,
+            "distance": round(float(d.min()), 6),
+            "seeds": [],
+            "picked_by": options.uncertainty,
+            options.uncertainty: round(score, 6),
+        }
+        row.update({c: v for c, v in extra.get(i, {}).items() if c not in ("id", options.uncertainty)})
+        rows.append(row)
+    return rows
 
 
 def _spread(ds: Dataset, engine: NeighbourSearch, options: MineOptions) -> Spread | None:

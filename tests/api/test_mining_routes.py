@@ -81,6 +81,24 @@ def test_mine_returns_budget_unlabeled_neighbours(server, api: httpx.Client) -> 
     assert doc["ids"] == [i["id"] for i in body["items"]]
 
 
+def test_mine_with_an_uncertain_share(server, api: httpx.Client) -> None:
+    """edgeminer's labeling pick over HTTP: half mined (BADGE within each mode), half by margin."""
+    _, store, _ = server
+    body = {"seeds": {"ids": _val_failures(store)}, "budget": 10, "diversity": "badge", "uncertain_share": 0.5}
+    resp = api.post("/datasets/syn/mine", json=body)
+    assert resp.status_code == 200, resp.text
+    got = resp.json()
+    assert got["returned"] == 10 and got["uncertain"] == 5
+    assert [i.get("picked_by") for i in got["items"]] == [None] * 5 + ["margin"] * 5
+    assert all(i["seeds"] for i in got["items"][:5]) and all(not i["seeds"] for i in got["items"][5:])
+    doc = store.get_doc("syn", "selection", got["selection_id"])
+    assert doc["params"]["uncertain_share"] == 0.5 and doc["ids"] == [i["id"] for i in got["items"]]
+    bad = api.post("/datasets/syn/mine", json={**body, "uncertain_share": 1.5})
+    assert "uncertain_share" in _problem(bad, 422)["detail"]
+    bad = api.post("/datasets/syn/mine", json={**body, "uncertainty": "bald"})
+    assert "uncertainty" in _problem(bad, 422)["detail"]
+
+
 def test_mine_seed_kinds_and_filters(server, api: httpx.Client) -> None:
     resp = api.post(
         "/datasets/syn/mine",

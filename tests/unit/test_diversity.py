@@ -185,3 +185,29 @@ def test_spread_uncertain_and_badge_use_the_probabilities() -> None:
     assert len(set(bad.pick(ids, 6, np.zeros((0, 4))))) == 6
     with pytest.raises(ValueError, match="needs the rows' probabilities"):
         Spread("uncertain", sp.vectors_of, sp.preds_of).pick(ids, 3, np.zeros((0, 4)))
+
+
+def test_mine_uncertain_share_mines_first_then_the_most_uncertain_rows(tmp_path) -> None:
+    """``uncertain_share``: the mined part is what mining alone picks for that smaller budget; the rest
+    are the highest-margin candidates not mined, ranked after them, marked ``picked_by`` and counted."""
+    store = Store(tmp_path / "data")
+    make_synthetic(store, "s", n_clusters=6, per_cluster=50, error_clusters=(0, 3), seed=2)
+    seeds = Seeds(failures=True)
+    mixed = mine(store, "s", seeds, budget=12, diversity="badge", uncertain_share=0.5, columns=["pred_label"])
+    alone = mine(store, "s", seeds, budget=6, diversity="badge", columns=["pred_label"])
+    assert [r["id"] for r in mixed.rows[:6]] == [r["id"] for r in alone.rows]
+    assert [r["rank"] for r in mixed.rows] == list(range(1, 13)) and mixed.summary()["uncertain"] == 6
+    rest = mixed.rows[6:]
+    assert all(r["picked_by"] == "margin" and r["seeds"] == [] and "pred_label" in r for r in rest)
+    # the six highest margin scores among the candidates the mined part left
+    table = store.query("s", where="labeled = false", columns=["id", "margin"]).to_pylist()
+    mined = {r["id"] for r in mixed.rows[:6]}
+    best = sorted((r for r in table if r["id"] not in mined), key=lambda r: -r["margin"])[:6]
+    assert sorted(r["margin"] for r in rest) == pytest.approx(sorted(r["margin"] for r in best))
+    assert mixed.record()["params"]["uncertain_share"] == 0.5
+    everything = mine(store, "s", seeds, budget=5, uncertain_share=1.0, uncertainty="entropy")
+    assert [r["picked_by"] for r in everything.rows] == ["entropy"] * 5
+    with pytest.raises(MiningError, match="uncertain_share must be a number in"):
+        mine(store, "s", seeds, budget=5, uncertain_share=1.5)
+    with pytest.raises(MiningError, match="uncertainty must be one of"):
+        mine(store, "s", seeds, budget=5, uncertain_share=0.5, uncertainty="bald")

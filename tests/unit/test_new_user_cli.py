@@ -31,6 +31,16 @@ def test_mine_prints_small_distances_with_their_digits(store: Store, capsys: pyt
     assert any("e-" in d for d in distances), distances  # printed with its significant digits
 
 
+def test_mine_uncertain_share_on_the_cli(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    make_synthetic(store, error_clusters=(0, 3), n_clusters=6)
+    base = ["mine", "--dataset", "synth", "--failures", "--budget", "6", "--no-record", "--diversity", "badge"]
+    assert main(_args(store, *base, "--uncertain-share", "0.5")) == 0
+    out = capsys.readouterr().out
+    assert "then 3 rows by margin (--uncertain-share 0.5)" in out
+    assert main(_args(store, *base, "--uncertain-share", "2")) == 1
+    assert "--uncertain-share is a share of the budget between 0 and 1, not 2" in capsys.readouterr().err
+
+
 def test_analyze_steps_are_continuous_and_selectors_name_what_is_valid(
     store: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:

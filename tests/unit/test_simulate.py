@@ -121,6 +121,29 @@ def test_oracle_picks_the_planted_pool_rows_first_and_needs_slices() -> None:
         sim.simulate(flat, [sim.ORACLE], budget=5, rounds=1, repeats=1)
 
 
+def test_default_mix_is_mining_then_the_highest_margin_rows() -> None:
+    """``mine-modes+badge+margin`` (the default) picks what ``mine-modes+badge`` picks for half the budget,
+    then the highest-margin candidates it left: ``edgeminer mine --uncertain-share 0.5`` in memory."""
+    from edgeminer.indexer.scores import uncertainty
+
+    assert sim.DEFAULT_STRATEGY == "mine-modes+badge+margin" and sim.DEFAULT_STRATEGY in sim.standard_strategies()
+    data = _data(seed=1)
+    roles = sim.assign_roles(data, sim.Protocol(), seed=0)
+    start = sim.fit_probe(data, roles == sim.TRAIN, 0)
+    trained = roles == sim.TRAIN
+    view = sim.View(
+        x=start.x, probs=start.probs, labels=np.where(trained | (roles == sim.SEEN), data.y, -1),
+        candidates=roles == sim.POOL, trained=trained, seen=roles == sim.SEEN, cluster=data.cluster, ids=data.ids,
+        seed=3,
+    )
+    mixed = sim.make_strategy(sim.DEFAULT_STRATEGY)(view, 9)
+    mined = sim.make_strategy("mine-modes+badge")(view, 9 - 4)  # round(9 * 0.5) = 4 by margin
+    assert mixed[:5].tolist() == mined.tolist() and len(set(mixed.tolist())) == 9
+    left = np.flatnonzero(view.candidates & ~np.isin(np.arange(len(data.ids)), mined))
+    margin = uncertainty(view.probs[left], method="margin")
+    assert sorted(uncertainty(view.probs[mixed[5:]], method="margin")) == pytest.approx(sorted(margin)[-4:])
+
+
 def test_aubc_and_win_matrix_tiny_case() -> None:
     labels = [0, 10, 20]
     curves = np.asarray([[0.5, 0.6, 0.7], [0.5, 0.5, 0.5]])

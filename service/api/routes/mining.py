@@ -116,6 +116,14 @@ class MineRequest(BaseModel):
     )
     pool_factor: int = Field(4, ge=1, le=100, description="with diversity: the pool is this many times the share")
     balance_classes: bool = Field(True, description="with diversity: cap the rows per predicted class in a mode")
+    uncertain_share: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="share of the budget taken after the mined rows by the uncertainty score: the most uncertain "
+        "candidates not mined (0: mining only; 0.5 with diversity badge is edgeminer's pick for labeling)",
+    )
+    uncertainty: Literal["margin", "least_confidence", "ratio", "entropy"] = Field(
+        "margin", description="the score uncertain_share ranks by"
+    )
 
 
 class ModeInfo(BaseModel):
@@ -139,6 +147,7 @@ class MineResponse(BaseModel):
     seed_ids: list[str]
     modes: list[ModeInfo]
     dedup_removed: int
+    uncertain: int = Field(0, description="rows picked by the uncertainty score (uncertain_share), ranked last")
     version: int
     took_ms: float
     selection_id: str | None
@@ -340,6 +349,8 @@ def mine_route(dataset: str, body: MineRequest, store: StoreDep, settings: Setti
             diversity=body.diversity,
             pool_factor=body.pool_factor,
             balance_classes=body.balance_classes,
+            uncertain_share=body.uncertain_share,
+            uncertainty=body.uncertainty,
         ),
     )
     selection_id = record_selection(store, dataset, result, filters=body.filters) if body.record else None
