@@ -57,6 +57,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeminer.indexer.embedders import l2_normalize
 from edgeminer.indexer.errors import ValidationFailed
 
 __all__ = [
@@ -318,7 +319,7 @@ def absorb_stray_errors(
     error = np.asarray(error, dtype=bool)
     truth = np.asarray(list(true_labels), dtype=object)
     out = labels.copy()
-    unit = _unit(embeddings)
+    unit = l2_normalize(embeddings)
     modes = _class_modes(labels, failing, unit, error, truth, min_share)
     if not modes:
         return out
@@ -338,13 +339,6 @@ def absorb_stray_errors(
         cands = [(float(unit[row] @ centre), cid) for y, cid, centre in modes if y == truth[row]]
         out[row] = max(cands)[1]
     return out
-
-
-def _unit(embeddings: np.ndarray) -> np.ndarray:
-    emb = np.asarray(embeddings, dtype=np.float32)
-    norms = np.linalg.norm(emb, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    return emb / norms
 
 
 def _class_modes(
@@ -687,7 +681,7 @@ def failure_scores(
     demo ``rotated`` AUROC 0.97 -> 1.00. A known error counted as 1 instead of 0.5 lowered ``blurred``'s
     AUROC (0.84 -> 0.81), a slice whose rows are mostly right: errors elsewhere then outrank it."""
     labels = np.asarray(labels)
-    unit = _unit(embeddings)
+    unit = l2_normalize(embeddings)
     error = np.asarray(error, dtype=bool)
     unsure = np.zeros(labels.shape[0]) if confidence is None else 1.0 - np.nan_to_num(confidence, nan=0.5)
     failing = np.maximum(np.clip(unsure, 0.0, 1.0), np.where(error, KNOWN_ERROR_FAILURE, 0.0))
