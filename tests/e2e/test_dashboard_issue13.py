@@ -243,3 +243,23 @@ def test_unanalyzed_dataset_shows_nothing_of_the_previous_one(server: Server, pa
     assert page.evaluate("edgeminer.state.clusters.length") == 0
     page.screenshot(path=str(artifacts / "issue13-unanalyzed.png"))
     assert_no_js_errors(page, allow="status of 404")  # the browser logs the API's 404 "not analyzed yet"
+
+
+def test_label_next_from_the_failures_mines_half_and_takes_half_by_margin(server: Server, page: Any) -> None:
+    """Label next's "from the failures" choice: POST /mine around the failures with diversity badge and
+    uncertain_share 0.5; its rows fill the tab's list and the status says how many came from each half."""
+    open_dataset(page, server.url)
+    page.click(".tabs button[data-tab=next]")
+    page.select_option("#select-form select[name=strategy]", "failures")
+    page.fill("#select-form input[name=budget]", "10")
+    page.check("#select-form input[name=include_exported]")
+    with page.expect_request(lambda r: r.url.endswith("/datasets/demo/mine") and r.method == "POST") as req:
+        page.click("#select-form button[type=submit]")
+    body = req.value.post_data_json
+    assert body["seeds"] == {"failures": True} and body["diversity"] == "badge" and body["uncertain_share"] == 0.5
+    page.wait_for_selector("#next-grid .tile", timeout=60_000)
+    assert page.locator("#next-grid .tile").count() == 10
+    status = page.inner_text("#select-status")
+    assert "10 of" in status and "5 mined near" in status and "5 by margin" in status, status
+    assert "half mined near the model's failures, half by margin" in page.inner_text("#tab-next")
+    assert_no_js_errors(page)

@@ -1,6 +1,8 @@
-// "Label next" tab (#tab-next): POST /select (uncertainty strategy, budget, explore share); the chosen
-// rows become this tab's own result list (state.results.next, results.js), under a header that says
-// how they were chosen: review, drop, flag, show on the map, export.
+// "Label next" tab (#tab-next): POST /select (uncertainty strategy, budget, explore share), or, for
+// "from the failures", POST /mine around the model's failures with half the budget mined (BADGE within
+// each failure mode) and half by margin: the pick the active-learning benchmark found best (README).
+// The chosen rows become this tab's own result list (state.results.next, results.js), under a header
+// that says how they were chosen: review, drop, flag, show on the map, export.
 
 import { describeError, postJSON } from "../api.js";
 import { dsPath } from "../data.js";
@@ -14,6 +16,25 @@ export function init() {
   $("#select-form").addEventListener("submit", runSelect);
 }
 
+/** "from the failures": the failures are the seeds; half mined, half the most uncertain by margin. */
+async function runFromFailures(f) {
+  const body = {
+    seeds: { failures: true },
+    budget: Number(f.budget.value) || 100,
+    include_exported: f.include_exported.checked,
+    diversity: "badge",
+    uncertain_share: 0.5,
+  };
+  const res = await busy(postJSON(dsPath("/mine"), body));
+  const mined = res.returned - (res.uncertain || 0);
+  setMined("next", res.items, "to label next, half mined near the model's failures, half by margin", res.selection_id);
+  emit("focus", indicesOf(minedIds("next")));
+  $("#select-status").textContent =
+    `${res.returned} of ${res.candidates.toLocaleString()} candidates chosen (${mined} mined near ` +
+    `${res.seeds.toLocaleString()} failures in ${res.modes.length} failure modes, ${res.uncertain || 0} by margin). ` +
+    `Drop any you do not want, then export them.`;
+}
+
 async function runSelect(e) {
   e.preventDefault();
   const f = $("#select-form").elements;
@@ -25,6 +46,7 @@ async function runSelect(e) {
   };
   $("#select-status").textContent = "Choosing rows…";
   try {
+    if (body.strategy === "failures") return await runFromFailures(f);
     const res = await busy(postJSON(dsPath("/select"), body));
     const how = f.strategy.selectedOptions[0].textContent;
     setMined("next", res.items, `to label next, chosen by ${how} (explore share ${body.explore})`, res.selection_id);
