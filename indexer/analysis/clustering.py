@@ -328,10 +328,12 @@ def absorb_stray_errors(
     idx = np.flatnonzero(stray)
     if idx.size == 0:
         return out
-    from sklearn.neighbors import NearestNeighbors
+    import faiss  # exact inner-product search: on unit vectors the cosine nearest rows, BLAS-fast
 
-    kk = min(k + 1, unit.shape[0])
-    _, near = NearestNeighbors(n_neighbors=kk, metric="cosine").fit(unit).kneighbors(unit[idx])
+    unit = np.ascontiguousarray(unit, dtype=np.float32)
+    index = faiss.IndexFlatIP(unit.shape[1])
+    index.add(unit)
+    _, near = index.search(unit[idx], min(k + 1, unit.shape[0]))
     for row, nbrs in zip(idx.tolist(), near.tolist(), strict=True):
         same = [j for j in nbrs if j != row and error[j] and truth[j] == truth[row]]
         if not same:

@@ -215,6 +215,7 @@ class AnalysisReport:
     truth_field: str | None = None
     slices: list[dict[str, Any]] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
+    strays_moved: int = 0  # labeled errors that joined their failure mode's cluster (clusters=failure)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -234,6 +235,8 @@ class AnalysisReport:
             f"{self.n_failure_clusters} failure clusters, base error rate {self.base_error_rate:.1%}, "
             f"version {self.version_read} -> {self.version_written}, {self.duration_s:.1f}s"
         )
+        if self.strays_moved:
+            line += f"; {self.strays_moved} labeled errors away from their failure mode joined its cluster"
         return line
 
 
@@ -833,9 +836,12 @@ def _absorb_strays(
     failing = [c["id"] for c in summary["clusters"] if c.get("failure_rank") is not None]
     if run.params.clusters != "failure" or not failing or rows.features is None:
         return labels, summary
+    t = time.perf_counter()
     _, error = _judged_errors(rows.table)
     moved_to = absorb_stray_errors(labels, failing, rows.features, error, rows.table.column("label").to_pylist())
     moved = moved_to != labels
+    run.timings["strays"] = time.perf_counter() - t
+    run.report.strays_moved = int(moved.sum())
     if not moved.any():
         return labels, summary
     changed |= moved

@@ -165,7 +165,9 @@ def test_analyze_moves_a_failure_modes_stray_errors_into_its_cluster(store: Stor
         "synth",
         pa.table({"id": strays, "pred_label": ["cat"] * 5, "correct": [False] * 5, "outcome": ["wrong_class"] * 5}),
     )
-    analyze(store, "synth", FAST)
+    rep = analyze(store, "synth", FAST)
+    assert rep.strays_moved == 5
+    assert "5 labeled errors away from their failure mode joined its cluster" in rep.describe()
     rows = store.query("synth", columns=["id", "cluster"]).to_pylist()
     cluster = {r["id"]: r["cluster"] for r in rows}
     doc = load_analysis(store, "synth") or {}
@@ -176,6 +178,6 @@ def test_analyze_moves_a_failure_modes_stray_errors_into_its_cluster(store: Stor
     assert all(cluster[i] == mode["id"] for i in strays), [cluster[i] for i in strays]
     assert sum(cluster[i] == mode["id"] for i in four) == 5  # only the errors moved, not their neighbours
 
-    analyze(store, "synth", {**FAST, "clusters": "density"})
+    assert analyze(store, "synth", {**FAST, "clusters": "density"}).strays_moved == 0
     cluster = {r["id"]: r["cluster"] for r in store.query("synth", columns=["id", "cluster"]).to_pylist()}
     assert len({cluster[i] for i in strays} | {cluster[four[-1]]}) == 1  # the strays stay with their cluster
