@@ -43,6 +43,7 @@ __all__ = [
     "check_probs",
     "classes_for_probs",
     "entropy",
+    "highest_first",
     "least_confidence",
     "margin",
     "mc_variance",
@@ -57,6 +58,13 @@ __all__ = [
 SUM_TOLERANCE = 1e-3
 
 FloatArray = npt.NDArray[np.float64]
+
+
+def highest_first(score: Any, rng: np.random.Generator) -> npt.NDArray[np.int64]:
+    """Positions of ``score`` highest first (every score here points up: higher = less certain), ties in
+    a random order drawn from ``rng`` (one draw per row), not in row order."""
+    score = np.asarray(score, dtype=np.float64)
+    return np.lexsort((rng.random(len(score)), -score))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
+from edgeminer.indexer.scores import highest_first
 from edgeminer.indexer.store import Store
 from edgeminer.indexer.where import labeled
 from edgeminer.service.mining import MineResult, MiningError, candidate_where, exported_ids
@@ -256,9 +257,7 @@ def _pick(
     n_explore = int(round(target * float(explore)))
     valid = np.flatnonzero(pool.has)
     if target - n_explore:
-        # highest uncertainty first; ties broken by a seeded shuffle, not by id order
-        tie = rng.random(len(valid))
-        picker.take(valid[np.lexsort((tie, -pool.scores[valid]))], target - n_explore, strategy)
+        picker.take(valid[highest_first(pool.scores[valid], rng)], target - n_explore, strategy)
     if n_explore:
         picker.take(rng.permutation(valid), n_explore, "explore")
     return picker

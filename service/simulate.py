@@ -349,12 +349,11 @@ def _random(view: View, budget: int) -> np.ndarray:
 
 def _uncertainty(method: str) -> Strategy:
     def pick(view: View, budget: int) -> np.ndarray:
-        from edgeminer.indexer.scores import uncertainty
+        from edgeminer.indexer.scores import highest_first, uncertainty
 
         cand = np.flatnonzero(view.candidates)
         score = uncertainty(view.probs[cand], method=method)
-        tie = np.random.default_rng(view.seed).random(len(cand))
-        return cand[np.lexsort((tie, -score))[:budget]]
+        return cand[highest_first(score, np.random.default_rng(view.seed))[:budget]]
 
     return pick
 

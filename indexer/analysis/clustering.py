@@ -328,10 +328,11 @@ def absorb_stray_errors(
     idx = np.flatnonzero(stray)
     if idx.size == 0:
         return out
-    import faiss  # exact inner-product search: on unit vectors the cosine nearest rows, BLAS-fast
+    from edgeminer.indexer.analysis.placement import load_faiss
 
+    # exact inner-product search: on unit vectors the cosine nearest rows, BLAS-fast
     unit = np.ascontiguousarray(unit, dtype=np.float32)
-    index = faiss.IndexFlatIP(unit.shape[1])
+    index = load_faiss().IndexFlatIP(unit.shape[1])
     index.add(unit)
     _, near = index.search(unit[idx], min(k + 1, unit.shape[0]))
     for row, nbrs in zip(idx.tolist(), near.tolist(), strict=True):

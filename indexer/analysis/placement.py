@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeminer.indexer.analysis.projection import normalize_rows
+from edgeminer.indexer.analysis.projection import import_or_explain, normalize_rows
 
 __all__ = [
     "BLOCK",
@@ -40,6 +40,7 @@ __all__ = [
     "NeighbourIndex",
     "PlacementState",
     "knn_graph",
+    "load_faiss",
     "place_chunks",
     "place_xy",
     "vote_labels",
@@ -54,12 +55,9 @@ HNSW_EF_CONSTRUCTION = 128
 HNSW_EF_SEARCH = 64
 
 
-def _faiss() -> Any:
-    try:
-        import faiss
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("the analysis needs faiss: pip install 'faiss-cpu>=1.8'") from exc
-    return faiss
+def load_faiss() -> Any:
+    """The faiss module, or an ImportError that says what to install."""
+    return import_or_explain("faiss", "the analysis needs faiss: pip install 'faiss-cpu>=1.8'")
 
 
 class NeighbourIndex:
@@ -68,7 +66,7 @@ class NeighbourIndex:
     Picklable: it travels as faiss's serialised bytes and is rebuilt on first use in each process."""
 
     def __init__(self, train: np.ndarray, *, threads: int = 1) -> None:
-        faiss = _faiss()
+        faiss = load_faiss()
         train = np.ascontiguousarray(train, dtype=np.float32)
         self.n, self.dim = train.shape
         faiss.omp_set_num_threads(1)  # one thread: the HNSW graph is the same on every run
@@ -94,7 +92,7 @@ class NeighbourIndex:
     def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(euclidean distances, indices) of the ``k`` nearest fitted rows, each ``(len(x), k)``."""
         if self._index is None:
-            faiss = _faiss()
+            faiss = load_faiss()
             self._index = faiss.deserialize_index(self._bytes)
             if self.n > EXACT_ROWS:
                 self._index.hnsw.efSearch = HNSW_EF_SEARCH
@@ -111,7 +109,7 @@ def knn_graph(train: np.ndarray, k: int, *, threads: int | None = None) -> tuple
     index = NeighbourIndex(train, threads=threads or os.cpu_count() or 1)
     dist, idx = index.search(train, k)
     _self_first(idx, dist)
-    _faiss().omp_set_num_threads(1)
+    load_faiss().omp_set_num_threads(1)
     return idx, dist, index
 
 
@@ -187,7 +185,7 @@ def _init_worker(state: PlacementState) -> None:
 
 
 def _one_thread() -> None:
-    _faiss().omp_set_num_threads(1)
+    load_faiss().omp_set_num_threads(1)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
@@ -252,10 +250,7 @@ def _ray_chunks(
     on_chunk: Callable[[int], None] | None,
 ) -> Iterator[ChunkResult]:
     """Ray tasks: the state is put in the object store once; each task places one chunk."""
-    try:
-        import ray
-    except ImportError as exc:
-        raise ImportError("--engine ray needs Ray: pip install 'ray[data]>=2.60,<3'") from exc
+    ray = import_or_explain("ray", "--engine ray needs Ray: pip install 'ray[data]>=2.60,<3'")
     if not ray.is_initialized():
         ray.init(address=ray_address or None, include_dashboard=False, log_to_driver=False)
     remote = ray.remote(num_cpus=1)(_ray_place)

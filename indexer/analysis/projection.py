@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeminer.indexer.embedders import l2_normalize as normalize_rows  # rows at unit L2 norm, zero rows kept
 from edgeminer.indexer.errors import SchemaMismatch, ValidationFailed
 
 __all__ = ["MIN_UMAP_ROWS", "PCA_MIN_ROWS", "PCA_CHOICES", "Projector", "normalize_rows"]
@@ -59,20 +60,18 @@ METRICS = ("cosine", "euclidean")
 Progress = Callable[[str], None]
 
 
-def normalize_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (all-zero rows stay zero)."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    return x / norms
+def import_or_explain(module: str, hint: str) -> Any:
+    """``import module``, or an ImportError that says what to install (``hint``)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(hint) from exc
 
 
 def _import_umap() -> Any:
-    try:
-        import umap
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("the analysis needs umap-learn: pip install 'umap-learn>=0.5.6'") from exc
-    return umap
+    return import_or_explain("umap", "the analysis needs umap-learn: pip install 'umap-learn>=0.5.6'")
 
 
 class Projector:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeminer.indexer.scores import highest_first
 from edgeminer.indexer.store import Dataset, Store
 from edgeminer.service.mining.aggregation import (
     AGGREGATIONS,
@@ -438,8 +439,7 @@ def _most_uncertain(
     ids, score = ids[keep], score[keep]
     base = np.argsort(ids, kind="stable")  # the result depends on the data and the seed only
     ids, score = ids[base], score[base]
-    tie = np.random.default_rng(options.seed).random(len(ids))
-    order = np.lexsort((tie, -score))[:n]
+    order = highest_first(score, np.random.default_rng(options.seed))[:n]
     return [(str(ids[j]), float(score[j])) for j in order]
 
 
@@ -452,7 +452,7 @@ def _uncertain_rows(
     if not picks:
         return []
     ids = [i for i, _ in picks]
-    dist = 1.0 - engine.vectors_of(ids) @ resolved.vectors.T
+    dist = _seed_distances(engine, resolved, [], ids)
     extra = _extra_columns(ds, ids, options.columns)
     rows = []
     for n, ((i, score), d) in enumerate(zip(picks, dist, strict=True)):

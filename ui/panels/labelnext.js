@@ -27,11 +27,17 @@ async function runFromFailures(f) {
   };
   const res = await busy(postJSON(dsPath("/mine"), body));
   const mined = res.returned - (res.uncertain || 0);
-  setMined("next", res.items, "to label next, half mined near the model's failures, half by margin", res.selection_id);
+  show(res, "half mined near the model's failures, half by margin",
+    `${mined} mined near ${res.seeds.toLocaleString()} failures in ${res.modes.length} failure modes, ` +
+    `${res.uncertain || 0} by margin`);
+}
+
+/** The chosen rows become this tab's list, shown on the map, with how they were chosen. */
+function show(res, how, parts) {
+  setMined("next", res.items, `to label next, ${how}`, res.selection_id);
   emit("focus", indicesOf(minedIds("next")));
   $("#select-status").textContent =
-    `${res.returned} of ${res.candidates.toLocaleString()} candidates chosen (${mined} mined near ` +
-    `${res.seeds.toLocaleString()} failures in ${res.modes.length} failure modes, ${res.uncertain || 0} by margin). ` +
+    `${res.returned} of ${res.candidates.toLocaleString()} candidates chosen (${parts}). ` +
     `Drop any you do not want, then export them.`;
 }
 
@@ -49,12 +55,8 @@ async function runSelect(e) {
     if (body.strategy === "failures") return await runFromFailures(f);
     const res = await busy(postJSON(dsPath("/select"), body));
     const how = f.strategy.selectedOptions[0].textContent;
-    setMined("next", res.items, `to label next, chosen by ${how} (explore share ${body.explore})`, res.selection_id);
-    emit("focus", indicesOf(minedIds("next")));
     const parts = Object.entries(res.counts || {}).map(([k, v]) => `${v} by ${k}`).join(", ");
-    $("#select-status").textContent =
-      `${res.returned} of ${res.candidates.toLocaleString()} candidates chosen (${parts}). ` +
-      `Drop any you do not want, then export them.`;
+    show(res, `chosen by ${how} (explore share ${body.explore})`, parts);
   } catch (err) {
     $("#select-status").textContent = describeError(err);
     showError(err, "Choosing rows");
