@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeminer.indexer.analysis.projection import import_or_explain, normalize_rows
+from edgeminer.indexer.analysis.projection import install_hint, normalize_rows
 
 __all__ = [
     "BLOCK",
@@ -57,7 +57,9 @@ HNSW_EF_SEARCH = 64
 
 def load_faiss() -> Any:
     """The faiss module, or an ImportError that says what to install."""
-    return import_or_explain("faiss", "the analysis needs faiss: pip install 'faiss-cpu>=1.8'")
+    with install_hint("the analysis needs faiss: pip install 'faiss-cpu>=1.8'"):
+        import faiss
+    return faiss
 
 
 class NeighbourIndex:
@@ -250,7 +252,8 @@ def _ray_chunks(
     on_chunk: Callable[[int], None] | None,
 ) -> Iterator[ChunkResult]:
     """Ray tasks: the state is put in the object store once; each task places one chunk."""
-    ray = import_or_explain("ray", "--engine ray needs Ray: pip install 'ray[data]>=2.60,<3'")
+    with install_hint("--engine ray needs Ray: pip install 'ray[data]>=2.60,<3'"):
+        import ray
     if not ray.is_initialized():
         ray.init(address=ray_address or None, include_dashboard=False, log_to_driver=False)
     remote = ray.remote(num_cpus=1)(_ray_place)

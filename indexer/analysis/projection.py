@@ -34,7 +34,8 @@ import io
 import pickle
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,18 +61,19 @@ METRICS = ("cosine", "euclidean")
 Progress = Callable[[str], None]
 
 
-def import_or_explain(module: str, hint: str) -> Any:
-    """``import module``, or an ImportError that says what to install (``hint``)."""
-    import importlib
-
+@contextmanager
+def install_hint(hint: str) -> Iterator[None]:
+    """Around an import of an optional package: an ImportError becomes one that says what to install."""
     try:
-        return importlib.import_module(module)
+        yield
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(hint) from exc
 
 
 def _import_umap() -> Any:
-    return import_or_explain("umap", "the analysis needs umap-learn: pip install 'umap-learn>=0.5.6'")
+    with install_hint("the analysis needs umap-learn: pip install 'umap-learn>=0.5.6'"):
+        import umap
+    return umap
 
 
 class Projector:
