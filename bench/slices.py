@@ -12,7 +12,8 @@ the same seed; the methods then work on the same stored embeddings, labels and p
 
 ``ours``         the failure clusters of that analysis (HDBSCAN's condensed tree walked for error
                  concentration, then ``clustering.absorb_stray_errors``: labeled errors of a failure
-                 cluster's class that sit in healthy clusters join it), in failure-rank order;
+                 cluster's class that sit in healthy clusters join it, then errors whose nearest
+                 errors are mostly one failure cluster's), in failure-rank order;
 ``domino``       ``domino.DominoSlicer`` 0.1.5 (error-aware Gaussian mixture over the embeddings with
                  the paper's y and y-hat terms), run by bench/domino_worker.py in its own venv
                  (``--domino-venv``, created on first use; see that file for what it takes on Python
@@ -40,7 +41,7 @@ and recall on val both reach 0.8 (medians). ``--json`` writes every seed's figur
 
 Domino's mixture depends on its seed: with seeds 0, 1, 2 on the same data, demo ``rotated`` recall
 0.93 / 0.93 / 0.53, subpop ``outline_2`` recall 0.97 / 0.22 / 0.17, spurious ``grey_bg`` AUROC 0.55 /
-0.84 / 0.69; ours moves less with the map's seed (e.g. ``rotated`` recall 0.87-0.90).
+0.84 / 0.69; ours moves less with the map's seed (e.g. ``rotated`` recall 0.93-1.00).
 
 Timings are not measured here.
 """

@@ -64,16 +64,50 @@ def _strays() -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str | None]]:
 def test_absorb_stray_errors_moves_grouped_errors_of_the_clusters_class_to_the_nearest_mode() -> None:
     labels, error, emb, truth = _strays()
     before = labels.copy()
-    got = absorb_stray_errors(labels, [0, 2], emb, error, truth, k=2)
+    got = absorb_stray_errors(labels, [0, 2], emb, error, truth, k=2, vote_k=0)
     expected = before.copy()
     expected[[4, 5, 13]] = 2  # closer to cluster 2's errors (cos ~0.71) than to cluster 0's (~0)
     assert got.tolist() == expected.tolist()
     assert labels.tolist() == before.tolist()  # the input is not modified
     # a failure cluster whose errors are not mostly one class takes nothing
-    assert absorb_stray_errors(labels, [0, 2], emb, error, truth, k=2, min_share=1.01).tolist() == before.tolist()
+    none = absorb_stray_errors(labels, [0, 2], emb, error, truth, k=2, min_share=1.01, vote_k=0)
+    assert none.tolist() == before.tolist()
     # with only cluster 0 as a failure cluster, rows 11 and 12 are strays too (and neighbours of each other)
-    only0 = absorb_stray_errors(labels, [0], emb, error, truth, k=2)
+    only0 = absorb_stray_errors(labels, [0], emb, error, truth, k=2, vote_k=0)
     expected0 = before.copy()
     expected0[[4, 5, 11, 12, 13]] = 0
     assert only0.tolist() == expected0.tolist()
     assert absorb_stray_errors(labels, [], emb, error, truth).tolist() == before.tolist()
+
+
+def test_absorb_stray_errors_vote_moves_errors_whose_nearest_errors_are_one_failure_clusters() -> None:
+    # failure cluster 3 holds errors of many classes along [1, 0, 0] (a mode with no one class, like
+    # rotated digits all called 4); cluster 1 is healthy, cluster 4 is a second failure cluster.
+    rows = [
+        (3, True, "8", [1, 0, 0]),  # 0-4: the mode's errors, five classes
+        (3, True, "9", [1, 0.02, 0]),
+        (3, True, "1", [1, -0.02, 0]),
+        (3, True, "6", [1, 0, 0.02]),
+        (3, True, "0", [1, 0, -0.02]),
+        (1, True, "2", [0.95, 0.3, 0]),  # 5: stray, its 3 nearest errors are 1, 0, 3 -> cluster 3
+        (1, False, "2", [0.95, 0.3, 0.01]),  # 6: right, never moves
+        (1, True, "5", [0, 1, 0]),  # 7: stray, nearest errors 8, 9 (cluster 4) and 5 (healthy): 2 votes
+        (4, True, "7", [0, 1, 0.05]),  # 8, 9: failure cluster 4 (two classes: no class step for row 7)
+        (4, True, "3", [0, 1, -0.05]),
+        (-1, True, "3", [0.9, 0, 0.4]),  # 10: stray in noise, nearest errors 3, 0, 1 -> cluster 3
+    ]
+    labels = np.array([r[0] for r in rows])
+    error = np.array([r[1] for r in rows])
+    truth = [r[2] for r in rows]
+    emb = np.array([r[3] for r in rows], dtype=np.float32)
+    before = labels.copy()
+    got = absorb_stray_errors(labels, [3, 4], emb, error, truth, vote_k=3, vote_min=3)
+    expected = before.copy()
+    expected[[5, 10]] = 3
+    assert got.tolist() == expected.tolist()
+    # 2 of 3 is enough for row 7 when vote_min is 2
+    loose = absorb_stray_errors(labels, [3, 4], emb, error, truth, vote_k=3, vote_min=2)
+    assert loose[7] == 4 and loose[5] == 3 and loose[10] == 3
+    # no failure cluster or no vote: nothing moves
+    assert absorb_stray_errors(labels, [], emb, error, truth, vote_k=3, vote_min=1).tolist() == before.tolist()
+    assert absorb_stray_errors(labels, [3, 4], emb, error, truth, vote_k=0).tolist() == before.tolist()
