@@ -308,7 +308,8 @@ def absorb_stray_errors(
     vote_k: int = 5,
     vote_min: int = 4,
 ) -> np.ndarray:
-    """Move stray errors of a failure cluster's class into that cluster; returns the new labels.
+    """Move labeled errors that sit outside the failure mode they belong to into its cluster; returns
+    the new labels.
 
     A failure cluster whose errors share one true class (at least ``min_share`` of them) is a failure
     mode of that class. A labeled error of the same class that sits in a cluster that is *not* a
@@ -323,13 +324,13 @@ def absorb_stray_errors(
     Only labeled errors move; the map and every other row stay as they are (a moved row lies away from
     its cluster on the map).
 
-    Measured with bench/slices.py (3 seeds): subpop ``mirrored_7`` (mirror-image 7s the model calls 5,
-    4, 1 or 8: only the "5" part forms a cluster) from precision / recall 0.92 / 0.56 to 0.95 / 0.95 on
-    val; ``plain_3`` recall 0.89 -> 1.00; no other planted slice changes. Without the neighbour test it
-    also reaches 0.98 recall on ``mirrored_7`` but moves isolated errors too. The vote (5 nearest
-    errors, 4 in one failure cluster) then takes demo ``rotated`` recall 0.87 -> 0.93 and
-    ``mirrored_7`` 0.95 -> 0.98, at precision 0.97 and 0.87 (was 1.00 and 0.95); 3 of 5 cost more
-    precision (``mirrored_7`` 0.77, ``thick`` 0.96), 5 of 5 left ``rotated`` at 0.90."""
+    Measured with bench/slices.py (3 map seeds, the datasets of data seed 0): subpop ``mirrored_7``
+    (mirror-image 7s the model calls 5, 4, 1 or 8: only the "5" part forms a cluster) from precision /
+    recall 0.92 / 0.56 to 0.95 / 0.95 on val; ``plain_3`` recall 0.89 -> 1.00; no other planted slice
+    changes. Without the neighbour test it also reaches 0.98 recall on ``mirrored_7`` but moves isolated
+    errors too. The vote (5 nearest errors, 4 in one failure cluster) then takes demo ``rotated`` recall
+    0.87 -> 0.93 and ``mirrored_7`` 0.95 -> 0.98, at precision 0.97 and 0.87 (was 1.00 and 0.95); 3 of 5
+    cost more precision (``mirrored_7`` 0.77, ``thick`` 0.96), 5 of 5 left ``rotated`` at 0.90."""
     labels = np.asarray(labels, dtype=np.int64)
     error = np.asarray(error, dtype=bool)
     truth = np.asarray(list(true_labels), dtype=object)
