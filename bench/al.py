@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from edgeminer.indexer.store import Store
 from edgeminer.service.simulate import ORACLE
@@ -167,8 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         dataset, truth = _ensure(store, name, work)
         data = load_sim_data(store, dataset, truth=_truth(truth))
         t0 = time.perf_counter()
-        res = simulate(data, names, budget=args.budget, rounds=args.rounds, repeats=args.repeats, retrain=args.retrain,
-                       seed=args.seed)
+        # one tick per (repeat, strategy) run; simulate always adds random
+        with tqdm(total=args.repeats * len(dict.fromkeys(["random", *names])), desc=dataset, unit="run") as bar:
+            res = simulate(data, names, budget=args.budget, rounds=args.rounds, repeats=args.repeats,
+                           retrain=args.retrain, seed=args.seed, progress=lambda _msg: bar.update(1))
         roles = ", ".join(f"{k} {v}" for k, v in res.roles.items())
         print(f"\n=== {dataset}: {roles}; retrain {args.retrain}; labels {res.labels} "
               f"({time.perf_counter() - t0:.0f} s under load, indicative only)")
