@@ -435,7 +435,7 @@ def run_data_seed(args: argparse.Namespace, data_seed: int, seeds: list[int], py
 def across_data_seeds(by_seed: dict[int, dict[str, Any]]) -> str:
     """One line per planted slice: for each data seed whether ours is >= Domino on every verdict metric
     (medians over the analysis seeds; the metrics where it is below named) and, for the sub-population
-    slices, whether it reached P and R >= 0.8; then how many (dataset seed, slice) cells hold."""
+    slices, whether it reached P and R >= 0.8; then how many (data seed, slice) cells hold."""
     lines = ["== across data seeds: ours >= domino on p@10, p@25, R, AUROC (medians over the analysis seeds)"]
     held = total = 0
     first = next(iter(by_seed.values()))
