@@ -81,20 +81,22 @@ def test_absorb_stray_errors_moves_grouped_errors_of_the_clusters_class_to_the_n
 
 
 def test_absorb_stray_errors_vote_moves_errors_whose_nearest_errors_are_one_failure_clusters() -> None:
-    # failure cluster 3 holds errors of many classes along [1, 0, 0] (a mode with no one class, like
+    # failure cluster 3 holds errors of many classes around [1, 0, 0] (a mode with no one class, like
     # rotated digits all called 4); cluster 1 is healthy, cluster 4 is a second failure cluster.
     rows = [
-        (3, True, "8", [1, 0, 0]),  # 0-4: the mode's errors, five classes
-        (3, True, "9", [1, 0.02, 0]),
-        (3, True, "1", [1, -0.02, 0]),
-        (3, True, "6", [1, 0, 0.02]),
-        (3, True, "0", [1, 0, -0.02]),
-        (1, True, "2", [0.95, 0.3, 0]),  # 5: stray, its 3 nearest errors are 1, 0, 3 -> cluster 3
-        (1, False, "2", [0.95, 0.3, 0.01]),  # 6: right, never moves
-        (1, True, "5", [0, 1, 0]),  # 7: stray, nearest errors 8, 9 (cluster 4) and 5 (healthy): 2 votes
-        (4, True, "7", [0, 1, 0.05]),  # 8, 9: failure cluster 4 (two classes: no class step for row 7)
+        (3, True, "8", [1, 0, 0]),  # 0-4: the mode's errors, five classes; the loosest one's 3rd
+        (3, True, "9", [1, 0.3, 0]),  # nearest other error is at cosine 0.917 (the cluster's reach)
+        (3, True, "1", [1, -0.3, 0]),
+        (3, True, "6", [1, 0, 0.3]),
+        (3, True, "0", [1, 0, -0.3]),
+        (1, True, "2", [1, 0.1, 0.1]),  # 5: stray, 3 nearest errors 0, 1, 3 (cos >= 0.977) -> cluster 3
+        (1, False, "2", [1, 0.1, 0.11]),  # 6: right, never moves
+        (1, True, "5", [0, 1, 0]),  # 7: stray, nearest errors 11 (healthy), then two of cluster 4
+        (4, True, "7", [0, 1, 0.05]),  # 8-10: failure cluster 4 (three classes: no class step)
         (4, True, "3", [0, 1, -0.05]),
-        (-1, True, "3", [0.9, 0, 0.4]),  # 10: stray in noise, nearest errors 3, 0, 1 -> cluster 3
+        (4, True, "4", [0.05, 1, 0]),
+        (1, True, "1", [0, 1, 0.02]),  # 11: stray, nearest errors 7 (healthy), then two of cluster 4
+        (-1, True, "3", [1, -0.1, -0.35]),  # 12: stray in noise, nearest errors 4, 0, 2 -> cluster 3
     ]
     labels = np.array([r[0] for r in rows])
     error = np.array([r[1] for r in rows])
@@ -103,11 +105,37 @@ def test_absorb_stray_errors_vote_moves_errors_whose_nearest_errors_are_one_fail
     before = labels.copy()
     got = absorb_stray_errors(labels, [3, 4], emb, error, truth, vote_k=3, vote_min=3)
     expected = before.copy()
-    expected[[5, 10]] = 3
+    expected[[5, 12]] = 3
     assert got.tolist() == expected.tolist()
-    # 2 of 3 is enough for row 7 when vote_min is 2
+    # 2 of 3 is enough for rows 7 and 11 when vote_min is 2
     loose = absorb_stray_errors(labels, [3, 4], emb, error, truth, vote_k=3, vote_min=2)
-    assert loose[7] == 4 and loose[5] == 3 and loose[10] == 3
+    assert loose[[5, 12]].tolist() == [3, 3] and loose[[7, 11]].tolist() == [4, 4]
+    # a stray as well voted for but farther from the mode than its loosest error is from the others stays
+    far = emb.copy()
+    far[5] = [1, 0.45, 0.45]  # 3 nearest errors still 1, 3, 0, but the 3rd at cosine 0.84 < 0.917
+    assert absorb_stray_errors(labels, [3, 4], far, error, truth, vote_k=3, vote_min=3)[5] == 1
     # no failure cluster or no vote: nothing moves
     assert absorb_stray_errors(labels, [], emb, error, truth, vote_k=3, vote_min=1).tolist() == before.tolist()
     assert absorb_stray_errors(labels, [3, 4], emb, error, truth, vote_k=0).tolist() == before.tolist()
+
+
+def test_absorb_stray_errors_leaves_isolated_errors_and_searches_approximately_above_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from edgeminer.indexer.analysis import clustering
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 16)).astype(np.float32) * 4
+    blob = np.repeat(np.arange(4), 500)
+    emb = centres[blob] + rng.normal(size=(2000, 16)).astype(np.float32) * 0.2
+    labels = blob.copy()  # cluster = blob; blob 0 is the failure mode
+    error = np.zeros(2000, dtype=bool)
+    error[:200] = True  # 200 of blob 0's rows are errors...
+    labels[:5] = 3  # ...5 of them sit in healthy cluster 3 (as the map might put them)
+    # isolated errors of the healthy blobs: all their nearest errors are blob 0's, but far away
+    error[[600, 1100, 1600]] = True
+    truth = [str(v) for v in rng.integers(0, 10, 2000)]  # many classes: the class step has no mode
+    exact = absorb_stray_errors(labels, [0], emb, error, truth)
+    assert exact[:5].tolist() == [0] * 5 and exact[5:].tolist() == labels[5:].tolist()
+    monkeypatch.setattr(clustering, "EXACT_SEARCH_PAIRS", 0)  # every search approximate (faiss IVF)
+    assert absorb_stray_errors(labels, [0], emb, error, truth).tolist() == exact.tolist()
