@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgeminer.service.simulate import (
         DEFAULT_STRATEGY,
         load_sim_data,
+        run_names,
         simulate,
         standard_strategies,
         strategy_names,
@@ -168,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         dataset, truth = _ensure(store, name, work)
         data = load_sim_data(store, dataset, truth=_truth(truth))
         t0 = time.perf_counter()
-        # one tick per (repeat, strategy) run; simulate always adds random
-        with tqdm(total=args.repeats * len(dict.fromkeys(["random", *names])), desc=dataset, unit="run") as bar:
+        # one tick per (repeat, strategy) run
+        with tqdm(total=args.repeats * len(run_names(names)), desc=dataset, unit="run") as bar:
             res = simulate(data, names, budget=args.budget, rounds=args.rounds, repeats=args.repeats,
                            retrain=args.retrain, seed=args.seed, progress=lambda _msg: bar.update(1))
         roles = ", ".join(f"{k} {v}" for k, v in res.roles.items())

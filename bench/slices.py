@@ -345,6 +345,16 @@ def _spread(stat: dict[str, float] | None, digits: int = 2) -> str:
     return median if low == high else f"{median} [{low}-{high}]"
 
 
+def lost_to_domino(mine: dict[str, Any], dom: dict[str, Any]) -> list[str]:
+    """The verdict metrics on which ours' median is below Domino's."""
+    return [label for key, label in VERDICT_METRICS if mine[key]["median"] < dom[key]["median"]]
+
+
+def meets_goal(mine: dict[str, Any]) -> bool:
+    """Precision and recall on val (medians) both at least :data:`GOAL`."""
+    return bool(mine["precision"]["median"] >= GOAL and mine["recall"]["median"] >= GOAL)
+
+
 def verdict(dataset: str, row: dict[str, Any]) -> list[str]:
     """The per-slice verdict lines for each of our methods: >= Domino on each metric (medians), and
     the 0.8 / 0.8 goal for the sub-population slices."""
@@ -355,12 +365,11 @@ def verdict(dataset: str, row: dict[str, Any]) -> list[str]:
         if not mine:
             continue
         if dom:
-            lost = [label for key, label in VERDICT_METRICS if mine[key]["median"] < dom[key]["median"]]
+            lost = lost_to_domino(mine, dom)
             answer = "yes" if not lost else f"no ({', '.join(lost)})"
             lines.append(f"  {name} >= domino on p@10, p@25, R, AUROC (medians): {answer}")
         if row["slice"] in SUBPOP_SLICES.get(dataset, ()):
-            p, r = mine["precision"]["median"], mine["recall"]["median"]
-            ok = "yes" if p >= GOAL and r >= GOAL else "no"
+            ok = "yes" if meets_goal(mine) else "no"
             lines.append(
                 f"  {name} sub-population goal P >= {GOAL} and R >= {GOAL} (val, medians): {ok} "
                 f"(P {_spread(mine['precision'])}, R {_spread(mine['recall'])})"
@@ -448,14 +457,13 @@ def across_data_seeds(by_seed: dict[int, dict[str, Any]]) -> str:
                 if not mine or not dom:
                     cells.append(f"seed {data_seed}: -")
                     continue
-                lost = [label for key, label in VERDICT_METRICS if mine[key]["median"] < dom[key]["median"]]
+                lost = lost_to_domino(mine, dom)
                 total += 1
                 held += not lost
                 cell = f"seed {data_seed}: " + ("yes" if not lost else f"no ({', '.join(lost)})")
                 if row["slice"] in SUBPOP_SLICES.get(ds, ()):
-                    goal = mine["precision"]["median"] >= GOAL and mine["recall"]["median"] >= GOAL
                     cell += f", P/R {mine['precision']['median']:.2f}/{mine['recall']['median']:.2f}" + (
-                        "" if goal else " < 0.8"
+                        "" if meets_goal(mine) else " < 0.8"
                     )
                 cells.append(cell)
             lines.append(f"{ds:<20} {row['slice']:<12} " + " | ".join(cells))

@@ -127,7 +127,7 @@ def plot_curves(result: Any, path: str | Path, metrics: tuple[str, ...] = ("over
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
-    from edgeminer.service.simulate import Protocol, load_sim_data, simulate
+    from edgeminer.service.simulate import Protocol, load_sim_data, run_names, simulate
 
     store = open_store(settings)
     names = _strategies(args.strategies)
@@ -136,7 +136,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         truth=_truth(args.truth),
     )
     protocol = Protocol(test_share=args.test_share, seen_share=args.seen_share, train_split=args.train_split)
-    total = args.repeats * len(dict.fromkeys(["random", *names]))
+    total = args.repeats * len(run_names(names))
     with tqdm(total=total, desc="simulate", unit="run", disable=args.quiet or args.json) as bar:
         result = simulate(
             data, names, budget=args.budget, rounds=args.rounds, repeats=args.repeats, retrain=args.retrain,

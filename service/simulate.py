@@ -75,6 +75,7 @@ __all__ = [
     "aubc",
     "load_sim_data",
     "make_strategy",
+    "run_names",
     "simulate",
     "standard_strategies",
     "strategy_names",
@@ -700,10 +701,15 @@ def simulate(
     return _result(data, names, runs, roles, budget=budget, rounds=rounds, retrain=retrain, protocol=protocol)
 
 
+def run_names(strategies: Sequence[str]) -> list[str]:
+    """The strategies a simulation runs, in order: random always first, each name once."""
+    return list(dict.fromkeys(["random", *strategies]))
+
+
 def _check_run(
     data: SimData, strategies: Sequence[str], budget: int, rounds: int, repeats: int, retrain: str
 ) -> list[str]:
-    names = list(dict.fromkeys(["random", *strategies]))
+    names = run_names(strategies)
     for s in names:
         make_strategy(s, data.planted)
     if retrain not in FITTERS:

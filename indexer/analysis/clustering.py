@@ -411,8 +411,8 @@ def _absorb_by_vote(
     clusters as they were before the step."""
     failing_ids = {int(c) for c in failing}
     errors = np.flatnonzero(error)
-    before = out[errors].tolist()
-    in_failure = np.asarray([c in failing_ids for c in before], dtype=bool)
+    before = out[errors]  # each error's cluster before the step
+    in_failure = np.isin(before, np.asarray(sorted(failing_ids), dtype=np.int64))
     stray = errors[~in_failure]
     if stray.size == 0 or not in_failure.any():
         return
@@ -421,14 +421,14 @@ def _absorb_by_vote(
     reach: dict[int, float] = {}
     for row, nbrs in zip(stray.tolist(), near.tolist(), strict=True):
         others = [j for j in nbrs if j >= 0 and errors[j] != row][:vote_k]
-        votes = Counter(before[j] for j in others if before[j] in failing_ids)
+        votes = Counter(int(before[j]) for j in others if in_failure[j])
         if not votes:
             continue
         cid, count = votes.most_common(1)[0]
         if count < vote_min:
             continue
         if cid not in reach:
-            reach[cid] = _error_reach(unit[errors[in_failure & (np.asarray(before) == cid)]], vote_min)
+            reach[cid] = _error_reach(unit[errors[before == cid]], vote_min)
         voters = sorted((float(unit[row] @ unit[errors[j]]) for j in others if before[j] == cid), reverse=True)
         if voters[vote_min - 1] >= reach[cid]:
             out[row] = cid
