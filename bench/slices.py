@@ -377,13 +377,15 @@ def verdict(dataset: str, row: dict[str, Any]) -> list[str]:
     return lines
 
 
-def seeds_table(dataset: str, rows: list[dict[str, Any]], methods: list[str], n_seeds: int) -> str:
+def seeds_table(
+    dataset: str, rows: list[dict[str, Any]], methods: list[str], n_seeds: int, title: str | None = None
+) -> str:
     """Per slice and method the median [min-max] over the seeds; ``P all`` / ``R all`` over every row
     (not for Domino, fitted and assigned on val only)."""
     cols = ("p@10", "p@25", "recall", "precision", "auroc", "position", "precision_all", "recall_all")
     names = ("p@10", "p@25", "R", "P", "AUROC", "rank", "P all", "R all")
     lines = [
-        f"== {dataset}: median [min-max] over {n_seeds} seed(s), val split",
+        f"== {title or dataset}: median [min-max] over {n_seeds} seed(s), val split",
         f"{'slice':<12}{'rows/val':>9} {'method':<12}" + "".join(f"{n:<18}" for n in names),
     ]
     for r in rows:
@@ -436,7 +438,8 @@ def run_data_seed(args: argparse.Namespace, data_seed: int, seeds: list[int], py
                 print(flush=True)
         summary = aggregate(per_seed, names)
         out[ds] = {"per_seed": dict(zip(map(str, seeds), per_seed, strict=True)), "summary": summary}
-        print(seeds_table(f"{ds} (data seed {data_seed})", summary, names, len(seeds)), flush=True)
+        title = f"{ds} (data seed {data_seed})"
+        print(seeds_table(ds, summary, names, len(seeds), title), flush=True)
         print(flush=True)
     return out
 
