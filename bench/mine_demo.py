@@ -27,7 +27,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edgeminer.indexer.store import Store  # noqa: E402
-from edgeminer.service.mining import AGGREGATIONS, DEFAULT_AGGREGATION, MODE_WEIGHTINGS, Seeds, mine  # noqa: E402
+from edgeminer.service.mining import (  # noqa: E402
+    AGGREGATIONS,
+    DEFAULT_AGGREGATION,
+    DEFAULT_MODE_WEIGHTING,
+    MODE_WEIGHTINGS,
+    Seeds,
+    mine,
+)
 from edgeminer.service.selection import select  # noqa: E402
 
 
@@ -84,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     variants += [
         (f"modes/{w}", {"aggregation": "modes", "mode_weighting": w})
         for w in MODE_WEIGHTINGS
-        if w != "local_error_rate"
+        if w != DEFAULT_MODE_WEIGHTING  # the default is the "modes" row
     ]
     for name, kw in variants:
         vals, took = [], 0.0

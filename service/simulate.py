@@ -36,9 +36,11 @@ the failure clusters, ``mine-<aggregation>`` for each aggregation of ``service/m
 ``mine-modes+badge+margin`` (half mined, then the highest-margin rows not mined; the default). Mining here
 runs the mining library's own steps (``seed_modes``, ``share_budget``, ``fill_lists``, ``Spread``) on
 in-memory rankings; the seeds' modes are their stored analysis clusters when the dataset has them, else a
-clustering of the seed vectors, and each mode's weight is its local error rate among the judged rows
-(train, seen, revealed) under the current model, as ``mode_weighting=local_error_rate`` does on the
-store. When the current model makes no mistake on ``seen`` a mining strategy picks at random for that round (counted).
+clustering of the seed vectors, and each mode's weight is what ``mode_weighting`` (by default
+``learnable_error_rate``) gives it on the store, with the roles standing in for the splits: the error rate
+among the seen rows nearest each seed times the share of the nearest trained rows (train, revealed) the
+current model gets right (:func:`_mode_rates`). When the current model makes no mistake on ``seen`` a
+mining strategy picks at random for that round (counted).
 ``oracle-planted`` is not a strategy but a ceiling: random pool rows of the planted slices, read from the
 slice truth no strategy sees. When it does not beat uncertainty sampling, the retrained model cannot
 learn the slices from that many labels and no way of picking can win there (the demo's probe).
@@ -90,7 +92,7 @@ UNCERTAINTY = ("least_confidence", "margin", "ratio", "entropy")
 #: the rare slices even when half of their rows are labeled).
 PROBE_C = 10.0
 #: edgeminer's default way of picking from failures (what bench/al.py holds to the goal of issue 14):
-#: half the budget mined (the failure modes share it by local error rate, each mode's share picked by
+#: half the budget mined (the failure modes share it by learnable error rate, each mode's share picked by
 #: BADGE among its 4 x share nearest candidates), the other half the highest-margin rows not mined
 #: (``edgeminer mine --diversity badge --uncertain-share 0.5``). Mining alone (``mine-modes+badge``) is
 #: ahead early but flattens and ends below margin sampling on subpop (final planted accuracy -0.036,
@@ -395,14 +397,39 @@ def _oracle(planted: np.ndarray) -> Strategy:
     return pick
 
 
-def _local_error_rates(view: View, seeds: np.ndarray, wrong: np.ndarray, k: int) -> np.ndarray:
-    """Per seed: the share of wrong predictions among its k nearest judged rows (itself excluded)."""
-    judged = np.flatnonzero(view.trained | view.seen)
-    sim = view.x[seeds] @ view.x[judged].T
-    sim[judged[None, :] == seeds[:, None]] = -np.inf
-    k = min(k, max(1, len(judged) - 1))
+def _nearest_right(view: View, seeds: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """Per seed: the share of its k nearest ``rows`` (itself excluded) the current model gets right;
+    NaN when there is no such row."""
+    if not len(rows):
+        return np.full(len(seeds), np.nan)
+    right = view.probs[rows].argmax(axis=1) == view.labels[rows]
+    sim = view.x[seeds] @ view.x[rows].T
+    sim[rows[None, :] == seeds[:, None]] = -np.inf
+    k = min(k, max(1, len(rows) - 1)) if len(rows) > 1 else 1
     near = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-    return np.asarray(wrong[judged][near].mean(axis=1), dtype=np.float64)
+    out = right[near].astype(np.float64)
+    out[~np.isfinite(np.take_along_axis(sim, near, axis=1))] = np.nan
+    return np.asarray(np.nanmean(out, axis=1) if out.size else out, dtype=np.float64)
+
+
+def _mode_rates(view: View, seeds: np.ndarray, k: int, weighting: str) -> np.ndarray:
+    """Per seed, what its mode's share of the budget is weighted by, as ``mode_weighting`` does on the
+    store: ``local_error_rate``: the share of wrong predictions among its k nearest judged rows (train,
+    seen, revealed); ``learnable_error_rate``: that share among the seen rows (never trained on) times
+    the share of its k nearest trained rows (train, revealed) the current model gets right, when the
+    model is significantly more accurate on the trained rows than on the seen ones (else the first)."""
+    from edgeminer.service.mining.aggregation import fits_training_split, learnable_rates
+
+    judged = np.flatnonzero(view.trained | view.seen)
+    seen, trained = np.flatnonzero(view.seen), np.flatnonzero(view.trained)
+    right = view.probs.argmax(axis=1) == view.labels
+    fitted = fits_training_split(int(right[trained].sum()), len(trained), int(right[seen].sum()), len(seen))
+    if weighting != "learnable_error_rate" or not fitted:
+        if weighting == "learnable_error_rate":
+            view.notes["learnable_fallback"] = view.notes.get("learnable_fallback", 0) + 1
+        return 1.0 - np.nan_to_num(_nearest_right(view, seeds, judged, k), nan=0.0)
+    rate = 1.0 - np.nan_to_num(_nearest_right(view, seeds, seen, k), nan=0.0)
+    return learnable_rates(rate, _nearest_right(view, seeds, trained, k))
 
 
 def _mining(aggregation: str, diversity: str | None) -> Strategy:
@@ -424,6 +451,7 @@ def _mine_order(
 ) -> np.ndarray:
     """The mining library's steps on in-memory rankings (see the module doc)."""
     from edgeminer.service.mining.aggregation import (
+        DEFAULT_MODE_WEIGHTING,
         LOCAL_ERROR_K,
         ModePlan,
         Spread,
@@ -441,8 +469,10 @@ def _mine_order(
     plan = ModePlan()
     if aggregation == "modes":
         groups = seed_modes(resolved)
-        rate = _local_error_rates(view, seeds, wrong, LOCAL_ERROR_K)
+        rate = _mode_rates(view, seeds, LOCAL_ERROR_K, DEFAULT_MODE_WEIGHTING)
         weights = [float(rate[g].sum()) for g in groups]
+        if sum(weights) <= 0:
+            weights = [float(len(g)) for g in groups]
         plan = ModePlan(groups, weights, share_budget(weights, target))
     queries = view.x[seeds]
     if aggregation == "mean":

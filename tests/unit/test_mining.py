@@ -16,6 +16,8 @@ from edgeminer.service.mining import (
     Seeds,
     SeedsNotFound,
     candidate_where,
+    fits_training_split,
+    learnable_rates,
     mine,
     normalize,
     seed_modes,
@@ -359,6 +361,53 @@ def test_modes_weight_systematic_failures_over_stray_ones(store: Store) -> None:
     assert sum(r["id"].startswith("m0-") for r in flat.rows) == 5
     with pytest.raises(MiningError, match="mode_weighting"):
         mine(store, "sys", seeds, budget=10, mode_weighting="vibes")
+
+
+def test_learnable_weighting_spends_where_the_model_fits_its_training_rows(store: Store) -> None:
+    """Two modes with the same held-out error rate (val rows): in mode 0 the model gets its own training
+    rows wrong too (it cannot fit them: labels bought there teach it little), in mode 1 it fits them.
+    ``learnable_error_rate`` sends the budget to mode 1; ``local_error_rate`` counts mode 0's training
+    errors as more failure and sends it to mode 0."""
+    rng = np.random.default_rng(3)
+    centers = normalize(rng.normal(size=(2, 8)))
+    rows = []
+    for c, train_right in enumerate([False, True]):
+        for j in range(80):
+            v = normalize(centers[c] + 0.05 * rng.normal(size=8)[None, :])[0].tolist()
+            if j < 12:  # held-out rows: 8 wrong (the seeds), 4 right, in both modes
+                rows.append(_row(f"m{c}-val{j:02d}", v, labeled=True, correct=j >= 8, cluster=c))
+            elif j < 40:
+                rows.append(_row(f"m{c}-train{j:02d}", v, labeled=True, split="train", correct=train_right, cluster=c))
+            else:
+                rows.append(_row(f"m{c}-pool{j:02d}", v, cluster=c))
+    healthy = normalize(rng.normal(size=(1, 8)))[0]
+    for j in range(72):  # rows the model gets right, train and held out: it fits its training split
+        v = normalize(healthy + 0.05 * rng.normal(size=8)[None, :])[0].tolist()
+        name, split = (f"h-train{j:02d}", {"split": "train"}) if j < 60 else (f"h-val{j:02d}", {})
+        rows.append(_row(name, v, labeled=True, correct=True, cluster=2, **split))
+    _dataset(store, rows, "fit", dim=8)
+    seeds = Seeds(ids=[f"m{c}-val{j:02d}" for c in (0, 1) for j in range(8)])
+    learn = mine(store, "fit", seeds, budget=10, mode_weighting="learnable_error_rate")
+    weight = {m["cluster"]: m["weight"] for m in learn.modes}
+    assert weight[0] == pytest.approx(0.0) and weight[1] > 0  # nothing of mode 0's training rows is fitted
+    assert all(r["id"].startswith("m1-") for r in learn.rows)
+    local = mine(store, "fit", seeds, budget=10, mode_weighting="local_error_rate")
+    assert sum(r["id"].startswith("m0-") for r in local.rows) >= 6
+    # a model no more accurate on its training rows than on held-out ones was not fitted to them: there
+    # the learnable weighting is the local error rate (the training rows' errors count as failures)
+    for r in rows:
+        if "-train" in r["id"]:
+            r["correct"] = False  # the model gets every training row wrong: not a model fitted to them
+    _dataset(store, rows, "unfitted", dim=8)
+    unfitted = mine(store, "unfitted", seeds, budget=10, mode_weighting="learnable_error_rate")
+    assert [r["id"] for r in unfitted.rows] == [
+        r["id"] for r in mine(store, "unfitted", seeds, budget=10, mode_weighting="local_error_rate").rows
+    ]
+    assert fits_training_split(95, 100, 70, 100) and not fits_training_split(70, 100, 70, 100)
+    assert not fits_training_split(57, 86, 57, 78) and not fits_training_split(0, 0, 5, 10)
+    # without training rows the learnable weighting is the held-out error rate (no split: held out)
+    assert learnable_rates(np.array([0.5, 0.25]), None).tolist() == [0.5, 0.25]
+    assert learnable_rates(np.array([0.5, 0.25]), np.array([np.nan, 0.5])).tolist() == [0.5, 0.125]
 
 
 def test_store_search_exact_and_index_paths(store: Store) -> None:
