@@ -407,9 +407,10 @@ def _nearest_right(view: View, seeds: np.ndarray, rows: np.ndarray, k: int) -> n
     sim[rows[None, :] == seeds[:, None]] = -np.inf
     k = min(k, max(1, len(rows) - 1)) if len(rows) > 1 else 1
     near = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-    out = right[near].astype(np.float64)
-    out[~np.isfinite(np.take_along_axis(sim, near, axis=1))] = np.nan
-    return np.asarray(np.nanmean(out, axis=1) if out.size else out, dtype=np.float64)
+    valid = np.isfinite(np.take_along_axis(sim, near, axis=1))
+    count = valid.sum(axis=1)
+    hits = (right[near] & valid).sum(axis=1)
+    return np.where(count > 0, hits / np.maximum(count, 1), np.nan)
 
 
 def _mode_rates(view: View, seeds: np.ndarray, k: int, weighting: str) -> np.ndarray:
@@ -440,13 +441,13 @@ def _mining(aggregation: str, diversity: str | None) -> Strategy:
         if not len(seeds):
             view.notes["fallback_random"] = view.notes.get("fallback_random", 0) + 1
             return _random(view, budget)
-        return _mine_order(view, seeds, wrong, preds, aggregation, diversity, budget)
+        return _mine_order(view, seeds, preds, aggregation, diversity, budget)
 
     return pick
 
 
 def _mine_order(
-    view: View, seeds: np.ndarray, wrong: np.ndarray, preds: np.ndarray, aggregation: str,
+    view: View, seeds: np.ndarray, preds: np.ndarray, aggregation: str,
     diversity: str | None, budget: int,
 ) -> np.ndarray:
     """The mining library's steps on in-memory rankings (see the module doc)."""

@@ -54,9 +54,9 @@ __all__ = [
     "Spread",
     "aggregate",
     "fill_lists",
-    "mode_cluster",
     "fits_training_split",
     "learnable_rates",
+    "mode_cluster",
     "mode_weights",
     "plan_modes",
     "seed_modes",
@@ -308,9 +308,9 @@ def learnable_rates(held_out_error_rate: np.ndarray, train_fit: np.ndarray | Non
     Why: labels only help where the retrained model learns from them. The demo CNN trained on the train
     split plus half of the other planted rows fits 16% of its inverted training digits, 38% of the small
     ones, 68% of the rotated and 98% of the thick ones; by error rate alone the first two take most of
-    the mined budget and their labels buy little. Errors on the
-    training rows themselves say the same thing (the model cannot fit them), so they do not count as
-    evidence of a failure worth labeling, as they do in ``local_error_rate``."""
+    the mined budget and their labels buy little. Errors on the training rows themselves say the same
+    thing (the model cannot fit them), so they do not count as evidence of a failure worth labeling, as
+    they do in ``local_error_rate``."""
     rate = np.asarray(held_out_error_rate, dtype=np.float64)
     if train_fit is None:
         return rate
