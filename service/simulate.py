@@ -405,7 +405,7 @@ def _nearest_right(view: View, seeds: np.ndarray, rows: np.ndarray, k: int) -> n
     right = view.probs[rows].argmax(axis=1) == view.labels[rows]
     sim = view.x[seeds] @ view.x[rows].T
     sim[rows[None, :] == seeds[:, None]] = -np.inf
-    k = min(k, max(1, len(rows) - 1)) if len(rows) > 1 else 1
+    k = max(1, min(k, len(rows) - 1))
     near = np.argpartition(-sim, k - 1, axis=1)[:, :k]
     valid = np.isfinite(np.take_along_axis(sim, near, axis=1))
     count = valid.sum(axis=1)
@@ -421,16 +421,18 @@ def _mode_rates(view: View, seeds: np.ndarray, k: int, weighting: str) -> np.nda
     model is significantly more accurate on the trained rows than on the seen ones (else the first)."""
     from edgeminer.service.mining.aggregation import fits_training_split, learnable_rates
 
-    judged = np.flatnonzero(view.trained | view.seen)
     seen, trained = np.flatnonzero(view.seen), np.flatnonzero(view.trained)
+
+    def error_rate(rows: np.ndarray) -> np.ndarray:  # a seed without such rows counts as all wrong
+        return 1.0 - np.nan_to_num(_nearest_right(view, seeds, rows, k), nan=0.0)
+
     right = view.probs.argmax(axis=1) == view.labels
     fitted = fits_training_split(int(right[trained].sum()), len(trained), int(right[seen].sum()), len(seen))
     if weighting != "learnable_error_rate" or not fitted:
         if weighting == "learnable_error_rate":
             view.notes["learnable_fallback"] = view.notes.get("learnable_fallback", 0) + 1
-        return 1.0 - np.nan_to_num(_nearest_right(view, seeds, judged, k), nan=0.0)
-    rate = 1.0 - np.nan_to_num(_nearest_right(view, seeds, seen, k), nan=0.0)
-    return learnable_rates(rate, _nearest_right(view, seeds, trained, k))
+        return error_rate(np.flatnonzero(view.trained | view.seen))
+    return learnable_rates(error_rate(seen), _nearest_right(view, seeds, trained, k))
 
 
 def _mining(aggregation: str, diversity: str | None) -> Strategy:
@@ -459,6 +461,7 @@ def _mine_order(
         fill_lists,
         seed_modes,
         share_budget,
+        weights_by_mode,
     )
     from edgeminer.service.mining.seeds import ResolvedSeeds
 
@@ -470,10 +473,7 @@ def _mine_order(
     plan = ModePlan()
     if aggregation == "modes":
         groups = seed_modes(resolved)
-        rate = _mode_rates(view, seeds, LOCAL_ERROR_K, DEFAULT_MODE_WEIGHTING)
-        weights = [float(rate[g].sum()) for g in groups]
-        if sum(weights) <= 0:
-            weights = [float(len(g)) for g in groups]
+        weights = weights_by_mode(_mode_rates(view, seeds, LOCAL_ERROR_K, DEFAULT_MODE_WEIGHTING), groups)
         plan = ModePlan(groups, weights, share_budget(weights, target))
     queries = view.x[seeds]
     if aggregation == "mean":

@@ -441,7 +441,10 @@ def _error_reach(unit: np.ndarray, m: int) -> float:
     if unit.shape[0] <= m:
         return 1.0
     near = _nearest(unit, unit, m + 1)[:, m]  # column 0 is the row itself
-    return float(np.min(np.einsum("ij,ij->i", unit, unit[np.clip(near, 0, None)])))
+    found = near >= 0  # the approximate search may find fewer: those errors do not count
+    if not found.any():
+        return 1.0
+    return float(np.min(np.einsum("ij,ij->i", unit[found], unit[near[found]])))
 
 
 def _class_modes(

@@ -61,6 +61,7 @@ __all__ = [
     "plan_modes",
     "seed_modes",
     "share_budget",
+    "weights_by_mode",
 ]
 
 #: how the neighbours of several seeds are merged into one ranking (the API's ``aggregation`` field).
@@ -221,8 +222,14 @@ def mode_weights(ds: Dataset, resolved: ResolvedSeeds, groups: list[list[int]], 
         rate = _learnable_error_rates(ds, resolved)
     else:
         rate = _local_error_rates(ds, resolved, ok_and(not_null("correct")))
-    weights = None if rate is None else [float(rate[g].sum()) for g in groups]
-    return weights if weights is not None and sum(weights) > 0 else sizes
+    return weights_by_mode(rate, groups)
+
+
+def weights_by_mode(rate: np.ndarray | None, groups: list[list[int]]) -> list[float]:
+    """Each mode's weight: the sum of its seeds' ``rate``; the modes' sizes when there is no rate or every
+    weight is 0 (nothing would be shared out)."""
+    weights = [] if rate is None else [float(rate[g].sum()) for g in groups]
+    return weights if sum(weights) > 0 else [float(len(g)) for g in groups]
 
 
 def _cluster_error_weights(
