@@ -140,6 +140,7 @@ def cmd_mine(args: argparse.Namespace, settings: Settings) -> int:
         pool_factor=args.pool_factor,
         uncertain_share=args.uncertain_share,
         uncertainty=args.uncertainty,
+        mode_weighting=args.mode_weighting,
         columns=["uri", "pred_label", "confidence"],
         device="cpu" if (args.device or settings.device) == "auto" else (args.device or settings.device),
     )
@@ -219,7 +220,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any) -> None:
-    from edgeminer.service.mining import AGGREGATIONS, DEFAULT_AGGREGATION
+    from edgeminer.service.mining import AGGREGATIONS, DEFAULT_AGGREGATION, DEFAULT_MODE_WEIGHTING, MODE_WEIGHTINGS
     from edgeminer.service.selection import STRATEGIES
 
     p = sub.add_parser(
@@ -272,6 +273,13 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--uncertainty", choices=("margin", "least_confidence", "ratio", "entropy"), default="margin",
         help="the score --uncertain-share ranks by (default margin)",
+    )
+    p.add_argument(
+        "--mode-weighting", choices=MODE_WEIGHTINGS, default=DEFAULT_MODE_WEIGHTING,
+        help="how the failure modes (--aggregation modes) share the budget: learnable_error_rate (default: the "
+        "error rate among held-out rows near the seeds times the share of nearby training rows the model gets "
+        "right, so modes the model cannot learn from labels get less), local_error_rate (error rate among the "
+        "nearest labeled rows), cluster_error_rate (the mode's analysis cluster) or size (seeds per mode)",
     )
     p.add_argument("--device", default=None, help="embedder device for text/image seeds")
     p.set_defaults(handler=cmd_mine)

@@ -32,8 +32,9 @@ Strategies (:func:`strategy_names`): ``random``; each uncertainty score of ``ind
 needs only probabilities (least_confidence, margin, ratio, entropy: the MC-dropout scores need passes a
 probe does not have); ``coreset``, ``typiclust``, ``badge`` (``service/diversity.py``); and mining from
 the failure clusters, ``mine-<aggregation>`` for each aggregation of ``service/mining`` and
-``mine-<aggregation>+<kcenter|typical|uncertain|badge>`` with the diversity mode, and the mix
-``mine-modes+badge+margin`` (half mined, then the highest-margin rows not mined; the default). Mining here
+``mine-<aggregation>+<kcenter|typical|uncertain|badge>`` with the diversity mode, and the mixes
+``mine-modes+badge+margin`` (half mined, then the highest-margin rows not mined; the default) and
+``mine-modes+badge+entropy`` (the other half by entropy). Mining here
 runs the mining library's own steps (``seed_modes``, ``share_budget``, ``fill_lists``, ``Spread``) on
 in-memory rankings; the seeds' modes are their stored analysis clusters when the dataset has them, else a
 clustering of the seed vectors, and each mode's weight is what ``mode_weighting`` (by default
@@ -100,8 +101,9 @@ PROBE_C = 10.0
 #: all four bench datasets, not on one of them (issue 14's note lists every variant and its numbers).
 DEFAULT_STRATEGY = "mine-modes+badge+margin"
 #: mining + uncertainty mixes (``mine-<aggregation>+<diversity>+<uncertainty score>``): the mined share of
-#: the budget, then ``DEFAULT_UNCERTAIN_SHARE`` of it by the score (``edgeminer mine --uncertain-share``).
-MIXED = ("mine-modes+badge+margin",)
+#: the budget, then ``DEFAULT_UNCERTAIN_SHARE`` of it by the score (``edgeminer mine --uncertain-share``,
+#: ``--uncertainty``).
+MIXED = ("mine-modes+badge+margin", "mine-modes+badge+entropy")
 DEFAULT_UNCERTAIN_SHARE = 0.5
 PLANTED = "planted"
 #: the diagnostic ceiling (see :func:`_oracle`): it alone reads the planted-slice truth.

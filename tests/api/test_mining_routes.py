@@ -99,6 +99,24 @@ def test_mine_with_an_uncertain_share(server, api: httpx.Client) -> None:
     assert "uncertainty" in _problem(bad, 422)["detail"]
 
 
+def test_mine_mode_weighting_is_a_request_field(server, api: httpx.Client) -> None:
+    """``mode_weighting`` reaches the mining library: with ``size`` each failure mode's share of the budget
+    follows its seed count alone (share_budget of the sizes), and the choice is recorded."""
+    from edgeminer.service.mining.aggregation import share_budget
+
+    _, store, _ = server
+    body = {"seeds": {"ids": _val_failures(store)}, "budget": 20, "mode_weighting": "size"}
+    resp = api.post("/datasets/syn/mine", json=body)
+    assert resp.status_code == 200, resp.text
+    modes = resp.json()["modes"]
+    assert len(modes) >= 2
+    assert [m["share"] for m in modes] == share_budget([float(m["size"]) for m in modes], 20)
+    doc = store.get_doc("syn", "selection", resp.json()["selection_id"])
+    assert doc["params"]["mode_weighting"] == "size"
+    bad = api.post("/datasets/syn/mine", json={**body, "mode_weighting": "accuracy"})
+    assert "mode_weighting" in _problem(bad, 422)["detail"]
+
+
 def test_mine_seed_kinds_and_filters(server, api: httpx.Client) -> None:
     resp = api.post(
         "/datasets/syn/mine",

@@ -41,6 +41,24 @@ def test_mine_uncertain_share_on_the_cli(store: Store, capsys: pytest.CaptureFix
     assert "--uncertain-share is a share of the budget between 0 and 1, not 2" in capsys.readouterr().err
 
 
+def test_mine_mode_weighting_on_the_cli(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--mode-weighting size``: each failure mode's share follows its seed count (share_budget of the
+    sizes); an unknown weighting is refused by name."""
+    import json
+
+    from edgeminer.service.mining.aggregation import share_budget
+
+    make_synthetic(store, error_clusters=(0, 3), n_clusters=6)
+    base = ["mine", "--dataset", "synth", "--failures", "--budget", "20", "--no-record", "--json"]
+    assert main(_args(store, *base, "--mode-weighting", "size")) == 0
+    modes = json.loads(capsys.readouterr().out)["modes"]
+    assert len(modes) >= 2
+    assert [m["share"] for m in modes] == share_budget([float(m["size"]) for m in modes], 20)
+    with pytest.raises(SystemExit):
+        main(_args(store, *base, "--mode-weighting", "accuracy"))
+    assert "invalid choice: 'accuracy'" in capsys.readouterr().err
+
+
 def test_analyze_steps_are_continuous_and_selectors_name_what_is_valid(
     store: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:

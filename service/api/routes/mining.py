@@ -124,6 +124,12 @@ class MineRequest(BaseModel):
     uncertainty: Literal["margin", "least_confidence", "ratio", "entropy"] = Field(
         "margin", description="the score uncertain_share ranks by"
     )
+    mode_weighting: Literal["learnable_error_rate", "local_error_rate", "cluster_error_rate", "size"] = Field(
+        "learnable_error_rate",
+        description="how failure modes (aggregation modes) share the budget: learnable_error_rate (error rate on "
+        "held-out rows near the seeds times how well the model fits the training rows there), local_error_rate, "
+        "cluster_error_rate or size",
+    )
 
 
 class ModeInfo(BaseModel):
@@ -351,6 +357,7 @@ def mine_route(dataset: str, body: MineRequest, store: StoreDep, settings: Setti
             balance_classes=body.balance_classes,
             uncertain_share=body.uncertain_share,
             uncertainty=body.uncertainty,
+            mode_weighting=body.mode_weighting,
         ),
     )
     selection_id = record_selection(store, dataset, result, filters=body.filters) if body.record else None
