@@ -115,6 +115,14 @@ def test_mine_mode_weighting_is_a_request_field(server, api: httpx.Client) -> No
     assert doc["params"]["mode_weighting"] == "size"
     bad = api.post("/datasets/syn/mine", json={**body, "mode_weighting": "accuracy"})
     assert "mode_weighting" in _problem(bad, 422)["detail"]
+    # the request's choices are the mining library's, with its default
+    from typing import get_args
+
+    from edgeminer.service.api.routes.mining import MineRequest
+    from edgeminer.service.mining.aggregation import DEFAULT_MODE_WEIGHTING, MODE_WEIGHTINGS
+
+    field = MineRequest.model_fields["mode_weighting"]
+    assert set(get_args(field.annotation)) == set(MODE_WEIGHTINGS) and field.default == DEFAULT_MODE_WEIGHTING
 
 
 def test_mine_seed_kinds_and_filters(server, api: httpx.Client) -> None:
