@@ -51,6 +51,7 @@ __all__ = [
     "Aggregation",
     "Fill",
     "ModePlan",
+    "ModeWeighting",
     "Spread",
     "aggregate",
     "fill_lists",
@@ -69,8 +70,10 @@ Aggregation = Literal["modes", "round_robin", "min_distance", "mean", "reciproca
 AGGREGATIONS: tuple[Aggregation, ...] = get_args(Aggregation)
 DEFAULT_AGGREGATION = "modes"
 RRF_K = 60.0
-MODE_WEIGHTINGS = ("learnable_error_rate", "local_error_rate", "cluster_error_rate", "size")
-DEFAULT_MODE_WEIGHTING = "learnable_error_rate"
+#: how the ``modes`` aggregation shares the budget between failure modes (the API's ``mode_weighting``).
+ModeWeighting = Literal["learnable_error_rate", "local_error_rate", "cluster_error_rate", "size"]
+MODE_WEIGHTINGS: tuple[ModeWeighting, ...] = get_args(ModeWeighting)
+DEFAULT_MODE_WEIGHTING: ModeWeighting = "learnable_error_rate"
 #: judged (labeled, with a correct flag) neighbours per seed that estimate its local error rate.
 LOCAL_ERROR_K = 20
 #: the split whose rows the model was trained on (``learnable_error_rate`` asks how well it fits them).

@@ -37,10 +37,12 @@ from edgeminer.service.errors import (
 )
 from edgeminer.service.filters import build_where
 from edgeminer.service.mining import (
+    DEFAULT_MODE_WEIGHTING,
     MAX_SEEDS,
     Aggregation,
     EmbeddingUnavailable,
     MiningError,
+    ModeWeighting,
     Seeds,
     SeedsNotFound,
     mine,
@@ -124,8 +126,8 @@ class MineRequest(BaseModel):
     uncertainty: Literal["margin", "least_confidence", "ratio", "entropy"] = Field(
         "margin", description="the score uncertain_share ranks by"
     )
-    mode_weighting: Literal["learnable_error_rate", "local_error_rate", "cluster_error_rate", "size"] = Field(
-        "learnable_error_rate",
+    mode_weighting: ModeWeighting = Field(
+        DEFAULT_MODE_WEIGHTING,
         description="how failure modes (aggregation modes) share the budget: learnable_error_rate (error rate on "
         "held-out rows near the seeds times how well the model fits the training rows there), local_error_rate, "
         "cluster_error_rate or size",
