@@ -220,7 +220,13 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any) -> None:
-    from edgeminer.service.mining import AGGREGATIONS, DEFAULT_AGGREGATION, DEFAULT_MODE_WEIGHTING, MODE_WEIGHTINGS
+    from edgeminer.service.mining import (
+        AGGREGATIONS,
+        DEFAULT_AGGREGATION,
+        DEFAULT_MODE_WEIGHTING,
+        DIVERSITY_MODES,
+        MODE_WEIGHTINGS,
+    )
     from edgeminer.service.selection import STRATEGIES
 
     p = sub.add_parser(
@@ -256,12 +262,14 @@ def register(sub: Any) -> None:
     p.add_argument("--dedup", type=float, default=None, metavar="DIST", help="near-duplicate cosine distance")
     p.add_argument(
         "--diversity",
-        choices=("off", "kcenter", "typical", "uncertain", "badge"),
+        choices=("off", *DIVERSITY_MODES),
         default="off",
         help="spread each failure mode's share over its --pool-factor x share nearest rows with at most "
         "share / (predicted classes there) rows per predicted class, instead of the nearest rows only: kcenter "
         "(k-center greedy from the seeds), typical (k-means, the most typical row per cluster), uncertain "
-        "(least certain by margin), badge (BADGE in the pool); off: the nearest rows (default)",
+        "(least certain by margin), badge (BADGE in the pool); cover: k-center greedy over the mode's whole "
+        "failure cluster, away from the cluster's training rows (the analysis' clusters; a mode without one: "
+        "its nearest rows); off: the nearest rows (default)",
     )
     p.add_argument("--pool-factor", type=int, default=4, help="with --diversity: pool size as a multiple of the share")
     p.add_argument(

@@ -170,7 +170,8 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--strategies", default="standard",
         help="comma-separated: random, least_confidence, margin, ratio, entropy, coreset, typiclust, badge, "
-        "mine-<aggregation>[+kcenter|+typical|+uncertain|+badge]; standard (default: each of those once, mining "
+        "mine-<aggregation>[+kcenter|+typical|+uncertain|+badge|+cover], mine-modes+badge+margin, "
+        "mine-modes+badge+entropy, mine-modes+cover+margin; standard (default: each of those once, mining "
         "with every aggregation, the modes aggregation with every diversity mode), or all",
     )
     p.add_argument("--budget", type=int, default=20, help="labels revealed per round (default 20)")

@@ -32,9 +32,10 @@ Strategies (:func:`strategy_names`): ``random``; each uncertainty score of ``ind
 needs only probabilities (least_confidence, margin, ratio, entropy: the MC-dropout scores need passes a
 probe does not have); ``coreset``, ``typiclust``, ``badge`` (``service/diversity.py``); and mining from
 the failure clusters, ``mine-<aggregation>`` for each aggregation of ``service/mining`` and
-``mine-<aggregation>+<kcenter|typical|uncertain|badge>`` with the diversity mode, and the mixes
-``mine-modes+badge+margin`` (half mined, then the highest-margin rows not mined; the default) and
-``mine-modes+badge+entropy`` (the other half by entropy). Mining here
+``mine-<aggregation>+<kcenter|typical|uncertain|badge|cover>`` with the diversity mode, and the mixes
+``mine-modes+badge+margin`` (half mined, then the highest-margin rows not mined; the default),
+``mine-modes+badge+entropy`` (the other half by entropy) and ``mine-modes+cover+margin`` (the mined half
+spread over each mode's failure cluster, away from its trained rows). Mining here
 runs the mining library's own steps (``seed_modes``, ``share_budget``, ``fill_lists``, ``Spread``) on
 in-memory rankings; the seeds' modes are their stored analysis clusters when the dataset has them, else a
 clustering of the seed vectors, and each mode's weight is what ``mode_weighting`` (by default
@@ -103,7 +104,7 @@ DEFAULT_STRATEGY = "mine-modes+badge+margin"
 #: mining + uncertainty mixes (``mine-<aggregation>+<diversity>+<uncertainty score>``): the mined share of
 #: the budget, then ``DEFAULT_UNCERTAIN_SHARE`` of it by the score (``edgeminer mine --uncertain-share``,
 #: ``--uncertainty``).
-MIXED = ("mine-modes+badge+margin", "mine-modes+badge+entropy")
+MIXED = ("mine-modes+badge+margin", "mine-modes+badge+entropy", "mine-modes+cover+margin")
 DEFAULT_UNCERTAIN_SHARE = 0.5
 PLANTED = "planted"
 #: the diagnostic ceiling (see :func:`_oracle`): it alone reads the planted-slice truth.
@@ -461,6 +462,7 @@ def _mine_order(
         ModePlan,
         Spread,
         fill_lists,
+        mode_cluster,
         seed_modes,
         share_budget,
         weights_by_mode,
@@ -476,7 +478,7 @@ def _mine_order(
     if aggregation == "modes":
         groups = seed_modes(resolved)
         weights = weights_by_mode(_mode_rates(view, seeds, LOCAL_ERROR_K, DEFAULT_MODE_WEIGHTING), groups)
-        plan = ModePlan(groups, weights, share_budget(weights, target))
+        plan = ModePlan(groups, weights, share_budget(weights, target), [mode_cluster(resolved, g) for g in groups])
     queries = view.x[seeds]
     if aggregation == "mean":
         c = view.x[seeds].mean(axis=0, keepdims=True)
@@ -489,6 +491,8 @@ def _mine_order(
         spread = Spread(
             diversity, lambda ids: view.x[[pos[i] for i in ids]], lambda ids: [str(preds[pos[i]]) for i in ids],
             seed=view.seed, probs_of=lambda ids: view.probs[[pos[i] for i in ids]],
+            cluster_pool=lambda c: [str(view.ids[j]) for j in cand[view.cluster[cand] == c]],
+            trained_in=lambda c: view.x[view.trained & (view.cluster == c)],
         )
     fill = fill_lists(lists, aggregation, target=target, plan=plan, spread=spread, centers=queries)
     return np.asarray([pos[i] for i in fill.order], dtype=np.int64)

@@ -23,6 +23,14 @@ uncertainty and spread and is not capped), at most
 ``ceil(share / predicted classes in the pool)`` rows per predicted class (``balance``), so a budget of
 200 does not buy 200 near-copies of one class. The cap yields to the budget: what it leaves unfilled is
 taken without it. Near-duplicate removal is not applied in this mode (spreading subsumes it).
+
+``cover`` spreads a mode over its whole failure cluster instead of its seeds' neighbourhood: when the
+mode's seeds share one analysis cluster, its share is picked by k-center greedy among that cluster's
+candidates (at most COVER_MAX_POOL, a seeded sample beyond), with the cluster's training rows (split
+TRAIN_SPLIT, labeled) as the first centers, so the picks fill the parts of the failure mode the model has
+no training rows in yet, near the known errors or not. Not capped per predicted class (k-center already
+spreads them; the cap cost planted-slice accuracy in bench/al.py). A mode without one cluster (mixed,
+noise, no analysis) is spread the ``kcenter`` way over its nearest rows, its seeds as the first centers.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from edgeminer.service.mining.seeds import ResolvedSeeds
 __all__ = [
     "AGGREGATIONS",
     "DEFAULT_AGGREGATION",
+    "COVER_MAX_POOL",
     "DEFAULT_POOL_FACTOR",
     "DIVERSITY_MODES",
     "DEFAULT_MODE_WEIGHTING",
@@ -49,6 +58,7 @@ __all__ = [
     "MODE_WEIGHTINGS",
     "RRF_K",
     "Aggregation",
+    "Diversity",
     "Fill",
     "ModePlan",
     "ModeWeighting",
@@ -79,7 +89,10 @@ LOCAL_ERROR_K = 20
 #: the split whose rows the model was trained on (``learnable_error_rate`` asks how well it fits them).
 TRAIN_SPLIT = "train"
 #: how a diversity mine spreads a mode's share over its neighbourhood (see the module doc).
-DIVERSITY_MODES = ("kcenter", "typical", "uncertain", "badge")
+Diversity = Literal["kcenter", "typical", "uncertain", "badge", "cover"]
+DIVERSITY_MODES: tuple[Diversity, ...] = get_args(Diversity)
+#: ``cover`` picks among at most this many of a failure cluster's candidates (a seeded sample beyond).
+COVER_MAX_POOL = 50_000
 #: a diversity mine picks each mode's share among this many times as many nearest rows.
 DEFAULT_POOL_FACTOR = 4
 
@@ -354,12 +367,14 @@ def share_budget(sizes: Sequence[float], budget: int) -> list[int]:
 
 @dataclass
 class ModePlan:
-    """The failure modes of a ``modes`` mine: seed positions, weights and budget shares per mode
-    (all empty for the other aggregations)."""
+    """The failure modes of a ``modes`` mine: seed positions, weights, budget shares and the analysis
+    cluster all of a mode's seeds share (None: mixed, noise or none) per mode (all empty for the other
+    aggregations)."""
 
     groups: list[list[int]] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
     shares: list[int] = field(default_factory=list)
+    clusters: list[int | None] = field(default_factory=list)
 
 
 def plan_modes(
@@ -384,7 +399,8 @@ def plan_modes(
     """
     groups = seed_modes(resolved, seed=seed)
     weights = mode_weights(ds, resolved, groups, weighting=weighting)
-    return ModePlan(groups, weights, share_budget(weights, target))
+    clusters = [mode_cluster(resolved, g) for g in groups]
+    return ModePlan(groups, weights, share_budget(weights, target), clusters)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -514,6 +530,10 @@ class Spread:
         Seeds k-means (``typical``) and the first k-center pick when there are no centers.
     probs_of : callable, optional
         ids -> their class probabilities (the current model's); ``uncertain`` and ``badge`` need it.
+    cluster_pool : callable, optional
+        ``cover``: analysis cluster -> the ids of its candidates (at most COVER_MAX_POOL).
+    trained_in : callable, optional
+        ``cover``: analysis cluster -> the normalised vectors of its training rows (the first centers).
     """
 
     method: str
@@ -523,6 +543,8 @@ class Spread:
     balance: bool = True
     seed: int = 0
     probs_of: Callable[[list[str]], np.ndarray] | None = None
+    cluster_pool: Callable[[int], list[str]] | None = None
+    trained_in: Callable[[int], np.ndarray] | None = None
 
     def pick(self, pool: list[str], share: int, centers: np.ndarray) -> list[str]:
         """``min(share, len(pool))`` ids of ``pool`` spread over it (see the module doc)."""
@@ -531,6 +553,8 @@ class Spread:
         if share <= 0 or not pool:
             return []
         x = np.asarray(self.vectors_of(pool), dtype=np.float64)
+        if self.method == "cover":
+            return [pool[j] for j in capped_kcenter(x, share, centers=centers, seed=self.seed)]
         preds = list(self.preds_of(pool))
         cap = math.ceil(share / max(1, len(set(preds)))) if self.balance else None
         if self.method in ("uncertain", "badge"):
@@ -581,17 +605,27 @@ def _order(lists: Ranked, aggregation: str) -> tuple[list[str], float]:
 
 def _fill_spread(
     lists: Ranked, groups: list[list[int]], shares: list[int], target: int, aggregation: str, spread: Spread,
-    centers: np.ndarray, exhausted: bool, *, modes: bool,
+    centers: np.ndarray, exhausted: bool, *, modes: bool, clusters: Sequence[int | None] = (),
 ) -> Fill:
     """Each group's share spread over its ``pool_factor x share`` nearest rows (group order:
-    ``aggregation`` over the group's lists); shortfalls from all seeds by distance."""
+    ``aggregation`` over the group's lists), or for ``cover`` over its cluster's candidates (``clusters``:
+    each group's analysis cluster or None); shortfalls from all seeds by distance."""
     taken: set[str] = set()
     complete = True
     per_group: list[list[str]] = []
-    for g, share in zip(groups, shares, strict=True):
+    for n_group, (g, share) in enumerate(zip(groups, shares, strict=True)):
         if not share:
             per_group.append([])
             continue
+        cluster = clusters[n_group] if n_group < len(clusters) else None
+        if spread.method == "cover" and cluster is not None and spread.cluster_pool is not None:
+            pool = [i for i in spread.cluster_pool(cluster) if i not in taken]
+            if pool:  # the whole cluster is the pool: complete by construction
+                first = spread.trained_in(cluster) if spread.trained_in is not None else np.zeros((0, 0))
+                got = spread.pick(pool, share, first)
+                taken.update(got)
+                per_group.append(got)
+                continue
         order, _ = _order([lists[n] for n in g], aggregation)
         pool = [i for i in order if i not in taken][: spread.pool_factor * share]
         complete = complete and len(pool) >= spread.pool_factor * share
@@ -615,7 +649,8 @@ def _spread_all(
     modes = aggregation == "modes"
     groups, shares = (plan.groups, plan.shares) if modes else ([list(range(len(lists)))], [target])
     agg = "min_distance" if aggregation in ("modes", "mean") else aggregation
-    return _fill_spread(lists, groups, shares, target, agg, spread, centers, exhausted, modes=modes)
+    return _fill_spread(lists, groups, shares, target, agg, spread, centers, exhausted, modes=modes,
+                        clusters=plan.clusters if modes else ())
 
 
 def fill_lists(

@@ -14,16 +14,20 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 
 from edgeminer.indexer.scores import highest_first
-from edgeminer.indexer.store import Dataset, Store
+from edgeminer.indexer.store import Dataset, Store, embeddings_to_numpy, usable_vectors
+from edgeminer.indexer.where import and_, labeled, sql_quote
 from edgeminer.service.mining.aggregation import (
     AGGREGATIONS,
+    COVER_MAX_POOL,
     DEFAULT_AGGREGATION,
     DEFAULT_MODE_WEIGHTING,
     DEFAULT_POOL_FACTOR,
     DIVERSITY_MODES,
     MODE_WEIGHTINGS,
+    TRAIN_SPLIT,
     Fill,
     ModePlan,
     Spread,
@@ -37,6 +41,7 @@ from edgeminer.service.mining.search import (
     Ranked,
     candidate_where,
     exported_ids,
+    normalize,
     seed_rows_among_candidates,
 )
 from edgeminer.service.mining.seeds import ResolvedSeeds, Seeds, resolve_seeds_in
@@ -79,7 +84,8 @@ class MineOptions:
         One of MODE_WEIGHTINGS.
     diversity : str or None
         One of DIVERSITY_MODES: spread each mode's share over its ``pool_factor x share`` nearest rows,
-        balancing the predicted classes (``balance_classes``); None: the nearest rows only.
+        balancing the predicted classes (``balance_classes``), or (``cover``) over the candidates of the
+        mode's failure cluster, away from the cluster's training rows; None: the nearest rows only.
     pool_factor : int
         See ``diversity``.
     balance_classes : bool
@@ -491,9 +497,35 @@ def _spread(ds: Dataset, engine: NeighbourSearch, options: MineOptions) -> Sprea
                 out[n, : len(p)] = np.asarray(p) / sum(p)
         return out
 
+    pools: dict[int, list[str]] = {}  # a deeper search re-fills the modes: read each cluster once
+
+    def cluster_pool(cluster: int) -> list[str]:
+        """The candidates in an analysis cluster that have a usable vector, a seeded sample of
+        COVER_MAX_POOL when there are more (sorted first: the pick depends on the data and seed only)."""
+        if cluster in pools:
+            return pools[cluster]
+        table = ds.query(where=and_(engine.where, f"cluster = {int(cluster)}"), columns=["id", "embedding"])
+        table = table.filter(pc.is_valid(table["embedding"]))
+        ids = np.asarray(table["id"].to_pylist(), dtype=object)
+        ids = ids[usable_vectors(embeddings_to_numpy(table["embedding"], ds.dim))]
+        ids = np.sort(ids.astype(str))
+        if len(ids) > COVER_MAX_POOL:
+            ids = np.sort(np.random.default_rng(options.seed).choice(ids, COVER_MAX_POOL, replace=False))
+        pools[cluster] = [str(i) for i in ids]
+        return pools[cluster]
+
+    def trained_in(cluster: int) -> np.ndarray:
+        """The normalised vectors of the cluster's training rows (labeled, split TRAIN_SPLIT)."""
+        where = and_(labeled(), f"split = {sql_quote(TRAIN_SPLIT)}", f"cluster = {int(cluster)}")
+        _, vecs = ds.vectors(where=where)
+        vecs = vecs[usable_vectors(vecs)] if len(vecs) else vecs
+        return normalize(vecs) if len(vecs) else np.zeros((0, ds.dim), np.float32)
+
+    cover = options.diversity == "cover" and "cluster" in ds.schema.names
     return Spread(
         options.diversity, engine.vectors_of, preds_of, pool_factor=options.pool_factor,
         balance=options.balance_classes, seed=options.seed, probs_of=probs_of,
+        cluster_pool=cluster_pool if cover else None, trained_in=trained_in if cover else None,
     )
 
 

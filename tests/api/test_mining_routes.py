@@ -99,6 +99,20 @@ def test_mine_with_an_uncertain_share(server, api: httpx.Client) -> None:
     assert "uncertainty" in _problem(bad, 422)["detail"]
 
 
+def test_mine_cover_is_a_diversity_choice(server, api: httpx.Client) -> None:
+    """``diversity: cover`` over HTTP (this store has no analysis, so each mode spreads over its nearest
+    rows, as the mining library documents), recorded on the selection; an unknown mode is a 422."""
+    _, store, syn = server
+    body = {"seeds": {"ids": _val_failures(store)}, "budget": 10, "diversity": "cover", "uncertain_share": 0.5}
+    resp = api.post("/datasets/syn/mine", json=body)
+    assert resp.status_code == 200, resp.text
+    got = resp.json()
+    assert got["returned"] == 10 and got["uncertain"] == 5
+    assert all(syn.cluster_of[i["id"]] in (0, 3) for i in got["items"][:5])
+    assert store.get_doc("syn", "selection", got["selection_id"])["params"]["diversity"] == "cover"
+    assert "diversity" in _problem(api.post("/datasets/syn/mine", json={**body, "diversity": "spread"}), 422)["detail"]
+
+
 def test_mine_mode_weighting_is_a_request_field(server, api: httpx.Client) -> None:
     """``mode_weighting`` reaches the mining library: with ``size`` each failure mode's share of the budget
     follows its seed count alone (share_budget of the sizes), and the choice is recorded."""

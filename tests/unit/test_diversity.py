@@ -211,3 +211,43 @@ def test_mine_uncertain_share_mines_first_then_the_most_uncertain_rows(tmp_path)
         mine(store, "s", seeds, budget=5, uncertain_share=1.5)
     with pytest.raises(MiningError, match="uncertainty must be one of"):
         mine(store, "s", seeds, budget=5, uncertain_share=0.5, uncertainty="bald")
+
+
+def test_mine_cover_spreads_each_mode_over_its_failure_cluster(tmp_path) -> None:
+    """``diversity="cover"``: a mode whose seeds share an analysis cluster takes its share by k-center
+    greedy over that cluster's candidates, the cluster's training rows as the first centers, not over
+    the seeds' nearest rows; checked against ``kcenter_greedy`` run here on the store's own rows."""
+    import pyarrow as pa
+
+    store = Store(tmp_path / "data")
+    syn = make_synthetic(store, "s", n_clusters=6, per_cluster=60, error_clusters=(0, 3), seed=2, noise=0.3)
+    ids = sorted(syn.cluster_of)
+    store.update_columns("s", pa.table({"id": ids, "cluster": pa.array([syn.cluster_of[i] for i in ids], pa.int32())}))
+    got = mine(store, "s", Seeds(failures=True), budget=12, diversity="cover", columns=["cluster"])
+    assert len(got.rows) == 12 and got.record()["params"]["diversity"] == "cover"
+    shares = {m["cluster"]: m["share"] for m in got.modes if m["share"]}
+    assert set(shares) == {0, 3} and sum(shares.values()) == 12
+    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731 - cosine geometry
+    for c, share in shares.items():
+        picked = {r["id"] for r in got.rows if r["cluster"] == c}
+        cand_ids, cand = store.vectors("s", where=f"cluster = {c} AND labeled = false")
+        order = np.argsort(np.asarray(cand_ids, dtype=object), kind="stable")
+        cand_ids, cand = [cand_ids[j] for j in order], unit(cand[order])
+        _, train = store.vectors("s", where=f"cluster = {c} AND labeled = true AND split = 'train'")
+        assert len(train) > 0
+        want = dv.kcenter_greedy(cand, share, centers=unit(train))
+        assert picked == {cand_ids[j] for j in want}
+        # spread over the cluster: the picks leave no candidate farther from a center than the nearest
+        # rows of the seeds (what the plain mine takes) do
+        near = mine(store, "s", Seeds(failures=True), budget=12, columns=["cluster"])
+        near_ids = [r["id"] for r in near.rows if r["cluster"] == c]
+        pos = {i: n for n, i in enumerate(cand_ids)}
+        cover_obj = dv.coreset_objective(cand, np.vstack([unit(train), cand[[pos[i] for i in picked]]]))
+        near_obj = dv.coreset_objective(cand, np.vstack([unit(train), cand[[pos[i] for i in near_ids]]]))
+        assert cover_obj < near_obj
+    # without an analysis (no cluster column) a mode is spread over its nearest rows, seeds first centers
+    store2 = Store(tmp_path / "data2")
+    make_synthetic(store2, "t", n_clusters=6, per_cluster=60, error_clusters=(0, 3), seed=2, noise=0.3)
+    plain = mine(store2, "t", Seeds(failures=True), budget=12, diversity="cover")
+    wide = mine(store2, "t", Seeds(failures=True), budget=12 * 4, aggregation="min_distance")
+    assert len(plain.rows) == 12 and {r["id"] for r in plain.rows} <= {r["id"] for r in wide.rows}

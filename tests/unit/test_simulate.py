@@ -144,6 +144,36 @@ def test_default_mix_is_mining_then_the_highest_margin_rows() -> None:
     assert sorted(uncertainty(view.probs[mixed[5:]], method="margin")) == pytest.approx(sorted(margin)[-4:])
 
 
+def test_cover_mix_spreads_the_mined_half_over_the_failure_clusters() -> None:
+    """``mine-modes+cover+margin``: the mined half of each mode is k-center greedy over the pool rows of
+    the mode's analysis cluster, the cluster's trained rows as the first centers (the mining library's
+    ``cover``), then the highest-margin rows left."""
+    from edgeminer.service.diversity import kcenter_greedy
+
+    assert "mine-modes+cover+margin" in sim.standard_strategies()
+    data = _data(seed=1)
+    roles = sim.assign_roles(data, sim.Protocol(), seed=0)
+    start = sim.fit_probe(data, roles == sim.TRAIN, 0)
+    trained = roles == sim.TRAIN
+    view = sim.View(
+        x=start.x, probs=start.probs, labels=np.where(trained | (roles == sim.SEEN), data.y, -1),
+        candidates=roles == sim.POOL, trained=trained, seen=roles == sim.SEEN, cluster=data.cluster, ids=data.ids,
+        seed=3,
+    )
+    mined = sim.make_strategy("mine-modes+cover")(view, 8)
+    mixed = sim.make_strategy("mine-modes+cover+margin")(view, 16)
+    assert mixed[:8].tolist() == mined.tolist() and len(set(mixed.tolist())) == 16
+    wrong = view.seen & (view.probs.argmax(axis=1) != data.y)
+    seed_clusters = set(data.cluster[wrong].tolist()) - {-1}
+    assert seed_clusters and set(data.cluster[mined].tolist()) <= seed_clusters
+    for c in set(data.cluster[mined].tolist()):
+        got = mined[data.cluster[mined] == c]
+        pool = np.flatnonzero(view.candidates & (data.cluster == c))
+        if len(got) < len(pool):  # the share is k-center greedy over the cluster's pool rows
+            want = pool[kcenter_greedy(view.x[pool], len(got), centers=view.x[trained & (data.cluster == c)])]
+            assert sorted(got.tolist()) == sorted(want.tolist())
+
+
 def test_aubc_and_win_matrix_tiny_case() -> None:
     labels = [0, 10, 20]
     curves = np.asarray([[0.5, 0.6, 0.7], [0.5, 0.5, 0.5]])

@@ -40,6 +40,7 @@ from edgeminer.service.mining import (
     DEFAULT_MODE_WEIGHTING,
     MAX_SEEDS,
     Aggregation,
+    Diversity,
     EmbeddingUnavailable,
     MiningError,
     ModeWeighting,
@@ -111,10 +112,11 @@ class MineRequest(BaseModel):
     dedup_distance: float | None = Field(None, ge=0.0, lt=2.0, description="near-duplicate cosine distance")
     columns: list[Annotated[str, Field(max_length=200)]] | None = Field(None, max_length=200)
     record: bool = Field(True, description="save the result as a selection document")
-    diversity: Literal["kcenter", "typical", "uncertain", "badge"] | None = Field(
+    diversity: Diversity | None = Field(
         None,
         description="spread each failure mode's share over its pool_factor x share nearest rows, balancing the "
-        "predicted classes (None: the nearest rows only)",
+        "predicted classes; cover: over its whole failure cluster, away from the cluster's training rows "
+        "(None: the nearest rows only)",
     )
     pool_factor: int = Field(4, ge=1, le=100, description="with diversity: the pool is this many times the share")
     balance_classes: bool = Field(True, description="with diversity: cap the rows per predicted class in a mode")
