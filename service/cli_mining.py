@@ -275,7 +275,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--uncertain-share", type=float, default=0.0, metavar="S",
         help="take this share of the budget (0-1) after the mined rows by --uncertainty instead: the most uncertain "
-        "candidates not mined, ranked last (default 0: mining only). For a labeling batch, --diversity badge "
+        "candidates not mined, ranked last (default 0: mining only). For a labeling batch, --diversity cover "
         "--uncertain-share 0.5 is what the active-learning benchmark found best (README)",
     )
     p.add_argument(

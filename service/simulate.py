@@ -33,9 +33,10 @@ needs only probabilities (least_confidence, margin, ratio, entropy: the MC-dropo
 probe does not have); ``coreset``, ``typiclust``, ``badge`` (``service/diversity.py``); and mining from
 the failure clusters, ``mine-<aggregation>`` for each aggregation of ``service/mining`` and
 ``mine-<aggregation>+<kcenter|typical|uncertain|badge|cover>`` with the diversity mode, and the mixes
-``mine-modes+badge+margin`` (half mined, then the highest-margin rows not mined; the default),
-``mine-modes+badge+entropy`` (the other half by entropy) and ``mine-modes+cover+margin`` (the mined half
-spread over each mode's failure cluster, away from its trained rows). Mining here
+``mine-modes+cover+margin`` (half mined, spread over each mode's failure cluster away from its trained
+rows, then the highest-margin rows not mined; the default), ``mine-modes+badge+margin`` (the mined half by
+BADGE among each mode's nearest rows) and ``mine-modes+badge+entropy`` (that, the other half by entropy).
+Mining here
 runs the mining library's own steps (``seed_modes``, ``share_budget``, ``fill_lists``, ``Spread``) on
 in-memory rankings; the seeds' modes are their stored analysis clusters when the dataset has them, else a
 clustering of the seed vectors, and each mode's weight is what ``mode_weighting`` (by default
@@ -94,17 +95,20 @@ UNCERTAINTY = ("least_confidence", "margin", "ratio", "entropy")
 #: the rare slices even when half of their rows are labeled).
 PROBE_C = 10.0
 #: edgeminer's default way of picking from failures (what bench/al.py holds to the goal of issue 14):
-#: half the budget mined (the failure modes share it by learnable error rate, each mode's share picked by
-#: BADGE among its 4 x share nearest candidates), the other half the highest-margin rows not mined
-#: (``edgeminer mine --diversity badge --uncertain-share 0.5``). Mining alone (``mine-modes+badge``) is
-#: ahead early but flattens and ends below margin sampling on subpop (final planted accuracy -0.036,
-#: p < 0.001 over 30 held-out repeats); the mix keeps the early lead without that loss. Chosen across
-#: all four bench datasets, not on one of them (issue 14's note lists every variant and its numbers).
-DEFAULT_STRATEGY = "mine-modes+badge+margin"
+#: half the budget mined (the failure modes share it by learnable error rate, each mode's share spread by
+#: k-center greedy over its failure cluster's candidates, away from the cluster's trained rows), the other
+#: half the highest-margin rows not mined (``edgeminer mine --diversity cover --uncertain-share 0.5``).
+#: Mining alone is ahead early but flattens and ends below margin sampling on subpop; the mix keeps the
+#: early lead without that loss. ``cover`` replaced BADGE among each mode's 4 x share nearest rows
+#: (``mine-modes+badge+margin``): on held-out probe repeats (seeds 500 and 1600, 30 each) it is ahead on
+#: the three generators (planted AUBC +0.006 to +0.018, p <= 0.042) and equal with the demo CNN (seeds
+#: 1600: +0.001, p = 0.85); it ends lower on the demo's probe (final -0.015, p = 0.003, seeds 500), where
+#: no way of picking beats entropy. Issue 14's notes list every variant and its numbers.
+DEFAULT_STRATEGY = "mine-modes+cover+margin"
 #: mining + uncertainty mixes (``mine-<aggregation>+<diversity>+<uncertainty score>``): the mined share of
 #: the budget, then ``DEFAULT_UNCERTAIN_SHARE`` of it by the score (``edgeminer mine --uncertain-share``,
 #: ``--uncertainty``).
-MIXED = ("mine-modes+badge+margin", "mine-modes+badge+entropy", "mine-modes+cover+margin")
+MIXED = ("mine-modes+cover+margin", "mine-modes+badge+margin", "mine-modes+badge+entropy")
 DEFAULT_UNCERTAIN_SHARE = 0.5
 PLANTED = "planted"
 #: the diagnostic ceiling (see :func:`_oracle`): it alone reads the planted-slice truth.

@@ -246,7 +246,7 @@ def test_unanalyzed_dataset_shows_nothing_of_the_previous_one(server: Server, pa
 
 
 def test_label_next_from_the_failures_mines_half_and_takes_half_by_margin(server: Server, page: Any) -> None:
-    """Label next's "from the failures" choice: POST /mine around the failures with diversity badge and
+    """Label next's "from the failures" choice: POST /mine around the failures with diversity cover and
     uncertain_share 0.5; its rows fill the tab's list and the status says how many came from each half."""
     open_dataset(page, server.url)
     page.click(".tabs button[data-tab=next]")
@@ -256,7 +256,7 @@ def test_label_next_from_the_failures_mines_half_and_takes_half_by_margin(server
     with page.expect_request(lambda r: r.url.endswith("/datasets/demo/mine") and r.method == "POST") as req:
         page.click("#select-form button[type=submit]")
     body = req.value.post_data_json
-    assert body["seeds"] == {"failures": True} and body["diversity"] == "badge" and body["uncertain_share"] == 0.5
+    assert body["seeds"] == {"failures": True} and body["diversity"] == "cover" and body["uncertain_share"] == 0.5
     page.wait_for_selector("#next-grid .tile", timeout=60_000)
     assert page.locator("#next-grid .tile").count() == 10
     status = page.inner_text("#select-status")

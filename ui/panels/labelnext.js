@@ -1,6 +1,7 @@
 // "Label next" tab (#tab-next): POST /select (uncertainty strategy, budget, explore share), or, for
-// "from the failures", POST /mine around the model's failures with half the budget mined (BADGE within
-// each failure mode) and half by margin: the pick the active-learning benchmark found best (README).
+// "from the failures", POST /mine around the model's failures with half the budget mined (spread over
+// each failure mode's cluster, diversity "cover") and half by margin: the pick the active-learning
+// benchmark found best (README).
 // The chosen rows become this tab's own result list (state.results.next, results.js), under a header
 // that says how they were chosen: review, drop, flag, show on the map, export.
 
@@ -22,7 +23,7 @@ async function runFromFailures(f) {
     seeds: { failures: true },
     budget: Number(f.budget.value) || 100,
     include_exported: f.include_exported.checked,
-    diversity: "badge",
+    diversity: "cover",
     uncertain_share: 0.5,
   };
   const res = await busy(postJSON(dsPath("/mine"), body));

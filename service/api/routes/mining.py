@@ -123,7 +123,7 @@ class MineRequest(BaseModel):
     uncertain_share: float = Field(
         0.0, ge=0.0, le=1.0,
         description="share of the budget taken after the mined rows by the uncertainty score: the most uncertain "
-        "candidates not mined (0: mining only; 0.5 with diversity badge is edgeminer's pick for labeling)",
+        "candidates not mined (0: mining only; 0.5 with diversity cover is edgeminer's pick for labeling)",
     )
     uncertainty: Literal["margin", "least_confidence", "ratio", "entropy"] = Field(
         "margin", description="the score uncertain_share ranks by"
