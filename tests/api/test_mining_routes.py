@@ -81,14 +81,20 @@ def test_mine_returns_budget_unlabeled_neighbours(server, api: httpx.Client) -> 
     assert doc["ids"] == [i["id"] for i in body["items"]]
 
 
-def test_mine_with_an_uncertain_share(server, api: httpx.Client) -> None:
-    """edgeminer's labeling pick over HTTP: half mined (BADGE within each mode), half by margin."""
-    _, store, _ = server
-    body = {"seeds": {"ids": _val_failures(store)}, "budget": 10, "diversity": "badge", "uncertain_share": 0.5}
+@pytest.mark.parametrize("diversity", ["cover", "badge"])
+def test_mine_with_an_uncertain_share(server, api: httpx.Client, diversity: str) -> None:
+    """edgeminer's labeling pick over HTTP: half mined (``cover``: spread over each failure mode; this store
+    has no analysis, so over its nearest rows, as the mining library documents; or BADGE within each
+    mode), half by margin; an unknown diversity mode is a 422."""
+    _, store, syn = server
+    body = {"seeds": {"ids": _val_failures(store)}, "budget": 10, "diversity": diversity, "uncertain_share": 0.5}
     resp = api.post("/datasets/syn/mine", json=body)
     assert resp.status_code == 200, resp.text
     got = resp.json()
     assert got["returned"] == 10 and got["uncertain"] == 5
+    assert all(syn.cluster_of[i["id"]] in (0, 3) for i in got["items"][:5])
+    assert store.get_doc("syn", "selection", got["selection_id"])["params"]["diversity"] == diversity
+    assert "diversity" in _problem(api.post("/datasets/syn/mine", json={**body, "diversity": "spread"}), 422)["detail"]
     assert [i.get("picked_by") for i in got["items"]] == [None] * 5 + ["margin"] * 5
     assert all(i["seeds"] for i in got["items"][:5]) and all(not i["seeds"] for i in got["items"][5:])
     doc = store.get_doc("syn", "selection", got["selection_id"])
@@ -97,20 +103,6 @@ def test_mine_with_an_uncertain_share(server, api: httpx.Client) -> None:
     assert "uncertain_share" in _problem(bad, 422)["detail"]
     bad = api.post("/datasets/syn/mine", json={**body, "uncertainty": "bald"})
     assert "uncertainty" in _problem(bad, 422)["detail"]
-
-
-def test_mine_cover_is_a_diversity_choice(server, api: httpx.Client) -> None:
-    """``diversity: cover`` over HTTP (this store has no analysis, so each mode spreads over its nearest
-    rows, as the mining library documents), recorded on the selection; an unknown mode is a 422."""
-    _, store, syn = server
-    body = {"seeds": {"ids": _val_failures(store)}, "budget": 10, "diversity": "cover", "uncertain_share": 0.5}
-    resp = api.post("/datasets/syn/mine", json=body)
-    assert resp.status_code == 200, resp.text
-    got = resp.json()
-    assert got["returned"] == 10 and got["uncertain"] == 5
-    assert all(syn.cluster_of[i["id"]] in (0, 3) for i in got["items"][:5])
-    assert store.get_doc("syn", "selection", got["selection_id"])["params"]["diversity"] == "cover"
-    assert "diversity" in _problem(api.post("/datasets/syn/mine", json={**body, "diversity": "spread"}), 422)["detail"]
 
 
 def test_mine_mode_weighting_is_a_request_field(server, api: httpx.Client) -> None:

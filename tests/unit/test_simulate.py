@@ -121,12 +121,8 @@ def test_oracle_picks_the_planted_pool_rows_first_and_needs_slices() -> None:
         sim.simulate(flat, [sim.ORACLE], budget=5, rounds=1, repeats=1)
 
 
-def test_mining_mix_is_mining_then_the_highest_margin_rows() -> None:
-    """``mine-modes+badge+margin`` picks what ``mine-modes+badge`` picks for half the budget, then the
-    highest-margin candidates it left: ``edgeminer mine --uncertain-share 0.5`` in memory."""
-    from edgeminer.indexer.scores import uncertainty
-
-    assert "mine-modes+badge+margin" in sim.standard_strategies()
+def _first_round_view() -> tuple[sim.SimData, sim.View]:
+    """A first round's view of ``_data(seed=1)``: the probe fitted on train, train and seen labels shown."""
     data = _data(seed=1)
     roles = sim.assign_roles(data, sim.Protocol(), seed=0)
     start = sim.fit_probe(data, roles == sim.TRAIN, 0)
@@ -136,6 +132,16 @@ def test_mining_mix_is_mining_then_the_highest_margin_rows() -> None:
         candidates=roles == sim.POOL, trained=trained, seen=roles == sim.SEEN, cluster=data.cluster, ids=data.ids,
         seed=3,
     )
+    return data, view
+
+
+def test_mining_mix_is_mining_then_the_highest_margin_rows() -> None:
+    """``mine-modes+badge+margin`` picks what ``mine-modes+badge`` picks for half the budget, then the
+    highest-margin candidates it left: ``edgeminer mine --uncertain-share 0.5`` in memory."""
+    from edgeminer.indexer.scores import uncertainty
+
+    assert "mine-modes+badge+margin" in sim.standard_strategies()
+    data, view = _first_round_view()
     mixed = sim.make_strategy("mine-modes+badge+margin")(view, 9)
     mined = sim.make_strategy("mine-modes+badge")(view, 9 - 4)  # round(9 * 0.5) = 4 by margin
     assert mixed[:5].tolist() == mined.tolist() and len(set(mixed.tolist())) == 9
@@ -151,15 +157,8 @@ def test_cover_mix_spreads_the_mined_half_over_the_failure_clusters() -> None:
     from edgeminer.service.diversity import kcenter_greedy
 
     assert sim.DEFAULT_STRATEGY == "mine-modes+cover+margin" and sim.DEFAULT_STRATEGY in sim.standard_strategies()
-    data = _data(seed=1)
-    roles = sim.assign_roles(data, sim.Protocol(), seed=0)
-    start = sim.fit_probe(data, roles == sim.TRAIN, 0)
-    trained = roles == sim.TRAIN
-    view = sim.View(
-        x=start.x, probs=start.probs, labels=np.where(trained | (roles == sim.SEEN), data.y, -1),
-        candidates=roles == sim.POOL, trained=trained, seen=roles == sim.SEEN, cluster=data.cluster, ids=data.ids,
-        seed=3,
-    )
+    data, view = _first_round_view()
+    trained = view.trained
     mined = sim.make_strategy("mine-modes+cover")(view, 8)
     mixed = sim.make_strategy("mine-modes+cover+margin")(view, 16)
     assert mixed[:8].tolist() == mined.tolist() and len(set(mixed.tolist())) == 16
