@@ -158,6 +158,9 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def register(sub: Any) -> None:
+    from edgeminer.service.mining import DIVERSITY_MODES
+    from edgeminer.service.simulate import MIXED
+
     p = sub.add_parser(
         "simulate",
         help="active-learning simulation: which strategy's labels buy the most accuracy",
@@ -170,8 +173,8 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--strategies", default="standard",
         help="comma-separated: random, least_confidence, margin, ratio, entropy, coreset, typiclust, badge, "
-        "mine-<aggregation>[+kcenter|+typical|+uncertain|+badge|+cover], mine-modes+badge+margin, "
-        "mine-modes+badge+entropy, mine-modes+cover+margin; standard (default: each of those once, mining "
+        f"mine-<aggregation>[{'|'.join('+' + d for d in DIVERSITY_MODES)}], {', '.join(MIXED)}; standard "
+        "(default: each of those once, mining "
         "with every aggregation, the modes aggregation with every diversity mode), or all",
     )
     p.add_argument("--budget", type=int, default=20, help="labels revealed per round (default 20)")

@@ -466,9 +466,8 @@ def _mine_order(
         ModePlan,
         Spread,
         fill_lists,
-        mode_cluster,
+        mode_plan,
         seed_modes,
-        share_budget,
         weights_by_mode,
     )
     from edgeminer.service.mining.seeds import ResolvedSeeds
@@ -482,7 +481,7 @@ def _mine_order(
     if aggregation == "modes":
         groups = seed_modes(resolved)
         weights = weights_by_mode(_mode_rates(view, seeds, LOCAL_ERROR_K, DEFAULT_MODE_WEIGHTING), groups)
-        plan = ModePlan(groups, weights, share_budget(weights, target), [mode_cluster(resolved, g) for g in groups])
+        plan = mode_plan(resolved, groups, weights, target)
     queries = view.x[seeds]
     if aggregation == "mean":
         c = view.x[seeds].mean(axis=0, keepdims=True)

@@ -68,6 +68,7 @@ __all__ = [
     "fits_training_split",
     "learnable_rates",
     "mode_cluster",
+    "mode_plan",
     "mode_weights",
     "plan_modes",
     "seed_modes",
@@ -398,9 +399,13 @@ def plan_modes(
     ModePlan
     """
     groups = seed_modes(resolved, seed=seed)
-    weights = mode_weights(ds, resolved, groups, weighting=weighting)
-    clusters = [mode_cluster(resolved, g) for g in groups]
-    return ModePlan(groups, weights, share_budget(weights, target), clusters)
+    return mode_plan(resolved, groups, mode_weights(ds, resolved, groups, weighting=weighting), target)
+
+
+def mode_plan(resolved: ResolvedSeeds, groups: list[list[int]], weights: list[float], target: int) -> ModePlan:
+    """The plan of modes with these weights: ``target`` shared by :func:`share_budget`, each mode's
+    analysis cluster by :func:`mode_cluster` (the step :func:`plan_modes` and the simulator share)."""
+    return ModePlan(groups, weights, share_budget(weights, target), [mode_cluster(resolved, g) for g in groups])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -548,13 +553,13 @@ class Spread:
 
     def pick(self, pool: list[str], share: int, centers: np.ndarray) -> list[str]:
         """``min(share, len(pool))`` ids of ``pool`` spread over it (see the module doc)."""
-        from edgeminer.service.diversity import capped_kcenter, typical_pick
+        from edgeminer.service.diversity import capped_kcenter, kcenter_greedy, typical_pick
 
         if share <= 0 or not pool:
             return []
         x = np.asarray(self.vectors_of(pool), dtype=np.float64)
         if self.method == "cover":
-            return [pool[j] for j in capped_kcenter(x, share, centers=centers, seed=self.seed)]
+            return [pool[j] for j in kcenter_greedy(x, share, centers=centers, seed=self.seed)]
         preds = list(self.preds_of(pool))
         cap = math.ceil(share / max(1, len(set(preds)))) if self.balance else None
         if self.method in ("uncertain", "badge"):

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-import pyarrow.compute as pc
 
 from edgeminer.indexer.scores import highest_first
-from edgeminer.indexer.store import Dataset, Store, embeddings_to_numpy, usable_vectors
+from edgeminer.indexer.store import Dataset, Store, usable_vectors
 from edgeminer.indexer.where import and_, labeled, sql_quote
 from edgeminer.service.mining.aggregation import (
     AGGREGATIONS,
@@ -32,7 +31,6 @@ from edgeminer.service.mining.aggregation import (
     ModePlan,
     Spread,
     aggregate,
-    mode_cluster,
     plan_modes,
 )
 from edgeminer.service.mining.errors import MiningError
@@ -502,16 +500,11 @@ def _spread(ds: Dataset, engine: NeighbourSearch, options: MineOptions) -> Sprea
     def cluster_pool(cluster: int) -> list[str]:
         """The candidates in an analysis cluster that have a usable vector, a seeded sample of
         COVER_MAX_POOL when there are more (sorted first: the pick depends on the data and seed only)."""
-        if cluster in pools:
-            return pools[cluster]
-        table = ds.query(where=and_(engine.where, f"cluster = {int(cluster)}"), columns=["id", "embedding"])
-        table = table.filter(pc.is_valid(table["embedding"]))
-        ids = np.asarray(table["id"].to_pylist(), dtype=object)
-        ids = ids[usable_vectors(embeddings_to_numpy(table["embedding"], ds.dim))]
-        ids = np.sort(ids.astype(str))
-        if len(ids) > COVER_MAX_POOL:
-            ids = np.sort(np.random.default_rng(options.seed).choice(ids, COVER_MAX_POOL, replace=False))
-        pools[cluster] = [str(i) for i in ids]
+        if cluster not in pools:
+            ids = engine.candidates_matching(f"cluster = {int(cluster)}")
+            if len(ids) > COVER_MAX_POOL:
+                ids = sorted(np.random.default_rng(options.seed).choice(ids, COVER_MAX_POOL, replace=False).tolist())
+            pools[cluster] = ids
         return pools[cluster]
 
     def trained_in(cluster: int) -> np.ndarray:
@@ -549,10 +542,10 @@ def _modes_info(resolved: ResolvedSeeds, plan: ModePlan, fill: Fill) -> list[dic
             "weight": round(w, 3),
             "share": s,
             "found": sum(1 for m in fill.mode_of.values() if m == n),
-            "cluster": mode_cluster(resolved, g),
+            "cluster": c,
             "seeds": [resolved.ids[j] for j in g[:50]],
         }
-        for n, (g, s, w) in enumerate(zip(plan.groups, plan.shares, plan.weights, strict=True))
+        for n, (g, s, w, c) in enumerate(zip(plan.groups, plan.shares, plan.weights, plan.clusters, strict=True))
     ]
 
 

@@ -26,7 +26,7 @@ from edgeminer.indexer.store import (
     ids_in,
     usable_vectors,
 )
-from edgeminer.indexer.where import OK, unlabeled
+from edgeminer.indexer.where import OK, and_, unlabeled
 
 __all__ = [
     "FEW_QUERIES",
@@ -309,16 +309,39 @@ class NeighbourSearch:
         """The dataset's name (``ds.name``)."""
         return self.ds.name
 
+    def _read(self, where: str) -> tuple[np.ndarray, np.ndarray]:
+        """Ids and normalised vectors of the rows matching ``where`` that have a usable vector."""
+        table = self.ds.query(where=where, columns=["id", "embedding"])
+        table = table.filter(pc.is_valid(table["embedding"]))
+        vecs = embeddings_to_numpy(table["embedding"], self.ds.dim)
+        ok = usable_vectors(vecs)  # a damaged vector (NaN, inf) never ranks as anyone's neighbour
+        return np.asarray(table["id"].to_pylist(), dtype=object)[ok], normalize(vecs[ok])
+
     def _load(self) -> tuple[np.ndarray, np.ndarray]:
         if self._ids is None or self._vecs is None:
-            dim = self.ds.dim
-            table = self.ds.query(where=self.where, columns=["id", "embedding"])
-            table = table.filter(pc.is_valid(table["embedding"]))
-            vecs = embeddings_to_numpy(table["embedding"], dim)
-            ok = usable_vectors(vecs)  # a damaged vector (NaN, inf) never ranks as anyone's neighbour
-            self._ids = np.asarray(table["id"].to_pylist(), dtype=object)[ok]
-            self._vecs = normalize(vecs[ok])
+            self._ids, self._vecs = self._read(self.where)
         return self._ids, self._vecs
+
+    def candidates_matching(self, clause: str) -> list[str]:
+        """The candidates that also match ``clause`` and have a usable vector (sorted ids); their vectors
+        are then at hand for :meth:`vectors_of` without another read.
+
+        Parameters
+        ----------
+        clause : str
+            A trusted where-clause (built by the caller from stored values, never from a request).
+
+        Returns
+        -------
+        list of str
+        """
+        if self._ids is not None:  # loaded: every usable candidate's vector is in memory
+            table = self.ds.query(where=and_(self.where, clause), columns=["id"])
+            return sorted(i for i in table["id"].to_pylist() if i in self._positions())
+        ids, vecs = self._read(and_(self.where, clause))
+        for i, v in zip(ids.tolist(), vecs, strict=True):
+            self._vec_cache[i] = v
+        return sorted(ids.tolist())
 
     def ranked(self, queries: np.ndarray, depth: int) -> Ranked:
         """For each query, its ``depth`` nearest candidates.
@@ -366,6 +389,14 @@ class NeighbourSearch:
         )
         return [(t["id"].to_pylist(), np.asarray(t["_distance"].to_numpy(), np.float32)) for t in tables]
 
+    def _positions(self) -> dict[str, int]:
+        """Loaded candidates: id -> row of the in-memory matrix (built once)."""
+        if self._ids is None:
+            return {}
+        if self._pos is None:
+            self._pos = {i: n for n, i in enumerate(self._ids.tolist())}
+        return self._pos
+
     def vectors_of(self, ids: Sequence[str]) -> np.ndarray:
         """Normalised vectors of candidate ids (from memory when loaded, else from the store).
 
@@ -380,10 +411,8 @@ class NeighbourSearch:
             Shape ``(len(ids), dim)``, in the order of ``ids``.
         """
         if self._ids is not None and self._vecs is not None:
-            all_ids, vecs = self._ids, self._vecs
-            if self._pos is None:
-                self._pos = {i: n for n, i in enumerate(all_ids.tolist())}
-            return vecs[[self._pos[i] for i in ids]] if ids else np.zeros((0, vecs.shape[1]), np.float32)
+            pos, vecs = self._positions(), self._vecs
+            return vecs[[pos[i] for i in ids]] if ids else np.zeros((0, vecs.shape[1]), np.float32)
         missing = [i for i in ids if i not in self._vec_cache]
         if missing:
             got, vecs = self.ds.vectors(ids=missing)

@@ -251,3 +251,25 @@ def test_mine_cover_spreads_each_mode_over_its_failure_cluster(tmp_path) -> None
     plain = mine(store2, "t", Seeds(failures=True), budget=12, diversity="cover")
     wide = mine(store2, "t", Seeds(failures=True), budget=12 * 4, aggregation="min_distance")
     assert len(plain.rows) == 12 and {r["id"] for r in plain.rows} <= {r["id"] for r in wide.rows}
+
+
+def test_candidates_matching_is_the_same_on_the_loaded_and_the_store_path(tmp_path) -> None:
+    """``NeighbourSearch.candidates_matching`` (what ``cover`` reads a cluster's candidates with): the same
+    sorted ids whether the candidates' vectors are already in memory or read for the clause, and the same
+    vectors for them from ``vectors_of``."""
+    import pyarrow as pa
+
+    from edgeminer.service.mining.search import NeighbourSearch, candidate_where
+
+    store = Store(tmp_path / "data")
+    syn = make_synthetic(store, "s", n_clusters=6, per_cluster=60, error_clusters=(0, 3), seed=2, noise=0.3)
+    ids = sorted(syn.cluster_of)
+    store.update_columns("s", pa.table({"id": ids, "cluster": pa.array([syn.cluster_of[i] for i in ids], pa.int32())}))
+    in_cluster = sorted(store.query("s", where="cluster = 3 AND labeled = false", columns=["id"])["id"].to_pylist())
+    ds = store.dataset("s")
+    loaded = NeighbourSearch(ds, candidate_where(), exact=True)
+    loaded.ranked(np.ones((300, 16)) / 4.0, 1)  # many queries: the exact path loads every candidate
+    fresh = NeighbourSearch(ds, candidate_where(), exact=True)
+    got = fresh.candidates_matching("cluster = 3")
+    assert got == loaded.candidates_matching("cluster = 3") == in_cluster
+    assert np.allclose(fresh.vectors_of(got), loaded.vectors_of(got))
