@@ -158,10 +158,16 @@ def _public(name: str) -> str:
     return META_PREFIX + name if name in CORE_COLUMNS else name
 
 
-def build_features(table: pa.Table, info: DatasetInfo, quantiles: tuple[float, float] = (0.2, 0.8)) -> list[Feature]:
-    """The binned features of ``table`` (which holds the ``meta_<field>`` columns of every ok row)."""
+def build_features(
+    table: pa.Table,
+    info: DatasetInfo,
+    quantiles: tuple[float, float] = (0.2, 0.8),
+    fields: Sequence[str] | None = None,
+) -> list[Feature]:
+    """The binned features of ``table`` (which holds the ``meta_<field>`` columns of every ok row), one per
+    field of ``fields`` (default :func:`slice_fields`)."""
     out = []
-    for name in slice_fields(info):
+    for name in slice_fields(info) if fields is None else fields:
         col = table.column(META_PREFIX + name)
         ftype = info.metadata_fields[name]
         if col.null_count == len(col):
@@ -354,8 +360,8 @@ class _Rows:
     judged_on: str
 
 
-def _load_rows(store: Store, dataset: str, info: DatasetInfo, include_train: bool) -> _Rows:
-    cols = ["id", "split", "labeled", "correct", *(META_PREFIX + f for f in slice_fields(info))]
+def _load_rows(store: Store, dataset: str, fields: Sequence[str], include_train: bool) -> _Rows:
+    cols = ["id", "split", "labeled", "correct", *(META_PREFIX + f for f in fields)]
     table = store.query(dataset, where=ok_and(), columns=cols)
     labeled = pc.fill_null(table.column("labeled"), False).to_numpy(zero_copy_only=False).astype(bool)
     correct = table.column("correct")
@@ -383,14 +389,31 @@ def _onehot(bins: Sequence[Bin], rows: np.ndarray) -> sparse.csc_matrix:
     return sparse.csc_matrix((data, idx, np.asarray(indptr)), shape=(int(rows.sum()), len(bins)))
 
 
-def compute_slices(store: Store, dataset: str, params: SliceParams | None = None) -> dict[str, Any]:
-    """Find the metadata slices of ``dataset`` now (no cache); the document :func:`load_slices` keeps."""
+def compute_slices(
+    store: Store, dataset: str, params: SliceParams | None = None, *, fields: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Find the metadata slices of ``dataset`` now (no cache); the document :func:`load_slices` keeps.
+
+    ``fields``: the metadata fields to slice on (default :func:`slice_fields`: every one but timestamps),
+    e.g. all but a column that holds the answer (bench/slices.py leaves out the planted ``slice``)."""
     params = params or SliceParams()
     params.check()
     info = store.get_dataset(dataset)
     version = store.version(dataset)
-    rows = _load_rows(store, dataset, info, params.include_train)
-    features = build_features(rows.table, info, params.quantiles)
+    usable = slice_fields(info)
+    if fields is None:
+        fields = usable
+    else:
+        fields = list(dict.fromkeys(fields))
+        unknown = [f for f in fields if f not in usable]
+        if unknown:
+            raise ValidationFailed(
+                f"dataset {dataset!r} has no metadata field {unknown[0]!r} to slice on; "
+                f"its fields: {', '.join(usable) or 'none'}",
+                field="fields",
+            )
+    rows = _load_rows(store, dataset, fields, params.include_train)
+    features = build_features(rows.table, info, params.quantiles, fields)
     bins = [b for f in features for b in f.bins]
     owner = np.array([n for n, f in enumerate(features) for _ in f.bins], dtype=np.int64)
     n_judged = int(rows.judged.sum())

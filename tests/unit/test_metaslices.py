@@ -19,7 +19,7 @@ def _sliceline_top(store: Store, name: str, *, k: int, max_l: int, min_sup: int)
     from sliceline import Slicefinder
 
     info = store.get_dataset(name)
-    rows = ms._load_rows(store, name, info, include_train=False)
+    rows = ms._load_rows(store, name, ms.slice_fields(info), include_train=False)
     features = ms.build_features(rows.table, info)
     x = np.full((rows.table.num_rows, len(features)), "~none", dtype=object)
     for j, f in enumerate(features):
@@ -81,6 +81,22 @@ def test_level3_and_parameters(store: Store) -> None:
         ms.compute_slices(store, "planted", ms.SliceParams(max_l=5))
     with pytest.raises(NotFound, match="no metadata slice 99"):
         ms.get_slice(store, "planted", 99)
+
+
+def test_fields_leave_out_a_field_and_unknown_ones_are_named(store: Store) -> None:
+    """``fields`` slices on those fields only: without ``camera`` the planted slice's other half is all
+    that is left of it, and no slice names the camera."""
+    make_planted_meta(store)
+    info = store.get_dataset("planted")
+    every = ms.compute_slices(store, "planted")
+    others = [f for f in ms.slice_fields(info) if f != "camera"]
+    doc = ms.compute_slices(store, "planted", fields=others)
+    assert {f["field"] for f in every["features"]} - {f["field"] for f in doc["features"]} == {"camera"}
+    assert doc["slices"] and all(c["field"] != "camera" for s in doc["slices"] for c in s["conditions"])
+    assert doc["slices"][0]["description"] == "img_brightness=dark"
+    assert doc["slices"][0]["error_rate"] < every["slices"][0]["error_rate"]
+    with pytest.raises(ValidationFailed, match="no metadata field 'lens'.*camera"):
+        ms.compute_slices(store, "planted", fields=["camera", "lens"])
 
 
 def test_no_errors_means_no_slices(store: Store) -> None:
