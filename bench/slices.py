@@ -20,7 +20,14 @@ the same seed; the methods then work on the same stored embeddings, labels and p
                  (``--domino-venv``, created on first use; see that file for what it takes on Python
                  3.11); fitted on the val split, as in the paper; its slices in its own order;
 ``hdbscan``      the failure clusters of plain HDBSCAN on the same 2-D map (``clusters=density``, the
-                 behaviour before issue 12), ranked the same way.
+                 behaviour before issue 12), ranked the same way;
+``metadata``     the top metadata slices of ``edgeminer slices`` (SliceLine's score over binned metadata,
+                 indexer/analysis/metaslices.py) made of the image properties edgeminer computes at
+                 ingest only (``img_*``: brightness, sharpness...; not the planted ``slice`` column nor
+                 the generators' ``ink``), in their own order. Not a peer on the same inputs: it reads
+                 the pixels' properties, not the embeddings, and it does not depend on the seed. It is
+                 the other half of what the slices panel shows, and says which planted slices a user
+                 finds there rather than among the failure clusters.
 
 Protocol (dcbench ``slice_discovery``, metrics.py): evaluated on the val split (labeled, unseen by
 the model). Each method proposes its top ``--top`` slices, each a membership score per row (Domino:
@@ -28,7 +35,8 @@ the model). Each method proposes its top ``--top`` slices, each a membership sco
 [0, 1), the row's similarity to the cluster's errors times how failure-like the row is (its own
 known error, else the model's uncertainty), so members come first, the most failure-like first; ties
 in row order, as ``rankdata(method="ordinal")``). For each planted slice the proposed slice with the
-highest precision@10 is its match (the first on ties); reported: its precision@10 and @25, the recall
+highest precision@10 is its match (the first on ties; a metadata slice scores 1 for its members plus
+how failure-like the row is, 0 for the rest); reported: its precision@10 and @25, the recall
 and precision of its hard assignment (Domino: rows whose argmax is that slice; a cluster: its
 members), AUROC of its score, and its rank in the method's list (ours: failure rank). ``P all`` /
 ``R all``: the matched cluster's precision and recall over every row (val, train and the unlabeled
@@ -68,7 +76,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from edgeminer.indexer.analysis import metaslices  # noqa: E402
 from edgeminer.indexer.analysis.clustering import (  # noqa: E402
+    KNOWN_ERROR_FAILURE,
     Clusterer,
     auroc,
     failure_scores,
@@ -178,6 +188,33 @@ def ours(data: dict[str, Any], top: int) -> tuple[list[int], np.ndarray, np.ndar
 def hdbscan_map(data: dict[str, Any], top: int) -> tuple[list[int], np.ndarray, np.ndarray]:
     labels = Clusterer(mode="density").fit(data["xy"]).labels_.astype(np.int64)
     return cluster_slices(labels, data, top)
+
+
+#: the metadata fields edgeminer computes from the pixels at ingest (indexer/properties.py).
+IMAGE_PROPERTY_PREFIX = "img_"
+
+
+def metadata_slices(store: Store, ds: str, data: dict[str, Any], top: int) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """The top metadata slices over the image properties (``img_*`` fields only), in SliceLine order:
+    membership (hard) and a score, 1 for members plus how failure-like the row is (as
+    clustering.failure_scores: the model's uncertainty, at least KNOWN_ERROR_FAILURE for a known error),
+    0 outside the slice."""
+    info = store.get_dataset(ds)
+    fields = [f for f in metaslices.slice_fields(info) if f.startswith(IMAGE_PROPERTY_PREFIX)]
+    n = len(data["rows"]["id"])
+    if not fields:
+        return [], np.zeros((n, 0)), np.zeros((n, 0), dtype=bool)
+    doc = metaslices.compute_slices(store, ds, metaslices.SliceParams(top_k=top), fields=fields)
+    position = {rid: i for i, rid in enumerate(data["rows"]["id"])}
+    hard = np.zeros((n, len(doc["slices"])), dtype=bool)
+    for j, item in enumerate(doc["slices"]):
+        ids = store.query(ds, where=ok_and(metaslices.slice_where(info, item)), columns=["id"]).column("id")
+        hard[[position[i] for i in ids.to_pylist() if i in position], j] = True
+    conf = np.asarray([np.nan if v is None else float(v) for v in data["rows"]["confidence"]], dtype=np.float64)
+    unsure = np.clip(1.0 - np.nan_to_num(conf, nan=0.5), 0.0, 1.0)
+    failing = np.maximum(unsure, np.where(data["error"], KNOWN_ERROR_FAILURE, 0.0))
+    scores = hard * (1.0 + 0.999 * failing[:, None])
+    return [int(item["id"]) for item in doc["slices"]], scores, hard
 
 
 def ensure_domino_venv(venv: Path) -> Path:
@@ -303,9 +340,7 @@ GOAL = 0.8
 Methods = dict[str, tuple[list[int], np.ndarray, np.ndarray]]
 
 
-def run_seed(
-    store: Store, ds: str, seed: int, top: int, python: Path | None
-) -> tuple[dict[str, Any], Methods]:
+def run_seed(store: Store, ds: str, seed: int, top: int, python: Path | None) -> tuple[dict[str, Any], Methods]:
     """Analyze ``ds`` with ``seed`` (the UMAP map's random state) and let every method propose its slices;
     Domino is fitted with the same seed."""
     analyze(store, ds, {"clusters": "failure", "seed": seed})
@@ -314,6 +349,7 @@ def run_seed(
     if python is not None:
         methods["domino"] = domino(data, top, python, seed)
     methods["hdbscan"] = hdbscan_map(data, top)
+    methods["metadata"] = metadata_slices(store, ds, data, top)
     return data, methods
 
 
