@@ -9,6 +9,7 @@ the failure clusters and the metadata slices (GET /slices) side by side."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,11 @@ def test_failure_clusters_are_outlined_and_labelled(
     assert outline_pixels(page) > 200
     assert page.evaluate("edgeminer.timings.hulls") >= 0
     page.screenshot(path=str(artifacts / "outlines.png"))
+    # the toggle counts clusters as the hint above it does (the noise row is not a cluster)
+    among = int(re.search(r"among (\d+)", page.inner_text("#cluster-hint")).group(1))
+    noise = page.evaluate("edgeminer.state.clusters.some(c => c.id === -1)")
+    label = page.inner_text("#cluster-table tfoot button")
+    assert label.startswith(f"Show all {among} clusters" + (" and noise (" if noise else " (")), label
     # opening a cluster that is not a failure cluster outlines it too
     page.click("#cluster-table tfoot button")
     other = page.locator("#cluster-table tbody tr.other").first

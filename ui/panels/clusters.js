@@ -104,9 +104,12 @@ function renderClusters() {
   const foot = $("#cluster-table tfoot");
   foot.replaceChildren();
   if (failing.length && failing.length < clusters.length) {
+    // the noise row (id -1) is listed but is not a cluster: the hint above counts clusters only
+    const real = clusters.filter((c) => c.id !== -1).length;
+    const noise = real < clusters.length ? " and noise" : "";
     const label = state.showAllClusters
       ? "Show only the failure clusters"
-      : `Show all ${clusters.length} clusters (${clusters.length - failing.length} more)`;
+      : `Show all ${real} clusters${noise} (${clusters.length - failing.length} more)`;
     const toggle = () => {
       state.showAllClusters = !state.showAllClusters;
       renderClusters();
