@@ -31,7 +31,7 @@ browser:
 	else echo "chromium missing: run 'sudo apt-get install -y chromium' (browser tests will $(if $(CI),fail,skip))"; fi
 
 demo: install
-	$(BIN)/edgeminer --data-dir $(DATA_DIR) demo --demo-dir $(DEMO_DIR) --port $(PORT)
+	$(BIN)/edgeminer --data-dir $(DATA_DIR) demo --demo-dir $(DEMO_DIR) --retrain --port $(PORT)
 
 test: install browser
 	$(BIN)/python -m pytest $(PYTEST_MARK)
