@@ -55,7 +55,6 @@ def server(browser_ok: None, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         stop_server(srv)
 
 
-
 def write_v2(store: Store, base: Path) -> Path:
     """v2's predictions: right on the failure cluster, wrong on 5 of 6 rows of BROKEN_CLUSTER, and one row
     in 9 of the other clusters wrong."""
@@ -130,6 +129,11 @@ def test_compare_table_examples_and_map(server: Server, page: Any, artifacts: Pa
     # the table holds the API's numbers, in the API's order (regressions first)
     assert page.evaluate(TABLE, "#compare-clusters") == expected_rows(report["clusters"])
     assert page.evaluate(TABLE, "#compare-classes") == expected_rows(report["classes"])
+    # clusters are named as in the cluster table: "#id", and the noise group "noise" (this data has none)
+    names = page.evaluate(
+        "() => [...document.querySelectorAll('#compare-clusters tbody td.name')].map(td => td.firstChild.textContent)"
+    )
+    assert names == ["noise" if g["value"] == -1 else f"#{g['value']}" for g in report["clusters"]], names
     meta = page.evaluate(TABLE, "#compare-meta table[data-field=group]")
     assert meta == expected_rows(report["metadata"]["group"])
     overall = page.inner_text("#compare-overall")

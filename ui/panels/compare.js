@@ -202,7 +202,7 @@ function fillTable(table, groups, kind) {
 }
 
 function groupRow(g, kind) {
-  const name = g.key === "cluster" ? `#${g.value}` : String(g.value ?? "(none)");
+  const name = g.key === "cluster" ? (g.value === -1 ? "noise" : `#${g.value}`) : String(g.value ?? "(none)");
   const rank = g.failure_rank ? h("small", { title: "failure rank", text: `⚑${g.failure_rank}` }) : null;
   const acc = `${pct(g.accuracy_base.value)} → ${pct(g.accuracy_new.value)}`;
   const accIv = `${span(g.accuracy_base, pct0)} → ${span(g.accuracy_new, pct0)}`;
