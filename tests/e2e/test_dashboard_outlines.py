@@ -184,3 +184,40 @@ def test_slices_panel_shows_clusters_and_metadata_slices(
     assert f"slice {first['description']}" in page.inner_text("#mine-count")
     errors = [e for e in page.js_errors if "favicon" not in e]
     assert not errors, errors
+
+
+def test_slices_panel_lists_likely_label_mistakes(
+    demo_server: Any, analyzed_demo: Any, page: Any, artifacts: Path
+) -> None:
+    """The slices tab lists the likely label mistakes (GET /label-issues) as tiles, given label -> the class
+    the row looks like; "Select all on the map" selects every one of them (the label_issue filter), "Find
+    similar unlabeled rows" mines from them."""
+    open_demo(page, demo_server.url)
+    page.click(".tabs button[data-tab=slices]")
+    page.wait_for_selector("#label-issues .tile", timeout=180_000)
+    body = httpx.get(demo_server.api("/datasets/demo/label-issues"), params={"limit": 24}, timeout=180).json()
+    assert body["total"] > 0 and body["items"]
+    ids = page.eval_on_selector_all("#label-issues .tile", "ts => ts.map(t => t.dataset.id)")
+    assert ids == [it["id"] for it in body["items"]]
+    captions = page.eval_on_selector_all("#label-issues .tile .cap", "cs => cs.map(c => c.textContent)")
+    assert captions == [f"{it['label']} → looks like {it['suggested']}" for it in body["items"]]
+    assert page.inner_text("#label-issues-status").startswith(f"{body['total']:,} of ")
+    page.locator("#label-issues-box").scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "label-issues.png"))
+    page.click("#label-issues-select")
+    page.wait_for_function("edgeminer.state.selection.source.includes('likely label mistakes')")
+    got = set(page.evaluate("Array.from(edgeminer.state.selection.indices, i => edgeminer.state.pts.ids[i])"))
+    flagged = httpx.get(
+        demo_server.api("/datasets/demo/samples"),
+        params={"filters": json.dumps([{"field": "label_issue", "value": True}]), "columns": "id", "limit": 10000},
+        timeout=60,
+    ).json()["items"]
+    assert len(flagged) == body["total"] and got == {r["id"] for r in flagged} & set(
+        page.evaluate("edgeminer.state.pts.ids")
+    )
+    page.click(".tabs button[data-tab=slices]")
+    page.click("#label-issues-mine")
+    page.wait_for_selector("#mine-grid .tile", timeout=60_000)
+    assert "the likely label mistakes" in page.inner_text("#mine-count")
+    errors = [e for e in page.js_errors if "favicon" not in e]
+    assert not errors, errors

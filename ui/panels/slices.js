@@ -3,12 +3,19 @@
 // metadata slices (GET /slices: conditions on metadata and image properties with high error rates),
 // fetched when the tab is first shown for a dataset (the server computes them on demand). A card's
 // "Select" selects its rows (a cluster's points; a slice through the request "filter"), "Find
-// similar" mines unlabeled rows from it (request "mine").
+// similar" mines unlabeled rows from it (request "mine"). Below, the likely label mistakes (GET
+// /label-issues: confident learning, train rows judged by a cross-validated probe, never by the model
+// that learnt them): a tile per row, given label -> the class it looks like; the same two actions.
 
 import { describeError, getJSON } from "../api.js";
 import { commonTrait, dsPath } from "../data.js";
 import { $, busy, h, pct, showError } from "../dom.js";
 import { clusterIndices, emit, on, setActiveCluster, setSelection, state } from "../state.js";
+import { fillGrid } from "../tiles.js";
+
+/** label mistakes shown as tiles (the rest: "Select all on the map") */
+const ISSUE_TILES = 24;
+const ISSUE_FILTER = [{ field: "label_issue", op: "eq", value: true }];
 
 let loadedFor = null; // the dataset whose metadata slices are shown
 
@@ -17,7 +24,16 @@ export function init() {
     loadedFor = null;
     $("#meta-slices").replaceChildren();
     $("#slices-status").textContent = "";
+    $("#label-issues").replaceChildren();
+    $("#label-issues-status").textContent = "";
+    $("#label-issues-actions").hidden = true;
   });
+  $("#label-issues-select").addEventListener("click", () =>
+    emit("filter", { filters: ISSUE_FILTER, label: "likely label mistakes" })
+  );
+  $("#label-issues-mine").addEventListener("click", () =>
+    emit("mine", { seeds: { label_issues: true }, label: "the likely label mistakes" })
+  );
   on("clusters", renderClusterSlices);
   on("tab", (name) => name === "slices" && ensureSlices());
 }
@@ -34,6 +50,41 @@ function ensureSlices() {
       $("#slices-status").textContent = describeError(err);
       showError(err, "Loading the slices");
     });
+  $("#label-issues-status").textContent = "looking for likely label mistakes…";
+  getJSON(dsPath("/label-issues"), { query: { limit: ISSUE_TILES } })
+    .then((body) => state.ds === ds && renderLabelIssues(body))
+    .catch((err) => {
+      if (state.ds !== ds) return;
+      $("#label-issues-status").textContent = `Label mistakes: ${describeError(err)}`;
+    });
+}
+
+function renderLabelIssues(body) {
+  const judged = (body.counts.model || 0) + (body.counts.probe || 0);
+  const by = body.counts.probe ? "a cross-validated probe on the embeddings" : "the model's probabilities";
+  const stale = body.stale ? ` Computed on table version ${body.version}; the data has changed since.` : "";
+  const shown = body.total > body.items.length ? ` The ${body.items.length} most likely:` : "";
+  $("#label-issues-status").textContent = body.total
+    ? `${body.total.toLocaleString()} of ${judged.toLocaleString()} judged labeled rows look mislabeled ` +
+      `(confident learning; judged by ${by}).${stale}${shown}`
+    : `No likely label mistake among ${judged.toLocaleString()} judged labeled rows.${stale}`;
+  $("#label-issues-actions").hidden = !body.total;
+  const byId = new Map(body.items.map((it) => [it.id, it]));
+  fillGrid(
+    $("#label-issues"),
+    body.items.map((it) => it.id),
+    {
+      ownCaptions: true,
+      tileOptions: (id) => {
+        const it = byId.get(id);
+        return {
+          caption: `${it.label} → looks like ${it.suggested}`,
+          title: `${id} (${it.split}): labeled ${it.label}, p(${it.label}) ${it.self_confidence.toFixed(2)}; ` +
+            `looks like ${it.suggested}, p ${it.suggested_confidence.toFixed(2)} (judged by the ${it.judged_by})`,
+        };
+      },
+    }
+  );
 }
 
 function figures(s) {
