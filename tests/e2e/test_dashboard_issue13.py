@@ -250,7 +250,9 @@ def test_label_next_from_the_failures_mines_half_and_takes_half_by_margin(server
     uncertain_share 0.5; its rows fill the tab's list and the status says how many came from each half."""
     open_dataset(page, server.url)
     page.click(".tabs button[data-tab=next]")
+    assert page.is_enabled("#select-form input[name=explore]")
     page.select_option("#select-form select[name=strategy]", "failures")
+    assert page.is_disabled("#select-form input[name=explore]")  # it has no explore share
     page.fill("#select-form input[name=budget]", "10")
     page.check("#select-form input[name=include_exported]")
     with page.expect_request(lambda r: r.url.endswith("/datasets/demo/mine") and r.method == "POST") as req:

@@ -15,6 +15,12 @@ export function init() {
   initResultList("next");
   on("dataset", () => ($("#select-status").textContent = ""));
   $("#select-form").addEventListener("submit", runSelect);
+  // "from the failures" has no explore share: its field is greyed out while that strategy is chosen
+  const form = $("#select-form").elements;
+  form.strategy.addEventListener("change", () => {
+    form.explore.disabled = form.strategy.value === "failures";
+    form.explore.title = form.explore.disabled ? "not used by \"from the failures\"" : "";
+  });
 }
 
 /** "from the failures": the failures are the seeds; half mined, half the most uncertain by margin. */
