@@ -78,9 +78,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edgeminer.indexer.analysis import metaslices  # noqa: E402
 from edgeminer.indexer.analysis.clustering import (  # noqa: E402
-    KNOWN_ERROR_FAILURE,
     Clusterer,
     auroc,
+    failure_likeness,
     failure_scores,
     precision_at_k,
     summarize_clusters,
@@ -176,8 +176,12 @@ def cluster_slices(labels: np.ndarray, data: dict[str, Any], top: int) -> tuple[
     summary = summarize_clusters(labels, data["rows"])
     ranked = [c["id"] for c in summary["clusters"] if c["is_failure"]][:top]
     member = np.stack([labels == c for c in ranked], axis=1) if ranked else np.zeros((labels.size, 0), dtype=bool)
-    conf = np.asarray([np.nan if v is None else float(v) for v in data["rows"]["confidence"]], dtype=np.float64)
-    return ranked, failure_scores(labels, ranked, data["emb"], data["error"], conf), member
+    return ranked, failure_scores(labels, ranked, data["emb"], data["error"], _confidence(data)), member
+
+
+def _confidence(data: dict[str, Any]) -> np.ndarray:
+    """Each row's stored confidence, NaN where there is none."""
+    return np.asarray([np.nan if v is None else float(v) for v in data["rows"]["confidence"]], dtype=np.float64)
 
 
 def ours(data: dict[str, Any], top: int) -> tuple[list[int], np.ndarray, np.ndarray]:
@@ -196,9 +200,8 @@ IMAGE_PROPERTY_PREFIX = "img_"
 
 def metadata_slices(store: Store, ds: str, data: dict[str, Any], top: int) -> tuple[list[int], np.ndarray, np.ndarray]:
     """The top metadata slices over the image properties (``img_*`` fields only), in SliceLine order:
-    membership (hard) and a score, 1 for members plus how failure-like the row is (as
-    clustering.failure_scores: the model's uncertainty, at least KNOWN_ERROR_FAILURE for a known error),
-    0 outside the slice."""
+    membership (hard) and a score, 1 for members plus how failure-like the row is
+    (clustering.failure_likeness, as in the failure clusters' scores), 0 outside the slice."""
     info = store.get_dataset(ds)
     fields = [f for f in metaslices.slice_fields(info) if f.startswith(IMAGE_PROPERTY_PREFIX)]
     n = len(data["rows"]["id"])
@@ -210,10 +213,7 @@ def metadata_slices(store: Store, ds: str, data: dict[str, Any], top: int) -> tu
     for j, item in enumerate(doc["slices"]):
         ids = store.query(ds, where=ok_and(metaslices.slice_where(info, item)), columns=["id"]).column("id")
         hard[[position[i] for i in ids.to_pylist() if i in position], j] = True
-    conf = np.asarray([np.nan if v is None else float(v) for v in data["rows"]["confidence"]], dtype=np.float64)
-    unsure = np.clip(1.0 - np.nan_to_num(conf, nan=0.5), 0.0, 1.0)
-    failing = np.maximum(unsure, np.where(data["error"], KNOWN_ERROR_FAILURE, 0.0))
-    scores = hard * (1.0 + 0.999 * failing[:, None])
+    scores = hard * (1.0 + 0.999 * failure_likeness(data["error"], _confidence(data))[:, None])
     return [int(item["id"]) for item in doc["slices"]], scores, hard
 
 

@@ -184,6 +184,11 @@ function categoryColumn(field, values) {
 
 /** The metadata value most over-represented in a cluster, held by at least half of it (the CLI's
  * "common trait": share over the dataset's share above 1.5); null when none. */
+/** A cluster's name in tables and legends: "#id", and "noise" for the rows HDBSCAN left out (-1). */
+export function clusterName(id) {
+  return id === -1 ? "noise" : `#${id}`;
+}
+
 export function commonTrait(c) {
   const t = c.common_trait;
   return t ? { field: t.field, value: t.value, share: t.share, datasetShare: t.dataset_share } : null;

@@ -72,6 +72,7 @@ __all__ = [
     "Clusterer",
     "absorb_stray_errors",
     "auroc",
+    "failure_likeness",
     "failure_scores",
     "failure_tree_labels",
     "precision_at_k",
@@ -763,6 +764,15 @@ def _meta_cluster(values: list[Any], type_name: str, overall: Mapping[str, Any])
 KNOWN_ERROR_FAILURE = 0.5
 
 
+def failure_likeness(error: np.ndarray, confidence: np.ndarray | None = None) -> np.ndarray:
+    """How failure-like each row is itself, in [0, 1]: ``max(1 - confidence, KNOWN_ERROR_FAILURE if the
+    row is a known error)`` (confidence NaN counts as 0.5; without ``confidence`` only known errors
+    count). The second factor of :func:`failure_scores`."""
+    error = np.asarray(error, dtype=bool)
+    unsure = np.zeros(error.shape[0]) if confidence is None else 1.0 - np.nan_to_num(confidence, nan=0.5)
+    return np.maximum(np.clip(unsure, 0.0, 1.0), np.where(error, KNOWN_ERROR_FAILURE, 0.0))
+
+
 def failure_scores(
     labels: np.ndarray,
     clusters: Sequence[int],
@@ -789,8 +799,7 @@ def failure_scores(
     labels = np.asarray(labels)
     unit = l2_normalize(embeddings)
     error = np.asarray(error, dtype=bool)
-    unsure = np.zeros(labels.shape[0]) if confidence is None else 1.0 - np.nan_to_num(confidence, nan=0.5)
-    failing = np.maximum(np.clip(unsure, 0.0, 1.0), np.where(error, KNOWN_ERROR_FAILURE, 0.0))
+    failing = failure_likeness(error, confidence)
     out = np.zeros((labels.shape[0], len(clusters)), dtype=np.float64)
     for j, cid in enumerate(clusters):
         member = labels == cid

@@ -5,7 +5,7 @@
 // similar" (request "mine"). "Analyze again" in the banner is the request "analyze" (summary.js).
 
 import { ApiError, getJSON } from "../api.js";
-import { commonTrait, dsPath } from "../data.js";
+import { clusterName, commonTrait, dsPath } from "../data.js";
 import { $, $$, h, pct } from "../dom.js";
 import { clusterIndices, emit, on, setActiveCluster, setAnalysis, setClusters, setSelection, state } from "../state.js";
 import { fillGrid } from "../tiles.js";
@@ -119,7 +119,7 @@ function renderClusters() {
 }
 
 function clusterRow(c, maxRate) {
-  const name = c.id === -1 ? "noise" : c.failure_rank ? `#${c.id} ⚑${c.failure_rank}` : `#${c.id}`;
+  const name = clusterName(c.id) + (c.failure_rank ? ` ⚑${c.failure_rank}` : "");
   return h(
     "tr",
     {

@@ -4,7 +4,7 @@
 // changed (GET /compare/points): it follows the pair ("compare") and the request "color-by".
 
 import { busy, $, h, num, showError } from "../dom.js";
-import { loadComparePoints, loadPointColumn, metadataFields, scoreFields } from "../data.js";
+import { clusterName, loadComparePoints, loadPointColumn, metadataFields, scoreFields } from "../data.js";
 import { CATEGORICAL, COMPARE_ALPHA, COMPARE_COLORS, COMPARE_NAMES, NULL_COLOR } from "../palette.js";
 import { OUTCOME_ALPHA, OUTCOME_COLORS, OUTCOME_NAMES, RAMP, hexRGB, rampRGB } from "../palette.js";
 import { emit, on, state } from "../state.js";
@@ -162,7 +162,7 @@ function colorClusters(pts, put) {
   const keys = [...counts.keys()].sort((a, b) => a - b);
   const legend = keys.slice(0, 24).map((c) => ({
     color: c < 0 ? NULL_COLOR : CATEGORICAL[c % CATEGORICAL.length],
-    name: c === -1 ? "noise" : c < -1 ? "not clustered" : `#${c}`,
+    name: c < -1 ? "not clustered" : clusterName(c),
     count: counts.get(c),
   }));
   if (keys.length > 24) legend.push({ color: "#ffffff", name: `… ${keys.length - 24} more clusters`, count: null });

@@ -5,7 +5,7 @@
 // "outcome (compare)" follows it; "Color the map" is the request "color-by". Loaded when shown.
 
 import { describeError, getJSON } from "../api.js";
-import { dsPath, loadVersions } from "../data.js";
+import { clusterName, dsPath, loadVersions } from "../data.js";
 import { $, $$, busy, h, num, option, pct, showError } from "../dom.js";
 import { emit, on, setComparePair, state } from "../state.js";
 import { fillGrid } from "../tiles.js";
@@ -202,7 +202,7 @@ function fillTable(table, groups, kind) {
 }
 
 function groupRow(g, kind) {
-  const name = g.key === "cluster" ? (g.value === -1 ? "noise" : `#${g.value}`) : String(g.value ?? "(none)");
+  const name = g.key === "cluster" ? clusterName(g.value) : String(g.value ?? "(none)");
   const rank = g.failure_rank ? h("small", { title: "failure rank", text: `⚑${g.failure_rank}` }) : null;
   const acc = `${pct(g.accuracy_base.value)} → ${pct(g.accuracy_new.value)}`;
   const accIv = `${span(g.accuracy_base, pct0)} → ${span(g.accuracy_new, pct0)}`;
