@@ -152,7 +152,8 @@ def format_compare(report: dict[str, Any], *, top: int = 15) -> str:
         lines += ["", f"clusters of analysis {report['analysis']['run_id']}{stale}", head]
         for g in report["clusters"][:top]:
             rank = f" (#{g['failure_rank']})" if g.get("failure_rank") else ""
-            lines.append(_row(f"cluster {g['value']}{rank}", g))
+            lines.append(_row("noise" if g["value"] == -1 else f"cluster {g['value']}{rank}", g))  # -1: HDBSCAN noise
+        lines += _more(report["clusters"], top, "clusters")
     det = report.get("detection")
     if det:
         fps = ", ".join(f"{k} {v}" for k, v in det["false_positives"].items())
@@ -168,7 +169,14 @@ def format_compare(report: dict[str, Any], *, top: int = 15) -> str:
     for name, groups in sections:
         if groups:
             lines += ["", f"per {name}", head] + [_row(f"{name}={g['value']}", g) for g in groups[:top]]
+            lines += _more(groups, top, f"{name} values")
     return "\n".join(lines)
+
+
+def _more(groups: list[dict[str, Any]], top: int, what: str) -> list[str]:
+    """The line saying a table was cut at ``top`` rows, and how to see the rest (none when it was not)."""
+    rest = len(groups) - top
+    return [f"... {rest} more {what} (--top {len(groups)} shows them all, --json every figure)"] if rest > 0 else []
 
 
 # ---------------------------------------------------------------------------------------------

@@ -185,3 +185,21 @@ def test_notebook_api(tmp_path: Path) -> None:
     assert [v["name"] for v in ws.versions("ds")["versions"]] == ["v1", "v2"]
     assert ws.compare("ds", "v1", "v2")["overall"]["fixed"] == 2
     assert ws.versions("ds", set_current="v2")["current"] == "v2"
+
+
+def test_the_printed_tables_say_what_they_leave_out_and_name_noise(two: Store) -> None:
+    from edgeminer.indexer.analysis.run import analyze
+    from edgeminer.service.cli_compare import format_compare
+
+    analyze(two, "ds", {"min_cluster_size": 2, "n_neighbors": 3})
+    report = compare(two, "ds", "v1", "v2")
+    classes, clusters = report["classes"], report["clusters"]
+    assert len(classes) == 2
+    cut = format_compare(report, top=1)
+    assert "\n... 1 more class values (--top 2 shows them all, --json every figure)" in cut
+    assert "class=a" in cut and "class=b" not in cut
+    whole = format_compare(report, top=2)
+    assert "more class values" not in whole and "class=b" in whole
+    # ten rows are too few for a cluster of HDBSCAN's: every judged row is noise, named so
+    assert [g["value"] for g in clusters] == [-1]
+    assert "\nnoise " in whole and "cluster -1" not in whole
