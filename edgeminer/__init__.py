@@ -746,7 +746,14 @@ class Workspace:
         return compare(self.store, dataset, base, new, CompareOptions(split=split, resamples=resamples, seed=seed))
 
     def slices(
-        self, dataset: str, *, max_l: int = 2, top: int = 10, include_train: bool = False, refresh: bool = False
+        self,
+        dataset: str,
+        *,
+        max_l: int = 2,
+        top: int = 10,
+        include_train: bool = False,
+        refinements: bool = False,
+        refresh: bool = False,
     ) -> dict[str, Any]:
         """Metadata slices with high error rates, beside the failure clusters (``edgeminer slices``).
 
@@ -759,6 +766,9 @@ class Workspace:
             Slices to return (1-100).
         include_train : bool
             Judge errors on train rows too (default: labeled rows outside the train split, when any).
+        refinements : bool
+            Also list a slice that only narrows another by a condition without a significantly higher
+            error rate (SliceLine lists them; by default they are left out and the next slices move up).
         refresh : bool
             Recompute even when cached at this table version.
 
@@ -771,7 +781,7 @@ class Workspace:
         """
         from edgeminer.indexer.analysis.metaslices import SliceParams, slices_overview
 
-        params = SliceParams(max_l=max_l, top_k=top, include_train=include_train)
+        params = SliceParams(max_l=max_l, top_k=top, include_train=include_train, refinements=refinements)
         return slices_overview(self.store, dataset, params, refresh=refresh)
 
     def label_issues(

@@ -20,7 +20,13 @@ def cmd_slices(args: argparse.Namespace, settings: Settings) -> int:
     from edgeminer.indexer.analysis.metaslices import SliceParams, slices_overview
 
     store = open_store(settings)
-    params = SliceParams(max_l=args.max_l, top_k=args.top, min_sup=args.min_sup, include_train=args.include_train)
+    params = SliceParams(
+        max_l=args.max_l,
+        top_k=args.top,
+        min_sup=args.min_sup,
+        include_train=args.include_train,
+        refinements=args.refinements,
+    )
     doc = slices_overview(store, args.dataset, params, refresh=args.refresh)
     if args.json:
         print_json(doc)
@@ -38,7 +44,10 @@ def cmd_slices(args: argparse.Namespace, settings: Settings) -> int:
             conds = " and ".join(c["label"] for c in s["conditions"])
             figures = f"{s['error_rate']:>5.0%} {s['lift']:>5.1f} {s['judged']:>7} {s['unlabeled']:>6}"
             print(f"{s['id']:>5} {figures}  {conds}")
-        print(f"mine a slice's unlabeled rows nearest its failures: edgeminer mine --dataset {args.dataset} --slice N")
+        hint = f"mine a slice's unlabeled rows nearest its failures: edgeminer mine --dataset {args.dataset} --slice N"
+        if params != SliceParams(top_k=params.top_k):
+            hint += " (N numbers the default listing, without --max-l, --min-sup, --include-train or --refinements)"
+        print(hint)
     _print_clusters(doc["clusters"], args.dataset)
     return 0
 
@@ -110,6 +119,12 @@ def register(sub: Any) -> None:
     p.add_argument("--top", type=int, default=10, help="slices to show (1-100, default 10)")
     p.add_argument("--min-sup", type=int, default=None, help="fewest judged rows per slice (default 1%%, >= 10)")
     p.add_argument("--include-train", action="store_true", help="judge errors on train rows too")
+    p.add_argument(
+        "--refinements",
+        action="store_true",
+        help="also list a slice that only narrows another by a condition without a significantly higher error "
+        "rate (SliceLine lists them; by default they are left out and the next slices move up)",
+    )
     p.add_argument("--refresh", action="store_true", help="recompute even when cached at this table version")
     p.add_argument("--json", action="store_true", help="the full result as JSON")
     p.set_defaults(handler=cmd_slices)

@@ -131,6 +131,21 @@ def test_cli_round_trip(env: tuple, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--data-dir", str(data_dir), "slices", "--dataset", "planted"]) == 0
     out = capsys.readouterr().out
     assert "camera=C and img_brightness=dark" in out and "--slice N" in out and "failure clusters: none yet" in out
+    assert "numbers the default listing" not in out
+    # --refinements: SliceLine's own listing (the planted slice narrowed by the weather too), as the API's
+    argv = ["--data-dir", str(data_dir), "slices", "--dataset", "planted", "--max-l", "3", "--refinements"]
+    assert main([*argv, "--json"]) == 0
+    every = json.loads(capsys.readouterr().out)
+    api = httpx.get(
+        f"{url}/datasets/planted/slices",
+        params={"max_l": 3, "refinements": "true"},
+        headers={"X-API-Key": KEY},
+        timeout=T,
+    ).json()
+    assert [s["summary"] for s in every["slices"]] == [s["summary"] for s in api["slices"]]
+    assert any(len(s["conditions"]) == 3 for s in every["slices"]) and every["params"]["refinements"] is True
+    assert main(argv) == 0
+    assert "numbers the default listing" in capsys.readouterr().out  # --slice N is not this listing's N
     ids_out = data_dir.parent / "mined.txt"
     code = main(
         ["--data-dir", str(data_dir), "mine", "--dataset", "planted", "--slice", "1", "--budget", "10",

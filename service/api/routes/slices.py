@@ -134,9 +134,14 @@ def get_slices(
     top_k: int = Query(10, ge=1, le=100, description="slices to return"),
     min_sup: int | None = Query(None, ge=1, description="fewest judged rows per slice (default 1%, >= 10)"),
     include_train: bool = Query(False, description="judge errors on train rows too"),
+    refinements: bool = Query(
+        False, description="also list slices a condition narrows without a significantly higher error rate"
+    ),
     refresh: bool = Query(False, description="recompute even if cached at this version"),
 ) -> dict[str, Any]:
-    params = SliceParams(max_l=max_l, top_k=top_k, min_sup=min_sup, include_train=include_train)
+    params = SliceParams(
+        max_l=max_l, top_k=top_k, min_sup=min_sup, include_train=include_train, refinements=refinements
+    )
     out = slices_overview(store, store.dataset(dataset).name, params, refresh=refresh)
     for item in out["clusters"]["items"]:
         item["href"] = f"/api/v1/datasets/{dataset}/clusters/{item['id']}"
